@@ -1,0 +1,143 @@
+"""``mlm-bot``: the one command line of the project.
+
+Subcommands import what they need when they run, so ``mlm-bot --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from models.errors import FillMaskError
+
+log = logging.getLogger("mlm_bot")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _model_settings(args: argparse.Namespace):  # noqa: ANN202
+    from models.settings import ModelSettings
+
+    overrides = {}
+    if getattr(args, "model", None):
+        overrides["model_name"] = args.model
+    if getattr(args, "device", None):
+        overrides["model_device"] = args.device
+    return ModelSettings(**overrides)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from models.service import create_app
+
+    settings = _model_settings(args)
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from models.client import create_fill_mask_service
+
+    settings = _model_settings(args)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+
+    async def predict():  # noqa: ANN202
+        service = create_fill_mask_service(settings)
+        await service.start()
+        try:
+            result = await service.fill_mask(args.text, top_k=args.top_k, targets=targets)
+            joint = None
+            if len(result.masks) > 1 and not args.json:
+                joint = await service.fill_joint(args.text, targets=targets)
+            return result, joint
+        finally:
+            await service.close()
+
+    try:
+        result, joint = asyncio.run(predict())
+    except FillMaskError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_hf(), ensure_ascii=False, indent=2))
+        return 0
+    print(_table(result, joint))
+    return 0
+
+
+def _table(result, joint) -> str:  # noqa: ANN001
+    lines = []
+    for n, mask in enumerate(result.masks, start=1):
+        if len(result.masks) > 1:
+            lines.append(f"Mask {n} of {len(result.masks)}")
+        width = max(len(p.token_str) for p in mask)
+        for rank, p in enumerate(mask, start=1):
+            bar = "█" * max(1, round(p.score * 20)) if p.score >= 0.025 else "▏"
+            lines.append(f"{rank:>3}  {p.token_str:<{width}}  {p.score * 100:6.2f}%  {bar}")
+        lines.append(f"     → {mask[0].sequence}")
+        lines.append("")
+    if joint is not None:
+        lines.append(f"Best sentence (masks filled one at a time): {joint.sequence}")
+    if result.truncated:
+        lines.append("(the text was long: the model read only the part around the masks)")
+    return "\n".join(lines).rstrip()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from models.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlm-bot", description="MLM Bot: a Telegram bot that teaches masked language models.")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="serve the model over HTTP (POST /v1/fill-mask)")
+    worker.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    worker.add_argument("--port", type=int, default=8000)
+    worker.add_argument("--model", help="hub id or local directory (default: MODEL_NAME or bert-base-uncased)")
+    worker.add_argument("--device", help="auto, cpu, cuda ... (default: MODEL_DEVICE or auto)")
+    worker.set_defaults(func=cmd_worker)
+
+    predict = sub.add_parser("predict", help="fill the masks of one sentence and print the answer")
+    predict.add_argument("text", help='a sentence with [MASK], e.g. "The cat sat on the [MASK]."')
+    predict.add_argument("--top-k", type=int, default=5, help="candidates per mask (1-50)")
+    predict.add_argument("--targets", help="comma-separated words: score only these")
+    predict.add_argument("--json", action="store_true", help="print Hugging Face's fill-mask JSON")
+    predict.add_argument("--model", help="hub id or local directory (default: MODEL_NAME or bert-base-uncased)")
+    predict.add_argument("--device", help="auto, cpu, cuda ...")
+    predict.set_defaults(func=cmd_predict)
+
+    from models.bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="HF pipeline vs. this worker, same sentences, same device")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

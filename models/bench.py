@@ -1,0 +1,245 @@
+"""``mlm-bot bench``: the naive baseline and this worker, on the same sentences and device, in one run.
+
+* baseline: ``transformers.pipeline("fill-mask")`` called once per sentence, fp32 (how most tutorials serve);
+* batcher: the engine behind the micro-batcher, N concurrent callers in this process;
+* http: ``mlm-bot worker`` in a separate process, N concurrent HTTP clients.
+
+It prints sentences/s, p50/p99 latency and the throughput ratio to the baseline. Without ``--model`` it
+builds a random-weight model of bert-base-uncased's shape (the hub is not needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="hub id or local directory (default: random weights, bert-base shape)")
+    parser.add_argument("--shape", default="bert-base", choices=["bert-base", "bert"],
+                        help="shape of the random model built when --model is not given (bert = tiny)")
+    parser.add_argument("--sentences", type=int, default=256, help="sentences per measurement")
+    parser.add_argument("--baseline-sentences", type=int, default=None, help="default: same as --sentences")
+    parser.add_argument("--concurrency", default="1,32", help="comma-separated numbers of concurrent callers")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--dtype", default="auto", help="worker precision (the baseline is always fp32)")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-batch-tokens", type=int, default=16_384)
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
+    parser.add_argument("--json-out", help="also write the results as JSON to this file")
+
+
+@dataclass
+class Measurement:
+    path: str
+    concurrency: int
+    sentences: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def throughput(self) -> float:
+        return self.sentences / self.seconds
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+def _measure(path: str, concurrency: int, latencies: list[float], seconds: float) -> Measurement:
+    return Measurement(path, concurrency, len(latencies), seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99))
+
+
+def bench_baseline(model: str, sentences: list[str], device: str) -> Measurement:
+    import torch
+    from transformers import pipeline
+
+    from models.device import resolve_device
+
+    torch_device = resolve_device(device)
+    fill = pipeline("fill-mask", model=model, device=torch_device, dtype=torch.float32)
+    for s in sentences[:3]:
+        fill(s)
+    latencies = []
+    started = time.perf_counter()
+    for s in sentences:
+        t = time.perf_counter()
+        fill(s)
+        latencies.append(time.perf_counter() - t)
+    return _measure("baseline: HF pipeline, one call per sentence, fp32", 1, latencies, time.perf_counter() - started)
+
+
+async def _run_callers(
+    call: Callable[[str], Awaitable[object]], sentences: list[str], concurrency: int
+) -> tuple[list[float], float]:
+    feed: Iterator[str] = iter(sentences)
+    latencies: list[float] = []
+
+    async def caller() -> None:
+        for s in feed:
+            t = time.perf_counter()
+            await call(s)
+            latencies.append(time.perf_counter() - t)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+async def bench_batcher(engine, sentences: list[str], levels: list[int], args: argparse.Namespace) -> list[Measurement]:  # noqa: ANN001
+    from models.batcher import MicroBatcher
+    from models.results import FillMaskRequest
+
+    batcher = MicroBatcher(engine, max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
+                           max_queue=max(levels) * 4, request_timeout=600)
+    await batcher.start()
+    try:
+        await _run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences[:8], 4)  # warm-up
+        out = []
+        for c in levels:
+            latencies, seconds = await _run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences, c)
+            out.append(_measure(f"batcher, {engine.dtype}".replace("torch.", ""), c, latencies, seconds))
+        return out
+    finally:
+        await batcher.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _worker_process(model: str, args: argparse.Namespace) -> Iterator[str]:
+    port = _free_port()
+    env = dict(os.environ, MODEL_NAME=model, MODEL_DEVICE=args.device, MODEL_DTYPE=args.dtype,
+               BATCH_MAX_SIZE=str(args.max_batch_size), BATCH_MAX_TOKENS=str(args.max_batch_tokens),
+               QUEUE_MAX="100000", REQUEST_TIMEOUT_S="600")
+    cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "worker", "--port", str(port)]
+    process = subprocess.Popen(cmd, env=env)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def bench_http(model: str, sentences: list[str], levels: list[int], args: argparse.Namespace) -> list[Measurement]:
+    import httpx
+
+    with _worker_process(model, args) as url:
+        limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+            deadline = time.monotonic() + 600
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the worker did not become ready")
+                await asyncio.sleep(0.5)
+
+            async def call(s: str) -> None:
+                response = await client.post("/v1/fill-mask", json={"inputs": s})
+                response.raise_for_status()
+
+            await _run_callers(call, sentences[:8], 4)
+            out = []
+            for c in levels:
+                latencies, seconds = await _run_callers(call, sentences, c)
+                out.append(_measure("http worker", c, latencies, seconds))
+            return out
+
+
+def _report(results: list[Measurement], baseline: Measurement, device: str) -> str:
+    lines = [f"device: {device}", "",
+             f"| path | callers | sentences/s | p50 ms | p99 ms | x baseline |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for m in [baseline, *results]:
+        lines.append(f"| {m.path} | {m.concurrency} | {m.throughput:,.1f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | "
+                     f"{m.throughput / baseline.throughput:.2f}x |")
+    return "\n".join(lines)
+
+
+def describe_device(device: str) -> str:
+    import platform
+
+    import torch
+
+    from models.device import resolve_device
+
+    d = resolve_device(device)
+    if d.type == "cuda":
+        return f"{torch.cuda.get_device_name(d)} (torch {torch.__version__})"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def main(args: argparse.Namespace) -> int:
+    from models.engine import FillMaskEngine
+    from models.random_models import BUILDERS, sentences as make_sentences
+
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            print(f"building a random-weight {args.shape} model ...", file=sys.stderr)
+            model = str(BUILDERS[args.shape](Path(tmp) / args.shape))
+        engine = FillMaskEngine.load(model, device=args.device, dtype=args.dtype)
+        sentences = make_sentences(args.sentences, seed=1, mask=engine.mask_token)
+        baseline_sentences = sentences[: args.baseline_sentences or args.sentences]
+        device = describe_device(args.device)
+        lengths = [len(e.input_ids) for e in engine.prepare_batch([_request(s) for s in sentences[:64]])]
+        print(f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average", file=sys.stderr)
+
+        print("measuring the baseline ...", file=sys.stderr)
+        baseline = _baseline_in_subprocess(model, baseline_sentences, args.device)
+        print("measuring the batcher ...", file=sys.stderr)
+        results = asyncio.run(bench_batcher(engine, sentences, levels, args))
+        del engine
+        if not args.no_http:
+            print("measuring over HTTP ...", file=sys.stderr)
+            results += asyncio.run(bench_http(model, sentences, levels, args))
+    print(_report(results, baseline, device))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(
+            {"device": device, "baseline": asdict(baseline), "results": [asdict(m) for m in results]}, indent=2))
+    return 0
+
+
+def _baseline_in_subprocess(model: str, sentences: list[str], device: str) -> Measurement:
+    """The baseline runs in a process of its own: torch threads of two different callers in one process
+    slow each other down on CPU (see FillMaskEngine), which would handicap whichever runs second."""
+    job = json.dumps({"model": model, "sentences": sentences, "device": device})
+    done = subprocess.run([sys.executable, "-m", "models.bench"], input=job, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"baseline measurement failed:\n{done.stderr[-4000:]}")
+    return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _request(text: str):  # noqa: ANN202
+    from models.results import FillMaskRequest
+
+    return FillMaskRequest(text)
+
+
+if __name__ == "__main__":  # the baseline's own process (see _baseline_in_subprocess)
+    _job = json.loads(sys.stdin.read())
+    print(json.dumps(asdict(bench_baseline(_job["model"], _job["sentences"], _job["device"]))))

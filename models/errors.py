@@ -1,0 +1,100 @@
+"""Errors a caller of the fill-mask engine can cause or meet.
+
+Each one carries a stable ``code`` (used in the worker's JSON errors and by the bot to pick a template),
+an HTTP status for the worker, and a message written for a person typing into a chat.
+"""
+
+from __future__ import annotations
+
+
+class FillMaskError(Exception):
+    """Base class: something about this request that the caller can fix or retry."""
+
+    code = "fill_mask_error"
+    http_status = 400
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class EmptyInputError(FillMaskError):
+    code = "empty_input"
+
+
+class NoMaskError(FillMaskError):
+    code = "no_mask"
+
+
+class TooManyMasksError(FillMaskError):
+    code = "too_many_masks"
+
+
+class InputTooLongError(FillMaskError):
+    code = "input_too_long"
+    http_status = 413
+
+
+class InvalidParameterError(FillMaskError):
+    code = "invalid_parameter"
+
+
+class TargetNotSingleTokenError(FillMaskError):
+    code = "target_not_single_token"
+
+
+class BusyError(FillMaskError):
+    """The queue is full: the caller should try again in a moment."""
+
+    code = "busy"
+    http_status = 503
+
+
+class RequestTimeoutError(FillMaskError):
+    code = "timeout"
+    http_status = 504
+
+
+class ModelNotReadyError(FillMaskError):
+    code = "not_ready"
+    http_status = 503
+
+
+class ShuttingDownError(FillMaskError):
+    code = "shutting_down"
+    http_status = 503
+
+
+class ModelOverloadedError(FillMaskError):
+    """Even a batch of one did not fit in device memory."""
+
+    code = "out_of_memory"
+    http_status = 507
+
+
+class WorkerUnavailableError(FillMaskError):
+    """The remote worker could not be reached (or kept failing) after retries."""
+
+    code = "worker_unavailable"
+    http_status = 502
+
+
+ERRORS_BY_CODE: dict[str, type[FillMaskError]] = {
+    cls.code: cls
+    for cls in (
+        FillMaskError,
+        EmptyInputError,
+        NoMaskError,
+        TooManyMasksError,
+        InputTooLongError,
+        InvalidParameterError,
+        TargetNotSingleTokenError,
+        BusyError,
+        RequestTimeoutError,
+        ModelNotReadyError,
+        ShuttingDownError,
+        ModelOverloadedError,
+        WorkerUnavailableError,
+    )
+}

@@ -1,0 +1,265 @@
+"""The model worker as an HTTP service (Starlette on uvicorn).
+
+``POST /v1/fill-mask`` speaks Hugging Face's inference schema, so ``huggingface_hub.InferenceClient`` works
+against it; ``POST /v1/fill-mask/joint`` returns the jointly filled sentence; ``GET /v1/info`` describes the
+model; ``/healthz``, ``/readyz`` and ``/metrics`` are for the orchestrator and Prometheus.
+
+Every answer is JSON; every mistake a client can make is a 4xx with ``{"error": message, "error_type": code}``
+(HF's error shape), never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from models.batcher import MicroBatcher
+from models.engine import MAX_TOP_K, FillMaskEngine
+from models.errors import (
+    FillMaskError,
+    InputTooLongError,
+    InvalidParameterError,
+    ModelNotReadyError,
+)
+from models.metrics import WorkerMetrics
+from models.results import FillMaskRequest
+from models.settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[ModelSettings], FillMaskEngine]
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    top_k: int | None = None
+    targets: list[str] | None = None
+    words_only: bool = False
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _one_target(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value  # HF accepts a single string too
+
+
+class FillMaskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    inputs: str | list[str]
+    parameters: Parameters | None = None
+
+
+def load_engine(settings: ModelSettings) -> FillMaskEngine:
+    return FillMaskEngine.load(
+        settings.model_name, device=settings.model_device, dtype=settings.model_dtype,
+        max_masks=settings.model_max_masks,
+    )
+
+
+class WorkerState:
+    """What the routes share: the batcher once the model is ready, the metrics, the load error if any."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self.metrics = WorkerMetrics()
+        self.engine: FillMaskEngine | None = None
+        self.batcher: MicroBatcher | None = None
+        self.load_error: str | None = None
+
+    async def load(self, factory: EngineFactory) -> None:
+        try:
+            engine = await asyncio.to_thread(factory, self.settings)  # includes the warm-up forward
+        except Exception as exc:  # the worker stays up to say why; /healthz turns 503 so it gets restarted
+            log.exception("could not load model %s", self.settings.model_name)
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            return
+        s = self.settings
+        batcher = MicroBatcher(
+            engine, max_batch_size=s.batch_max_size, max_batch_tokens=s.batch_max_tokens,
+            max_queue=s.queue_max, request_timeout=s.request_timeout_s, observer=self.metrics,
+        )
+        await batcher.start()
+        self.engine, self.batcher = engine, batcher
+        self.metrics.queue_depth.set_function(lambda: batcher.queue_depth)
+        self.metrics.in_flight.set_function(lambda: batcher.in_flight)
+        self.metrics.ready.set(1)
+
+    def ready_batcher(self) -> MicroBatcher:
+        if self.batcher is None:
+            raise ModelNotReadyError("The model is still loading. Try again in a moment.")
+        return self.batcher
+
+
+def create_app(settings: ModelSettings | None = None, *, engine_factory: EngineFactory = load_engine) -> Starlette:
+    state = WorkerState(settings or ModelSettings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loading = asyncio.create_task(state.load(engine_factory))
+        yield
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+        if state.batcher is not None:
+            await state.batcher.close()
+
+    async def fill_mask(request: Request) -> Response:
+        return await _answer(state, "fill-mask", request, _fill_mask)
+
+    async def fill_joint(request: Request) -> Response:
+        return await _answer(state, "joint", request, _fill_joint)
+
+    async def info(request: Request) -> Response:
+        engine = state.engine
+        if engine is None:
+            return _error(ModelNotReadyError("The model is still loading. Try again in a moment."))
+        return JSONResponse({
+            "model": engine.name, "mask_token": engine.mask_token, "device": str(engine.device),
+            "dtype": str(engine.dtype).removeprefix("torch."), "max_masks": engine.max_masks,
+            "max_top_k": MAX_TOP_K, "max_length": engine.max_length,
+        })
+
+    async def healthz(request: Request) -> Response:
+        if state.load_error:
+            return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if state.batcher is None:
+            status = "failed" if state.load_error else "loading"
+            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        return JSONResponse({"status": "ready", "model": state.settings.model_name})
+
+    async def metrics(request: Request) -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail, "error_type": "http"}, status_code=exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return JSONResponse({"error": "Internal error in the model worker.", "error_type": "internal"}, status_code=500)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/fill-mask", fill_mask, methods=["POST"]),
+            Route("/v1/fill-mask/joint", fill_joint, methods=["POST"]),
+            Route("/v1/info", info, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.state.worker = state
+    return app
+
+
+async def _answer(state: WorkerState, endpoint: str, request: Request, handler: Callable) -> Response:  # noqa: ANN401
+    started = time.perf_counter()
+    try:
+        body = await _read_body(request, state.settings)
+        response = await handler(state, body)
+        outcome = "ok"
+    except FillMaskError as exc:
+        response, outcome = _error(exc), exc.code
+    state.metrics.requests.labels(endpoint, outcome).inc()
+    state.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+async def _read_body(request: Request, settings: ModelSettings) -> FillMaskBody:
+    limit = settings.worker_max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InputTooLongError(f"The request body is larger than {limit} bytes.")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > limit:
+            raise InputTooLongError(f"The request body is larger than {limit} bytes.")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidParameterError(
+            'The body is not valid JSON. Send {"inputs": "The cat sat on the [MASK].", "parameters": {"top_k": 5}}.'
+        ) from None
+    try:
+        body = FillMaskBody.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidParameterError(_describe(exc)) from None
+    if isinstance(body.inputs, list):
+        if not body.inputs:
+            raise InvalidParameterError("inputs is an empty list: send at least one sentence.")
+        if len(body.inputs) > settings.worker_max_inputs:
+            raise InputTooLongError(f"At most {settings.worker_max_inputs} sentences per request; got {len(body.inputs)}.")
+    return body
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("str", "list["))) or "body"
+    if first["type"] == "extra_forbidden":
+        return f"Unknown field {where!r}. Allowed: inputs, parameters.top_k, parameters.targets, parameters.words_only."
+    if first["type"] == "missing":
+        return f"Missing field {where!r}: send {{\"inputs\": \"a sentence with [MASK]\"}}."
+    return f"Invalid {where}: {first['msg']}."
+
+
+def _requests(body: FillMaskBody, engine: FillMaskEngine, top_k: int | None) -> list[FillMaskRequest]:
+    params = body.parameters or Parameters()
+    texts = body.inputs if isinstance(body.inputs, list) else [body.inputs]
+    targets = tuple(params.targets) if params.targets is not None else None
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            engine.normalize(text)  # cheap checks first, so a bad sentence is named before any model work
+        except FillMaskError as exc:
+            if isinstance(body.inputs, list):
+                exc.message = f"inputs[{i}]: {exc.message}"
+                exc.args = (exc.message,)
+            raise
+        out.append(FillMaskRequest(text, top_k if top_k is not None else 5, targets, params.words_only))
+    return out
+
+
+async def _fill_mask(state: WorkerState, body: FillMaskBody) -> Response:
+    batcher = state.ready_batcher()
+    params = body.parameters or Parameters()
+    requests = _requests(body, batcher.engine, params.top_k)
+    results = await batcher.fill_many(requests)
+    payload: Any = [r.to_hf() for r in results]
+    if not isinstance(body.inputs, list):
+        payload = payload[0]
+    truncated = ",".join(str(i) for i, r in enumerate(results) if r.truncated)
+    headers = {"X-Truncated": truncated} if truncated else None
+    return JSONResponse(payload, headers=headers)
+
+
+async def _fill_joint(state: WorkerState, body: FillMaskBody) -> Response:
+    batcher = state.ready_batcher()
+    if not isinstance(body.inputs, str):
+        raise InvalidParameterError("The joint fill takes one sentence: inputs must be a string.")
+    if body.parameters is not None and body.parameters.top_k is not None:
+        raise InvalidParameterError("The joint fill picks one word per mask: top_k does not apply.")
+    (request,) = _requests(body, batcher.engine, 1)
+    return JSONResponse((await batcher.fill_joint(request)).to_dict())
+
+
+def _error(exc: FillMaskError) -> JSONResponse:
+    return JSONResponse({"error": exc.message, "error_type": exc.code}, status_code=exc.http_status)

@@ -1,0 +1,27 @@
+"""Settings of the model side, read from the environment and ``.env`` (the bot's settings extend these)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+
+    model_name: str = Field("bert-base-uncased", description="HF hub id or local directory of a masked LM")
+    model_device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    model_dtype: str = Field("auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    model_max_masks: int = Field(5, ge=1, le=50, description="most masks one sentence may hold")
+    model_worker_url: str | None = Field(None, description="unset: the model runs in this process")
+    batch_max_size: int = Field(32, ge=1, description="most inputs per model batch")
+    batch_max_tokens: int = Field(16_384, ge=16, description="most padded tokens per model batch")
+    queue_max: int = Field(512, ge=1, description="requests admitted at once; more get 'busy'")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of one request")
+    worker_max_body_bytes: int = Field(1_000_000, ge=1024, description="largest HTTP request body")
+    worker_max_inputs: int = Field(256, ge=1, description="most sentences in one HTTP request")
+
+    @field_validator("model_worker_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random-weight models, built once per session and loaded through the product's own
+``FillMaskEngine.load`` (the same ``from_pretrained`` path as bert-base-uncased on a real machine)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is out of reach in CI: fail fast if anything tries it
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from models.engine import FillMaskEngine  # noqa: E402
+from models.random_models import BUILDERS  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {kind: BUILDERS[kind](root / kind) for kind in ("bert", "roberta", "distilbert", "albert")}
+
+
+@pytest.fixture(scope="session")
+def bert_dir(model_dirs: dict[str, Path]) -> Path:
+    return model_dirs["bert"]
+
+
+@pytest.fixture(scope="session")
+def roberta_dir(model_dirs: dict[str, Path]) -> Path:
+    return model_dirs["roberta"]
+
+
+@pytest.fixture(scope="session")
+def bert_engine(bert_dir: Path) -> FillMaskEngine:
+    return FillMaskEngine.load(bert_dir)
+
+
+@pytest.fixture(scope="session")
+def roberta_engine(roberta_dir: Path) -> FillMaskEngine:
+    return FillMaskEngine.load(roberta_dir)
+
+
+@pytest.fixture(scope="session", params=["bert", "roberta"])
+def engine(request: pytest.FixtureRequest, bert_engine: FillMaskEngine, roberta_engine: FillMaskEngine) -> FillMaskEngine:
+    return {"bert": bert_engine, "roberta": roberta_engine}[request.param]
