@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +26,7 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def _model_settings(args: argparse.Namespace):  # noqa: ANN202
+def _model_settings(args: argparse.Namespace):
     from models.settings import ModelSettings
 
     overrides = {}
@@ -43,6 +44,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _model_settings(args)
     app = create_app(settings)
+    # uvicorn drains on SIGTERM, then raises the signal again; once drained, that is a clean exit (0).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
     return 0
 
@@ -53,7 +56,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     settings = _model_settings(args)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
 
-    async def predict():  # noqa: ANN202
+    async def predict():
         service = create_fill_mask_service(settings)
         await service.start()
         try:
@@ -77,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(result, joint) -> str:  # noqa: ANN001
+def _table(result, joint) -> str:
     lines = []
     for n, mask in enumerate(result.masks, start=1):
         if len(result.masks) > 1:
@@ -102,7 +105,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlm-bot", description="MLM Bot: a Telegram bot that teaches masked language models.")
+    parser = argparse.ArgumentParser(
+        prog="mlm-bot", description="MLM Bot: a Telegram bot that teaches masked language models."
+    )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
 

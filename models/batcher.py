@@ -156,7 +156,7 @@ class MicroBatcher:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _with_deadline(self, coro):  # noqa: ANN001, ANN202
+    async def _with_deadline(self, coro):
         try:
             return await asyncio.wait_for(coro, self.request_timeout)
         except asyncio.TimeoutError:
@@ -179,7 +179,7 @@ class MicroBatcher:
         self._prep_queue.put_nowait(_Prep(request, future))
         return await future
 
-    async def _forward(self, encoded: EncodedInput, *, wants_result: bool):  # noqa: ANN202
+    async def _forward(self, encoded: EncodedInput, *, wants_result: bool):
         future = asyncio.get_running_loop().create_future()
         self._model_queue.put_nowait(_Job(encoded, future, wants_result))
         return await future
@@ -192,13 +192,11 @@ class MicroBatcher:
             if not items:
                 continue
             try:
-                prepared = await loop.run_in_executor(
-                    self._cpu, self.engine.prepare_batch, [p.request for p in items]
-                )
+                prepared = await loop.run_in_executor(self._cpu, self.engine.prepare_batch, [p.request for p in items])
             except Exception as exc:  # a bug, not the user's input: fail these callers, keep serving
                 log.exception("tokenization failed for a batch of %d", len(items))
                 prepared = [exc] * len(items)
-            for item, result in zip(items, prepared):
+            for item, result in zip(items, prepared, strict=False):
                 _settle(item.future, result)
 
     async def _dispatch_loop(self) -> None:
@@ -247,14 +245,16 @@ class MicroBatcher:
                 self.observer.oom_split(len(batch))
             if len(batch) == 1:
                 log.error("out of memory on a single input of %d tokens", len(batch[0]))
-                return [ModelOverloadedError("That text is too big for the model's memory right now. Try a shorter one.")]
+                return [
+                    ModelOverloadedError("That text is too big for the model's memory right now. Try a shorter one.")
+                ]
             log.warning("out of memory on a batch of %d: splitting", len(batch))
             middle = len(batch) // 2
             return self._run_model(batch[:middle]) + self._run_model(batch[middle:])
 
     def _deliver(self, batch: list[_Job], outputs: Sequence[MaskScores | BaseException]) -> None:
         decode: list[tuple[_Job, MaskScores]] = []
-        for job, output in zip(batch, outputs):
+        for job, output in zip(batch, outputs, strict=False):
             if isinstance(output, BaseException) or not job.wants_result:
                 _settle(job.future, output)
             else:
@@ -271,7 +271,7 @@ class MicroBatcher:
         except Exception as exc:
             log.exception("decoding failed for a batch of %d", len(decode))
             results = [exc] * len(decode)
-        for (job, _), result in zip(decode, results):
+        for (job, _), result in zip(decode, results, strict=False):
             _settle(job.future, result)
 
 

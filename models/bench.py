@@ -28,8 +28,12 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="hub id or local directory (default: random weights, bert-base shape)")
-    parser.add_argument("--shape", default="bert-base", choices=["bert-base", "bert"],
-                        help="shape of the random model built when --model is not given (bert = tiny)")
+    parser.add_argument(
+        "--shape",
+        default="bert-base",
+        choices=["bert-base", "bert"],
+        help="shape of the random model built when --model is not given (bert = tiny)",
+    )
     parser.add_argument("--sentences", type=int, default=256, help="sentences per measurement")
     parser.add_argument("--baseline-sentences", type=int, default=None, help="default: same as --sentences")
     parser.add_argument("--concurrency", default="1,32", help="comma-separated numbers of concurrent callers")
@@ -61,7 +65,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _measure(path: str, concurrency: int, latencies: list[float], seconds: float) -> Measurement:
-    return Measurement(path, concurrency, len(latencies), seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99))
+    return Measurement(
+        path, concurrency, len(latencies), seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+    )
 
 
 def bench_baseline(model: str, sentences: list[str], device: str) -> Measurement:
@@ -100,12 +106,17 @@ async def _run_callers(
     return latencies, time.perf_counter() - started
 
 
-async def bench_batcher(engine, sentences: list[str], levels: list[int], args: argparse.Namespace) -> list[Measurement]:  # noqa: ANN001
+async def bench_batcher(engine, sentences: list[str], levels: list[int], args: argparse.Namespace) -> list[Measurement]:
     from models.batcher import MicroBatcher
     from models.results import FillMaskRequest
 
-    batcher = MicroBatcher(engine, max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
-                           max_queue=max(levels) * 4, request_timeout=600)
+    batcher = MicroBatcher(
+        engine,
+        max_batch_size=args.max_batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        max_queue=max(levels) * 4,
+        request_timeout=600,
+    )
     await batcher.start()
     try:
         await _run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences[:8], 4)  # warm-up
@@ -127,9 +138,16 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _worker_process(model: str, args: argparse.Namespace) -> Iterator[str]:
     port = _free_port()
-    env = dict(os.environ, MODEL_NAME=model, MODEL_DEVICE=args.device, MODEL_DTYPE=args.dtype,
-               BATCH_MAX_SIZE=str(args.max_batch_size), BATCH_MAX_TOKENS=str(args.max_batch_tokens),
-               QUEUE_MAX="100000", REQUEST_TIMEOUT_S="600")
+    env = dict(
+        os.environ,
+        MODEL_NAME=model,
+        MODEL_DEVICE=args.device,
+        MODEL_DTYPE=args.dtype,
+        BATCH_MAX_SIZE=str(args.max_batch_size),
+        BATCH_MAX_TOKENS=str(args.max_batch_tokens),
+        QUEUE_MAX="100000",
+        REQUEST_TIMEOUT_S="600",
+    )
     cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "worker", "--port", str(port)]
     process = subprocess.Popen(cmd, env=env)
     try:
@@ -142,7 +160,9 @@ def _worker_process(model: str, args: argparse.Namespace) -> Iterator[str]:
             process.kill()
 
 
-async def bench_http(model: str, sentences: list[str], levels: list[int], args: argparse.Namespace) -> list[Measurement]:
+async def bench_http(
+    model: str, sentences: list[str], levels: list[int], args: argparse.Namespace
+) -> list[Measurement]:
     import httpx
 
     with _worker_process(model, args) as url:
@@ -170,12 +190,17 @@ async def bench_http(model: str, sentences: list[str], levels: list[int], args: 
 
 
 def _report(results: list[Measurement], baseline: Measurement, device: str) -> str:
-    lines = [f"device: {device}", "",
-             f"| path | callers | sentences/s | p50 ms | p99 ms | x baseline |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"device: {device}",
+        "",
+        "| path | callers | sentences/s | p50 ms | p99 ms | x baseline |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for m in [baseline, *results]:
-        lines.append(f"| {m.path} | {m.concurrency} | {m.throughput:,.1f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | "
-                     f"{m.throughput / baseline.throughput:.2f}x |")
+        lines.append(
+            f"| {m.path} | {m.concurrency} | {m.throughput:,.1f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | "
+            f"{m.throughput / baseline.throughput:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -189,12 +214,15 @@ def describe_device(device: str) -> str:
     d = resolve_device(device)
     if d.type == "cuda":
         return f"{torch.cuda.get_device_name(d)} (torch {torch.__version__})"
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    return f"CPU: {cpu}, {os.cpu_count()} cores, {threads} torch threads (torch {torch.__version__})"
 
 
 def main(args: argparse.Namespace) -> int:
     from models.engine import FillMaskEngine
-    from models.random_models import BUILDERS, sentences as make_sentences
+    from models.random_models import BUILDERS
+    from models.random_models import sentences as make_sentences
 
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,8 +247,11 @@ def main(args: argparse.Namespace) -> int:
             results += asyncio.run(bench_http(model, sentences, levels, args))
     print(_report(results, baseline, device))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(
-            {"device": device, "baseline": asdict(baseline), "results": [asdict(m) for m in results]}, indent=2))
+        Path(args.json_out).write_text(
+            json.dumps(
+                {"device": device, "baseline": asdict(baseline), "results": [asdict(m) for m in results]}, indent=2
+            )
+        )
     return 0
 
 
@@ -228,13 +259,15 @@ def _baseline_in_subprocess(model: str, sentences: list[str], device: str) -> Me
     """The baseline runs in a process of its own: torch threads of two different callers in one process
     slow each other down on CPU (see FillMaskEngine), which would handicap whichever runs second."""
     job = json.dumps({"model": model, "sentences": sentences, "device": device})
-    done = subprocess.run([sys.executable, "-m", "models.bench"], input=job, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "models.bench"], input=job, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"baseline measurement failed:\n{done.stderr[-4000:]}")
     return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _request(text: str):  # noqa: ANN202
+def _request(text: str):
     from models.results import FillMaskRequest
 
     return FillMaskRequest(text)

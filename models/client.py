@@ -65,7 +65,10 @@ class LocalFillMask:
         s = self.settings
         if self.engine is None:
             self.engine = await asyncio.to_thread(
-                FillMaskEngine.load, s.model_name, device=s.model_device, dtype=s.model_dtype,
+                FillMaskEngine.load,
+                s.model_name,
+                device=s.model_device,
+                dtype=s.model_dtype,
                 max_masks=s.model_max_masks,
             )
         self.mask_token = self.engine.mask_token

@@ -132,8 +132,9 @@ class FillMaskEngine:
             tokenizer = AutoTokenizer.from_pretrained(name)
             model = AutoModelForMaskedLM.from_pretrained(name, dtype=torch_dtype)
             model.to(torch_device)
-            engine = cls(model, tokenizer, name=name, max_masks=max_masks, max_input_chars=max_input_chars,
-                         model_thread=thread)
+            engine = cls(
+                model, tokenizer, name=name, max_masks=max_masks, max_input_chars=max_input_chars, model_thread=thread
+            )
             if warm_up:
                 engine._warm_up()
             return engine
@@ -162,7 +163,9 @@ class FillMaskEngine:
                 split = self._head(self._encoder(input_ids=ids, attention_mask=attention)[0][rows, cols]).float()
                 tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
                 if split.shape != full.shape or not torch.allclose(split, full, atol=tolerance, rtol=tolerance):
-                    log.warning("%s: MLM head could not be applied at mask positions only; using full logits", self.name)
+                    log.warning(
+                        "%s: MLM head could not be applied at mask positions only; using full logits", self.name
+                    )
                     self._head = None
         self.forward([encoded])
         log.info("%s ready: head at masks only=%s, max length %d", self.name, self._head is not None, self.max_length)
@@ -212,7 +215,7 @@ class FillMaskEngine:
                 slots.append(i)
             except FillMaskError as exc:
                 out[i] = exc
-        for i, ids in zip(slots, self._encode(texts)):
+        for i, ids in zip(slots, self._encode(texts), strict=False):
             try:
                 out[i] = self._to_encoded(requests[i], ids)
             except FillMaskError as exc:
@@ -311,9 +314,7 @@ class FillMaskEngine:
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
     # ------------------------------------------------------------------ forward
-    def _tensors(
-        self, batch: Sequence[EncodedInput]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _tensors(self, batch: Sequence[EncodedInput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         width = max(len(e) for e in batch)
         ids = np.full((len(batch), width), self.pad_token_id, dtype=np.int64)
         attention = np.zeros((len(batch), width), dtype=np.int64)
@@ -356,7 +357,7 @@ class FillMaskEngine:
         if free_rows:
             k = max(batch[owners[r]].top_k for r in free_rows)
             values, indices = probs[torch.tensor(free_rows, device=probs.device)].topk(k, dim=-1)
-            for r, v, t in zip(free_rows, values.tolist(), indices.tolist()):
+            for r, v, t in zip(free_rows, values.tolist(), indices.tolist(), strict=False):
                 per_row[r] = (v, t)
         for r, i in enumerate(owners):
             target_ids = batch[i].target_ids
@@ -383,9 +384,9 @@ class FillMaskEngine:
         special tokens; for several, each sentence keeps the other masks (the pipeline keeps every special
         token there, [CLS] and [SEP] included, which no reader wants)."""
         plans: list[tuple[list[int], bool]] = []
-        for e, out in zip(batch, outputs):
+        for e, out in zip(batch, outputs, strict=False):
             single = len(e.mask_positions) == 1
-            for position, tokens in zip(e.mask_positions, out.token_ids):
+            for position, tokens in zip(e.mask_positions, out.token_ids, strict=False):
                 for token in tokens:
                     ids = list(e.input_ids)
                     ids[position] = token
@@ -396,12 +397,14 @@ class FillMaskEngine:
         sequences = self._decode_many(plans)
         results: list[FillMaskResult] = []
         n = 0
-        for e, out in zip(batch, outputs):
+        for e, out in zip(batch, outputs, strict=False):
             masks = []
-            for scores, tokens in zip(out.scores, out.token_ids):
+            for scores, tokens in zip(out.scores, out.token_ids, strict=False):
                 row = []
-                for score, token in zip(scores, tokens):
-                    row.append(Prediction(score=score, token=token, token_str=self.token_str(token), sequence=sequences[n]))
+                for score, token in zip(scores, tokens, strict=False):
+                    row.append(
+                        Prediction(score=score, token=token, token_str=self.token_str(token), sequence=sequences[n])
+                    )
                     n += 1
                 masks.append(tuple(row))
             results.append(FillMaskResult(masks=tuple(masks), truncated=e.truncated))
@@ -413,7 +416,7 @@ class FillMaskEngine:
             idx = [i for i, (_, s) in enumerate(plans) if s is skip]
             if idx:
                 decoded = self.tokenizer.batch_decode([plans[i][0] for i in idx], skip_special_tokens=skip)
-                for i, text in zip(idx, decoded):
+                for i, text in zip(idx, decoded, strict=False):
                     out[i] = text
         return out
 
@@ -424,7 +427,9 @@ class FillMaskEngine:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     # ------------------------------------------------------------ conveniences
-    def fill(self, text: str, *, top_k: int = 5, targets: Sequence[str] | None = None, words_only: bool = False) -> FillMaskResult:
+    def fill(
+        self, text: str, *, top_k: int = 5, targets: Sequence[str] | None = None, words_only: bool = False
+    ) -> FillMaskResult:
         """One request, synchronously (CLI, tests). Servers go through the batcher instead."""
         request = FillMaskRequest(text, top_k, tuple(targets) if targets is not None else None, words_only)
         encoded = self.prepare(request)

@@ -13,16 +13,25 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("mlm_requests", "Fill-mask requests by outcome (ok or the error code)",
-                                ["endpoint", "outcome"], registry=r)
-        self.request_seconds = Histogram("mlm_request_seconds", "Time from request to answer",
-                                         ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("mlm_batch_size", "Inputs per model batch",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
-        self.batch_tokens = Histogram("mlm_batch_padded_tokens", "Padded tokens per model batch",
-                                      buckets=(16, 64, 256, 1024, 4096, 16384, 65536), registry=r)
-        self.batch_seconds = Histogram("mlm_batch_seconds", "Model time per batch",
-                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "mlm_requests", "Fill-mask requests by outcome (ok or the error code)", ["endpoint", "outcome"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "mlm_request_seconds", "Time from request to answer", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "mlm_batch_size",
+            "Inputs per model batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "mlm_batch_padded_tokens",
+            "Padded tokens per model batch",
+            buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
+            registry=r,
+        )
+        self.batch_seconds = Histogram("mlm_batch_seconds", "Model time per batch", buckets=LATENCY_BUCKETS, registry=r)
         self.oom_splits = Counter("mlm_oom_splits", "Batches split after running out of device memory", registry=r)
         self.queue_depth = Gauge("mlm_queue_depth", "Inputs waiting for the model", registry=r)
         self.in_flight = Gauge("mlm_in_flight", "Requests admitted and not yet answered", registry=r)

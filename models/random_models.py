@@ -110,11 +110,13 @@ def build_bert_base(directory: Path | str, *, seed: int = 0) -> Path:
 def build_distilbert(directory: Path | str, *, seed: int = 0, max_position_embeddings: int = 64) -> Path:
     directory = Path(directory)
     vocab = _wordpiece_vocab(None, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    tokenizer = DistilBertTokenizer(
-        vocab={w: i for i, w in enumerate(vocab)}, model_max_length=max_position_embeddings
-    )
+    tokenizer = DistilBertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=max_position_embeddings)
     config = DistilBertConfig(
-        vocab_size=len(vocab), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+        vocab_size=len(vocab),
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
         max_position_embeddings=max_position_embeddings,
     )
     return _save(DistilBertForMaskedLM, config, tokenizer, directory, seed)
@@ -127,7 +129,7 @@ def build_roberta(directory: Path | str, *, seed: int = 0, max_length: int = 64)
     directory.mkdir(parents=True, exist_ok=True)
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     bpe = ByteLevelBPETokenizer()
-    corpus = sentences(400, seed=seed, masks=1, mask="dog") + [" ".join(WORDS)]
+    corpus = [*sentences(400, seed=seed, masks=1, mask="dog"), " ".join(WORDS)]
     bpe.train_from_iterator(corpus, vocab_size=700, min_frequency=1, special_tokens=specials)
     bpe.save_model(str(directory))
     merges = [tuple(line.split()) for line in (directory / "merges.txt").read_text().splitlines()[1:] if line]
@@ -161,14 +163,19 @@ def build_albert(directory: Path | str, *, seed: int = 0, max_position_embedding
     pieces += [("▁", -8.0)] + [(c, -10.0) for c in PUNCTUATION + LETTERS]
     tokenizer = AlbertTokenizer(vocab=pieces, model_max_length=max_position_embeddings)
     config = AlbertConfig(
-        vocab_size=len(pieces), embedding_size=16, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=max_position_embeddings,
+        vocab_size=len(pieces),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_position_embeddings,
         pad_token_id=0,
     )
     return _save(AlbertForMaskedLM, config, tokenizer, directory, seed)
 
 
-def _save(model_cls, config, tokenizer, directory: Path, seed: int) -> Path:  # noqa: ANN001
+def _save(model_cls, config, tokenizer, directory: Path, seed: int) -> Path:
     import torch
 
     if config.hidden_size < 256:

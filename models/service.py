@@ -64,7 +64,9 @@ class FillMaskBody(BaseModel):
 
 def load_engine(settings: ModelSettings) -> FillMaskEngine:
     return FillMaskEngine.load(
-        settings.model_name, device=settings.model_device, dtype=settings.model_dtype,
+        settings.model_name,
+        device=settings.model_device,
+        dtype=settings.model_dtype,
         max_masks=settings.model_max_masks,
     )
 
@@ -88,8 +90,12 @@ class WorkerState:
             return
         s = self.settings
         batcher = MicroBatcher(
-            engine, max_batch_size=s.batch_max_size, max_batch_tokens=s.batch_max_tokens,
-            max_queue=s.queue_max, request_timeout=s.request_timeout_s, observer=self.metrics,
+            engine,
+            max_batch_size=s.batch_max_size,
+            max_batch_tokens=s.batch_max_tokens,
+            max_queue=s.queue_max,
+            request_timeout=s.request_timeout_s,
+            observer=self.metrics,
         )
         await batcher.start()
         self.engine, self.batcher = engine, batcher
@@ -126,11 +132,17 @@ def create_app(settings: ModelSettings | None = None, *, engine_factory: EngineF
         engine = state.engine
         if engine is None:
             return _error(ModelNotReadyError("The model is still loading. Try again in a moment."))
-        return JSONResponse({
-            "model": engine.name, "mask_token": engine.mask_token, "device": str(engine.device),
-            "dtype": str(engine.dtype).removeprefix("torch."), "max_masks": engine.max_masks,
-            "max_top_k": MAX_TOP_K, "max_length": engine.max_length,
-        })
+        return JSONResponse(
+            {
+                "model": engine.name,
+                "mask_token": engine.mask_token,
+                "device": str(engine.device),
+                "dtype": str(engine.dtype).removeprefix("torch."),
+                "max_masks": engine.max_masks,
+                "max_top_k": MAX_TOP_K,
+                "max_length": engine.max_length,
+            }
+        )
 
     async def healthz(request: Request) -> Response:
         if state.load_error:
@@ -170,7 +182,7 @@ def create_app(settings: ModelSettings | None = None, *, engine_factory: EngineF
     return app
 
 
-async def _answer(state: WorkerState, endpoint: str, request: Request, handler: Callable) -> Response:  # noqa: ANN401
+async def _answer(state: WorkerState, endpoint: str, request: Request, handler: Callable) -> Response:
     started = time.perf_counter()
     try:
         body = await _read_body(request, state.settings)
@@ -207,7 +219,9 @@ async def _read_body(request: Request, settings: ModelSettings) -> FillMaskBody:
         if not body.inputs:
             raise InvalidParameterError("inputs is an empty list: send at least one sentence.")
         if len(body.inputs) > settings.worker_max_inputs:
-            raise InputTooLongError(f"At most {settings.worker_max_inputs} sentences per request; got {len(body.inputs)}.")
+            raise InputTooLongError(
+                f"At most {settings.worker_max_inputs} sentences per request; got {len(body.inputs)}."
+            )
     return body
 
 
@@ -217,7 +231,7 @@ def _describe(exc: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         return f"Unknown field {where!r}. Allowed: inputs, parameters.top_k, parameters.targets, parameters.words_only."
     if first["type"] == "missing":
-        return f"Missing field {where!r}: send {{\"inputs\": \"a sentence with [MASK]\"}}."
+        return f'Missing field {where!r}: send {{"inputs": "a sentence with [MASK]"}}.'
     return f"Invalid {where}: {first['msg']}."
 
 

@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is out of reach in CI: f
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from models.engine import FillMaskEngine  # noqa: E402
-from models.random_models import BUILDERS  # noqa: E402
+from models.engine import FillMaskEngine
+from models.random_models import BUILDERS
 
 
 @pytest.fixture(scope="session")
@@ -43,5 +43,7 @@ def roberta_engine(roberta_dir: Path) -> FillMaskEngine:
 
 
 @pytest.fixture(scope="session", params=["bert", "roberta"])
-def engine(request: pytest.FixtureRequest, bert_engine: FillMaskEngine, roberta_engine: FillMaskEngine) -> FillMaskEngine:
+def engine(
+    request: pytest.FixtureRequest, bert_engine: FillMaskEngine, roberta_engine: FillMaskEngine
+) -> FillMaskEngine:
     return {"bert": bert_engine, "roberta": roberta_engine}[request.param]

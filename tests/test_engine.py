@@ -20,20 +20,15 @@ from models.errors import (
 )
 from models.random_models import WORDS, sentences
 from models.results import FillMaskRequest
+from tests.hf_compare import assert_same_hf
 
 
 @cache
-def reference(model_dir: str):  # noqa: ANN201
+def reference(model_dir: str):
     return pipeline("fill-mask", model=model_dir, device="cpu")
 
 
-def assert_same(ours: list[dict], theirs: list[dict], *, sequence: bool = True) -> None:
-    assert [p["token"] for p in ours] == [p["token"] for p in theirs]
-    for a, b in zip(ours, theirs):
-        assert a["score"] == pytest.approx(b["score"], rel=1e-4, abs=1e-6)  # stricter than the 1e-3 asked
-        assert a["token_str"] == b["token_str"]
-        if sequence:
-            assert a["sequence"] == b["sequence"]
+assert_same = assert_same_hf
 
 
 def texts(engine: FillMaskEngine, count: int, masks: int = 1) -> list[str]:
@@ -72,7 +67,7 @@ def test_several_masks_give_per_mask_lists_like_pipeline(engine: FillMaskEngine)
     for text in texts(engine, 4, masks=3):
         ours, theirs = engine.fill(text, top_k=4).to_hf(), fill(text, top_k=4)
         assert len(ours) == len(theirs) == 3
-        for mine, hf in zip(ours, theirs):
+        for mine, hf in zip(ours, theirs, strict=False):
             assert_same(mine, hf, sequence=False)  # HF keeps [CLS]/[SEP] in these sequences; we do not
             for p in mine:
                 assert p["sequence"].count(engine.mask_token) == 2
@@ -140,8 +135,11 @@ def test_target_that_is_not_one_token_is_reported(bert_engine: FillMaskEngine) -
 def test_long_input_keeps_the_mask_in_a_window(engine: FillMaskEngine) -> None:
     mask = engine.mask_token
     filler = " ".join(WORDS[:40])
-    for text in (f"{filler} {filler} the cat sat on the {mask} .", f"the {mask} sat . {filler} {filler} {filler}",
-                 f"{filler} {filler} the {mask} sat on the {mask} . {filler} {filler}"):
+    for text in (
+        f"{filler} {filler} the cat sat on the {mask} .",
+        f"the {mask} sat . {filler} {filler} {filler}",
+        f"{filler} {filler} the {mask} sat on the {mask} . {filler} {filler}",
+    ):
         assert len(engine.tokenizer(text)["input_ids"]) > engine.max_length
         encoded = engine.prepare(FillMaskRequest(text))
         assert encoded.truncated
@@ -175,7 +173,7 @@ def test_long_input_keeps_the_mask_in_a_window(engine: FillMaskEngine) -> None:
         ("the [MASK] sat " + "x" * 30_000, {}, InputTooLongError, "too long"),
     ],
 )
-def test_errors_are_typed_and_readable(bert_engine: FillMaskEngine, text, kwargs, error, hint) -> None:  # noqa: ANN001
+def test_errors_are_typed_and_readable(bert_engine: FillMaskEngine, text, kwargs, error, hint) -> None:
     with pytest.raises(error) as info:
         bert_engine.fill(text, **kwargs)
     assert hint in info.value.message
@@ -190,7 +188,9 @@ def test_mask_limit_is_configurable(bert_dir: Path) -> None:
 
 
 def test_one_bad_request_does_not_fail_its_batch(bert_engine: FillMaskEngine) -> None:
-    out = bert_engine.prepare_batch([FillMaskRequest("a [MASK] b"), FillMaskRequest("no mask"), FillMaskRequest("c [MASK]")])
+    out = bert_engine.prepare_batch(
+        [FillMaskRequest("a [MASK] b"), FillMaskRequest("no mask"), FillMaskRequest("c [MASK]")]
+    )
     assert isinstance(out[1], NoMaskError)
     assert [type(o).__name__ for o in (out[0], out[2])] == ["EncodedInput", "EncodedInput"]
 
@@ -199,10 +199,10 @@ def test_batched_forward_equals_one_at_a_time(engine: FillMaskEngine) -> None:
     requests = [FillMaskRequest(t, top_k=3) for t in texts(engine, 5) + texts(engine, 3, masks=2)]
     encoded = engine.prepare_batch(requests)
     batched = engine.postprocess(encoded, engine.run_forward(encoded))
-    for e, result in zip(encoded, batched):
+    for e, result in zip(encoded, batched, strict=False):
         alone = engine.postprocess([e], engine.run_forward([e]))[0]
         assert [[p.token for p in m] for m in result.masks] == [[p.token for p in m] for m in alone.masks]
-        for m1, m2 in zip(result.masks, alone.masks):
+        for m1, m2 in zip(result.masks, alone.masks, strict=False):
             assert [p.score for p in m1] == pytest.approx([p.score for p in m2], abs=1e-5)
 
 

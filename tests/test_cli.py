@@ -1,0 +1,85 @@
+"""The ``mlm-bot`` command line, run as a real process: predict, worker, bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from models.engine import FillMaskEngine
+from tests.hf_compare import assert_same_hf
+
+MLM_BOT = str(Path(sys.executable).with_name("mlm-bot"))  # the installed console script
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MODEL_WORKER_URL="")
+    return subprocess.run([MLM_BOT, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def test_predict_json_is_the_hf_schema(bert_dir: Path, bert_engine: FillMaskEngine) -> None:
+    done = run("predict", "the cat sat on the [MASK] .", "--top-k", "3", "--json", "--model", str(bert_dir))
+    assert done.returncode == 0, done.stderr
+    assert_same_hf(json.loads(done.stdout), bert_engine.fill("the cat sat on the [MASK] .", top_k=3).to_hf())
+
+
+def test_predict_prints_a_readable_table(bert_dir: Path, bert_engine: FillMaskEngine) -> None:
+    done = run("predict", "the [MASK] sat on the [MASK] .", "--model", str(bert_dir))
+    assert done.returncode == 0, done.stderr
+    best = bert_engine.fill("the [MASK] sat on the [MASK] .").masks
+    assert "Mask 1 of 2" in done.stdout and "Mask 2 of 2" in done.stdout
+    assert best[0][0].token_str in done.stdout and "%" in done.stdout
+    assert bert_engine.fill_joint("the [MASK] sat on the [MASK] .").sequence in done.stdout
+
+
+def test_predict_explains_a_mistake_and_exits_2(bert_dir: Path) -> None:
+    done = run("predict", "no mask here", "--model", str(bert_dir))
+    assert done.returncode == 2
+    assert "[MASK]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_worker_serves_and_stops_cleanly_on_sigterm(bert_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MODEL_NAME=str(bert_dir))
+    process = subprocess.Popen(
+        [MLM_BOT, "worker", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "worker did not become ready"
+            time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/fill-mask", json={"inputs": "the [MASK] sat ."})
+        assert r.status_code == 200 and len(r.json()) == 5
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+
+
+def test_bench_measures_baseline_batcher_and_http_in_one_run(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = run(
+        "bench", "--shape", "bert", "--sentences", "24", "--concurrency", "1,4", "--json-out", str(out), timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "x baseline" in done.stdout and "device: CPU" in done.stdout
+    data = json.loads(out.read_text())
+    paths = [r["path"] for r in data["results"]]
+    assert any(p.startswith("batcher") for p in paths) and "http worker" in paths
+    assert {r["concurrency"] for r in data["results"]} == {1, 4}
+    assert all(r["sentences"] == 24 for r in data["results"]) and data["baseline"]["sentences"] == 24
