@@ -231,3 +231,12 @@ def test_dtype_and_device_overrides(bert_dir: Path) -> None:
         FillMaskEngine.load(bert_dir, dtype="float8")
     with pytest.raises(ValueError, match="MODEL_DEVICE"):
         FillMaskEngine.load(bert_dir, device="tpu:7")
+
+
+def test_a_head_that_does_not_reproduce_the_logits_falls_back_to_the_full_model(bert_dir: Path) -> None:
+    engine = FillMaskEngine.load(bert_dir, warm_up=False)
+    engine._head = torch.nn.Linear(engine.model.config.hidden_size, engine.vocab_size)  # not the model's head
+    engine.warm_up()
+    assert engine._head is None
+    text = "the cat sat on the [MASK] ."
+    assert_same(engine.fill(text).to_hf(), reference(engine.name)(text))
