@@ -19,7 +19,9 @@ def test_worker_url_selects_the_remote_client(monkeypatch: pytest.MonkeyPatch) -
     assert isinstance(create_fill_mask_service(ModelSettings()), LocalFillMask)
 
 
-async def test_local_service_loads_the_model_off_the_event_loop_and_answers(bert_dir, bert_engine: FillMaskEngine) -> None:  # noqa: ANN001
+async def test_local_service_loads_the_model_off_the_event_loop_and_answers(
+    bert_dir, bert_engine: FillMaskEngine
+) -> None:
     service = LocalFillMask(ModelSettings(model_name=str(bert_dir)))
     with pytest.raises(ModelNotReadyError):
         await service.fill_mask("the [MASK] sat .")
