@@ -21,9 +21,10 @@ log = logging.getLogger("mlm_bot")
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token.
+    # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token (bot.runner repeats this).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _model_settings(args: argparse.Namespace):
@@ -98,6 +99,35 @@ def _table(result, joint) -> str:
     return "\n".join(lines).rstrip()
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.runner import run
+    from bot.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run(settings)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from bot.settings import StorageSettings
+    from bot.storage.database import upgrade
+
+    url = StorageSettings().database_url
+    upgrade(url, args.revision)
+    print(f"database {_without_password(url)} is at revision {args.revision}")
+    return 0
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from models.bench import main as bench_main
 
@@ -110,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the Telegram bot (long polling)")
+    run.set_defaults(func=cmd_run)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply the migrations (start-up does this too)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(func=cmd_db_upgrade)
 
     worker = sub.add_parser("worker", help="serve the model over HTTP (POST /v1/fill-mask)")
     worker.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")

@@ -54,7 +54,7 @@ DEFAULT_MAX_INPUT_CHARS = 20_000
 PROBE_TEXT = "The cat sat on the {mask}."
 
 # What people type for "the missing word": [MASK] (BERT, ALBERT, DistilBERT) or <mask> (RoBERTa), any case.
-_ALIASES = r"\[\s*mask\s*\]|<\s*mask\s*>"
+MASK_ALIASES = r"\[\s*mask\s*\]|<\s*mask\s*>"
 
 HeadFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -96,7 +96,7 @@ class FillMaskEngine:
         self._prefix_len, self._suffix_len = _special_frame(tokenizer)
         if self.max_length <= self._prefix_len + self._suffix_len:
             raise ValueError(f"{name}: max length {self.max_length} leaves no room for text")
-        self._alias_re = re.compile(f"{_ALIASES}|{re.escape(self.mask_token)}", re.IGNORECASE)
+        self._alias_re = re.compile(f"{MASK_ALIASES}|{re.escape(self.mask_token)}", re.IGNORECASE)
         self._vocab: dict[str, int] = tokenizer.get_vocab()
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         # Special tokens other than the mask are dropped from multi-mask sequences; the pipeline keeps them.

@@ -83,3 +83,23 @@ def test_bench_measures_baseline_batcher_and_http_in_one_run(tmp_path: Path) -> 
     assert any(p.startswith("batcher") for p in paths) and "http worker" in paths
     assert {r["concurrency"] for r in data["results"]} == {1, 4}
     assert all(r["sentences"] == 24 for r in data["results"]) and data["baseline"]["sentences"] == 24
+
+
+def test_run_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
+    done = subprocess.run(
+        [MLM_BOT, "run"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 2
+    assert "TELEGRAM_BOT_TOKEN is not set" in done.stderr and "@BotFather" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    import sqlite3
+
+    env = dict(os.environ, DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/sub/log.sqlite3")
+    done = subprocess.run([MLM_BOT, "db", "upgrade"], capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "sub" / "log.sqlite3").execute("select name from sqlite_master")}
+    assert {"users", "interactions", "comment_triggers", "alembic_version"} <= tables

@@ -1,0 +1,125 @@
+"""Builds the Application and registers every handler, in order. Read this file to know the whole bot.
+
+Order matters: PTB gives an update to the first matching handler of a group, so specific handlers come
+before general ones (deep-link /start before plain /start, masks before the keyword, the catch-all last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from telegram import BotCommand, LinkPreviewOptions, Message
+from telegram.constants import ParseMode
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    Defaults,
+    InlineQueryHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.handlers import comments, errors, fallback, guide, inline, predict
+from bot.services import BotServices
+from bot.settings import BotSettings
+from bot.triggers import detect_trigger
+
+
+class KeywordFilter(filters.MessageFilter):
+    """Text or caption that contains a trigger keyword as a whole word (see ``bot.triggers``)."""
+
+    def __init__(self, keywords: Iterable[str]) -> None:
+        super().__init__(name="KeywordFilter")
+        self.keywords = tuple(keywords)
+
+    def filter(self, message: Message) -> bool:
+        return detect_trigger(message.text or message.caption, self.keywords) is not None
+
+
+class MaskFilter(filters.MessageFilter):
+    """Text with a mask in any spelling the model accepts."""
+
+    def __init__(self, has_mask: Callable[[str | None], bool]) -> None:
+        super().__init__(name="MaskFilter")
+        self.has_mask = has_mask
+
+    def filter(self, message: Message) -> bool:
+        return self.has_mask(message.text)
+
+
+class FromBotFilter(filters.MessageFilter):
+    def filter(self, message: Message) -> bool:
+        return bool(message.from_user and message.from_user.is_bot)
+
+
+def build_application(settings: BotSettings, services: BotServices) -> Application:
+    application = (
+        ApplicationBuilder()
+        .token(settings.token())
+        .base_url(settings.telegram_api_base_url)
+        .base_file_url(settings.telegram_api_base_url.replace("/bot", "/file/bot"))
+        .defaults(
+            Defaults(
+                parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True), do_quote=True
+            )
+        )
+        # Paces sends to Telegram's limits (30/s overall, 20/min per group) and retries 429 RetryAfter.
+        .rate_limiter(AIORateLimiter(max_retries=5))
+        # Model calls take a while: other users' updates must not wait behind them.
+        .concurrent_updates(True)
+        .build()
+    )
+    application.bot_data["services"] = services
+    register_handlers(application, settings, services)
+    return application
+
+
+def register_handlers(application: Application, settings: BotSettings, services: BotServices) -> None:
+    private = filters.ChatType.PRIVATE
+    groups = filters.ChatType.GROUPS
+    new = filters.UpdateType.MESSAGE  # edits of old messages are not new requests
+    keyword = KeywordFilter(settings.trigger_keywords)
+    mask = MaskFilter(services.has_mask)
+    add = application.add_handler
+
+    # /start with a payload (a deep link the bot handed out) must come before the plain /start.
+    add(CommandHandler("start", guide.start_with_payload, filters=private & filters.Regex(r"^/start\s+\S")))
+    # /start alone: greeting, and the user can now receive DMs.
+    add(CommandHandler("start", guide.start, filters=private))
+    add(CommandHandler("help", guide.help_command))
+    # /guide: the guide in private; in a group, a button to get it privately.
+    add(CommandHandler("guide", guide.guide_command))
+    add(CommandHandler("predict", predict.predict_command, filters=private))
+    # Buttons under a prediction and the greeting.
+    add(CallbackQueryHandler(predict.more_button, pattern="^more$"))
+    add(CallbackQueryHandler(predict.fewer_button, pattern="^fewer$"))
+    add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
+    # Inline mode: @bot <sentence with [MASK]>, @bot mlm.
+    add(InlineQueryHandler(inline.inline_query))
+    # A channel post forwarded into its discussion group: remember the post, never answer it.
+    add(MessageHandler(groups & filters.IS_AUTOMATIC_FORWARD, comments.remember_post))
+    # A keyword comment in a group (not from bots): the guide by DM or a button, once per person per post.
+    add(MessageHandler(groups & new & keyword & ~filters.VIA_BOT & ~FromBotFilter(), comments.keyword_comment))
+    # Private text with a mask: a live prediction (before the keyword: "MLM [MASK]" is a sentence to fill).
+    add(MessageHandler(private & new & filters.TEXT & ~filters.COMMAND & mask, predict.predict_message))
+    # Private text with the keyword: the guide.
+    add(MessageHandler(private & new & keyword & ~filters.COMMAND, guide.keyword_message))
+    # Anything else in private (text, stickers, photos, unknown commands): a short hint. Groups: silence.
+    add(MessageHandler(private & new, fallback.private_fallback))
+    application.add_error_handler(errors.error_handler)
+
+
+async def register_commands(application: Application, services: BotServices) -> None:
+    """The command list Telegram shows in the menu."""
+    text = services.renderer.text
+    await application.bot.set_my_commands(
+        [
+            BotCommand("start", text("command_start")),
+            BotCommand("guide", text("command_guide")),
+            BotCommand("predict", text("command_predict")),
+            BotCommand("help", text("command_help")),
+        ]
+    )

@@ -1,0 +1,2 @@
+"""Handlers: one small ``async def name(update, context)`` each; they read the update, call a service and
+reply. ``bot/app.py`` registers them, in order."""

@@ -1,0 +1,78 @@
+"""Keyword comments in a channel's discussion group: the guide by DM, or a button that leads to the DM.
+
+A bot cannot write to a user first. Someone who already started the bot gets the guide in private (and a
+reaction on the comment); anyone else gets one public reply with a button that opens the bot with a
+``/start <payload>`` deep link. Once per person per post: the database's unique constraint decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from telegram import Message, MessageOriginChannel, ReactionTypeEmoji, Update
+from telegram.error import Forbidden, TelegramError
+
+from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide
+from bot.payloads import post_payload
+from bot.services import services
+from bot.triggers import detect_trigger
+
+log = logging.getLogger(__name__)
+
+# Telegram's service accounts that stand in for a channel or an anonymous admin: no real person to DM.
+SERVICE_USER_IDS = {777000, 1087968824, 136817688}
+
+
+def thread_root(message: Message) -> int:
+    """The discussion thread a comment belongs to: the group's copy of the channel post."""
+    if message.message_thread_id:
+        return message.message_thread_id
+    if message.reply_to_message is not None:
+        return message.reply_to_message.message_id
+    return message.message_id
+
+
+async def remember_post(update: Update, context: Context) -> None:
+    """The automatic forward of a channel post into its discussion group: learn which post a thread is."""
+    message = update.effective_message
+    if isinstance(message.forward_origin, MessageOriginChannel):
+        posts = context.bot_data.setdefault("posts", {})
+        posts[(message.chat_id, message.message_id)] = (
+            message.forward_origin.chat.id,
+            message.forward_origin.message_id,
+        )
+
+
+async def keyword_comment(update: Update, context: Context) -> None:
+    s = services(context)
+    message = update.effective_message
+    keyword = detect_trigger(message.text or message.caption, s.settings.trigger_keywords)
+    root = thread_root(message)
+    post_key = f"{message.chat_id}:{root}"
+    channel_post = context.bot_data.get("posts", {}).get((message.chat_id, root))
+    user = message.from_user
+    as_channel = message.sender_chat is not None or user is None or user.id in SERVICE_USER_IDS
+    actor = message.sender_chat.id if message.sender_chat else user.id
+    if not await s.repo.comments.claim(post_key, actor):
+        return  # once per person per post: no second public reply
+    trigger = f"{keyword} on {channel_post[0]}:{channel_post[1]}" if channel_post else keyword
+
+    if not as_channel and await s.repo.users.can_dm(user.id):
+        try:
+            await send_guide(context, user.id)
+        except Forbidden as exc:
+            await s.repo.users.unreachable(user.id, blocked="blocked" in str(exc).lower())
+        else:
+            with contextlib.suppress(TelegramError):  # reactions may be off in this group
+                await message.set_reaction(ReactionTypeEmoji("👍"))
+            await log_interaction(update, context, "comment", trigger=trigger, input_text=message.text, outcome="dm")
+            return
+
+    await message.reply_html(
+        s.renderer.html("comment_reply", first_name=None if as_channel else user.first_name),
+        reply_markup=open_bot_keyboard(
+            context.bot.username, post_payload(message.chat_id, root), s.renderer.text("button_get_guide")
+        ),
+    )
+    await log_interaction(update, context, "comment", trigger=trigger, input_text=message.text, outcome="button")

@@ -1,0 +1,72 @@
+"""Pieces several handlers share: who the user is, the guide, and the keyboards."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters, Update, User
+from telegram.ext import ContextTypes
+from telegram.helpers import create_deep_linked_url
+
+from bot.render import Renderer
+from bot.services import services
+from bot.storage.repository import InteractionEntry, UserInfo
+
+log = logging.getLogger(__name__)
+
+Context = ContextTypes.DEFAULT_TYPE
+
+
+def user_info(user: User | None) -> UserInfo | None:
+    if user is None:
+        return None
+    return UserInfo(id=user.id, username=user.username, language=user.language_code)
+
+
+def entry(update: Update, kind: str, **fields: object) -> InteractionEntry:
+    """An interaction row for this update: who, where, what."""
+    chat = update.effective_chat
+    return InteractionEntry(
+        kind=kind,
+        user=user_info(update.effective_user),
+        chat_id=chat.id if chat else None,
+        chat_type=str(chat.type) if chat else None,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def learn_more_keyboard(renderer: Renderer) -> InlineKeyboardMarkup:
+    links = renderer.learn_more()
+    rows = [links[i : i + 2] for i in range(0, len(links), 2)]
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, url=url) for label, _, url in row] for row in rows])
+
+
+def open_bot_keyboard(bot_username: str, payload: str, label: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, url=create_deep_linked_url(bot_username, payload))]])
+
+
+async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None = None) -> None:
+    """The guide as HTML messages (links as text links, the last one with URL buttons), then as a .md file.
+
+    Raises ``telegram.error.Forbidden`` if the user never started the bot or blocked it."""
+    s = services(context)
+    pages = s.renderer.guide_messages(model_name=s.model_label)
+    for number, page in enumerate(pages):
+        last = number == len(pages) - 1
+        quote = reply_to is not None and number == 0
+        await context.bot.send_message(
+            chat_id,
+            page,
+            reply_markup=learn_more_keyboard(s.renderer) if last else None,
+            reply_parameters=ReplyParameters(reply_to.message_id, allow_sending_without_reply=True) if quote else None,
+        )
+    document = s.renderer.guide_markdown(model_name=s.model_label).encode()
+    await context.bot.send_document(
+        chat_id,
+        InputFile(document, filename=s.renderer.text("guide_filename")),
+        caption=s.renderer.html("guide_document"),
+    )
+
+
+async def log_interaction(update: Update, context: Context, kind: str, **fields: object) -> None:
+    await services(context).log(entry(update, kind, **fields))

@@ -1,0 +1,100 @@
+"""/start (with and without a deep-link payload), /help, /guide, and the keyword in a private chat."""
+
+from __future__ import annotations
+
+from telegram import Update
+
+from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide, user_info
+from bot.payloads import guide_payload, parse_payload
+from bot.services import services
+from bot.triggers import detect_trigger
+
+
+async def start_with_payload(update: Update, context: Context) -> None:
+    """``/start <payload>``: the user came from one of our buttons or links. Every payload the bot hands out
+    means "send me the guide"; anything else (hand-crafted, too long, odd characters) gets the greeting."""
+    payload = parse_payload(context.args[0] if context.args else None)
+    if payload is None:
+        await start(update, context)
+        return
+    s = services(context)
+    await s.repo.users.seen(user_info(update.effective_user), started=True)
+    await send_guide(context, update.effective_chat.id)
+    await log_interaction(update, context, "guide", trigger=f"start:{payload.post_key or payload.kind}")
+
+
+async def start(update: Update, context: Context) -> None:
+    s = services(context)
+    user = update.effective_user
+    await s.repo.users.seen(user_info(user), started=True)
+    await update.effective_message.reply_html(
+        s.renderer.html(
+            "start",
+            first_name=user.first_name if user else None,
+            keyword=s.settings.trigger_keywords[0],
+            model_name=s.model_label,
+            bot_username=context.bot.username,
+        ),
+        reply_markup=_guide_and_inline_keyboard(context),
+    )
+    await log_interaction(update, context, "start")
+
+
+async def help_command(update: Update, context: Context) -> None:
+    s = services(context)
+    await update.effective_message.reply_html(
+        s.renderer.html(
+            "help",
+            keyword=s.settings.trigger_keywords[0],
+            model_name=s.model_label,
+            bot_username=context.bot.username,
+            max_masks=s.settings.model_max_masks,
+        ),
+        reply_markup=_guide_and_inline_keyboard(context),
+    )
+
+
+async def guide_command(update: Update, context: Context) -> None:
+    """/guide: the guide in a private chat; in a group, a button to get it privately (no wall of text)."""
+    s = services(context)
+    chat = update.effective_chat
+    if chat.type != chat.PRIVATE:
+        await update.effective_message.reply_html(
+            s.renderer.html("guide_in_group"),
+            reply_markup=open_bot_keyboard(context.bot.username, guide_payload(), s.renderer.text("button_get_guide")),
+        )
+        return
+    await send_guide(context, chat.id)
+    await log_interaction(update, context, "guide", trigger="/guide")
+
+
+async def keyword_message(update: Update, context: Context) -> None:
+    """The keyword ("MLM", "send me mlm please", "#MLM") in a private chat."""
+    s = services(context)
+    keyword = detect_trigger(update.effective_message.text, s.settings.trigger_keywords)
+    await send_guide(context, update.effective_chat.id, reply_to=update.effective_message)
+    await log_interaction(update, context, "guide", trigger=keyword, input_text=update.effective_message.text)
+
+
+async def guide_button(update: Update, context: Context) -> None:
+    """The "What is MLM?" button under a prediction or the greeting."""
+    query = update.callback_query
+    await query.answer()
+    await send_guide(context, update.effective_chat.id)
+    await log_interaction(update, context, "guide", trigger="button")
+
+
+def _guide_and_inline_keyboard(context: Context):
+    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+    s = services(context)
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")],
+            [
+                InlineKeyboardButton(
+                    s.renderer.text("button_try_inline"), switch_inline_query="The cat sat on the [MASK]."
+                )
+            ],
+        ]
+    )

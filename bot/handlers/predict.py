@@ -1,0 +1,163 @@
+"""Live predictions: a private message with a mask, /predict, and the buttons under an answer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, TelegramError
+
+from bot.handlers.common import Context, log_interaction
+from bot.services import BotServices, services
+from models.errors import FillMaskError
+from models.results import FillMaskResult, JointFill
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5
+MORE_K = 15
+
+
+async def predict_message(update: Update, context: Context) -> None:
+    """A private message that contains a mask."""
+    await _predict(update, context, update.effective_message.text or "")
+
+
+async def predict_command(update: Update, context: Context) -> None:
+    """``/predict <sentence>``; the sentence keeps its own spacing and line breaks."""
+    sentence = _after_command(update.effective_message)
+    if not sentence:
+        await update.effective_message.reply_html(services(context).renderer.html("predict_usage"))
+        return
+    await _predict(update, context, sentence)
+
+
+async def more_button(update: Update, context: Context) -> None:
+    await _expand(update, context, MORE_K)
+
+
+async def fewer_button(update: Update, context: Context) -> None:
+    await _expand(update, context, TOP_K)
+
+
+async def _predict(update: Update, context: Context, sentence: str) -> None:
+    s = services(context)
+    message = update.effective_message
+    with s.predict_gate.enter(update.effective_user.id) as refusal:
+        if refusal is not None:
+            await message.reply_html(s.renderer.html("error", code=refusal.code, retry_after=refusal.retry_after))
+            await log_interaction(update, context, "prediction", input_text=sentence, outcome=refusal.code)
+            return
+        with contextlib.suppress(TelegramError):  # "typing..." is a courtesy, never a reason to fail
+            await context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)
+        started = time.perf_counter()
+        try:
+            result, joint = await _ask_model(s, sentence, TOP_K)
+        except FillMaskError as exc:
+            await message.reply_html(_error_html(s, exc))
+            await log_interaction(
+                update, context, "prediction", input_text=sentence, model_name=s.model.model_name, outcome=exc.code
+            )
+            return
+        latency_ms = (time.perf_counter() - started) * 1000
+    await message.reply_html(_prediction_html(s, sentence, result, joint), reply_markup=_keyboard(s, more=True))
+    await log_interaction(
+        update,
+        context,
+        "prediction",
+        input_text=sentence,
+        model_name=s.model.model_name,
+        predictions=[[{"token": p.token_str.strip(), "score": round(p.score, 6)} for p in m] for m in result.masks],
+        latency_ms=latency_ms,
+    )
+
+
+async def _expand(update: Update, context: Context, top_k: int) -> None:
+    """Show more (or fewer) candidates for the sentence an answer belongs to, by editing that answer. The
+    sentence is read back from the user's message the answer replies to, so buttons survive restarts."""
+    s = services(context)
+    query = update.callback_query
+    answer = query.message if isinstance(query.message, Message) else None
+    original = answer.reply_to_message if answer else None
+    sentence = _after_command(original) if original and original.text and original.text.startswith("/") else None
+    sentence = sentence or (original.text if original else None)
+    if not sentence or not s.has_mask(sentence):
+        await query.answer()
+        await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
+        return
+    with s.predict_gate.enter(update.effective_user.id) as refusal:
+        if refusal is not None:
+            await query.answer(_plain_error(s, code=refusal.code, retry_after=refusal.retry_after), show_alert=True)
+            return
+        try:
+            result, joint = await _ask_model(s, sentence, top_k)
+        except FillMaskError as exc:
+            await query.answer(_plain_error(s, code=exc.code, **exc.details), show_alert=True)
+            return
+    await query.answer()
+    with contextlib.suppress(BadRequest):  # "message is not modified" when pressed twice
+        await answer.edit_text(
+            _prediction_html(s, sentence, result, joint), reply_markup=_keyboard(s, more=top_k == TOP_K)
+        )
+    await log_interaction(update, context, "prediction", trigger=f"top{top_k}", input_text=sentence)
+
+
+async def _ask_model(s: BotServices, sentence: str, top_k: int) -> tuple[FillMaskResult, JointFill | None]:
+    result = await s.model.fill_mask(sentence, top_k=top_k, words_only=True)
+    joint = await s.model.fill_joint(sentence, words_only=True) if len(result.masks) > 1 else None
+    return result, joint
+
+
+def _prediction_html(s: BotServices, sentence: str, result: FillMaskResult, joint: JointFill | None) -> str:
+    masks: list[list[dict[str, Any]]] = [
+        [{"word": p.token_str.strip() or p.token_str, "score": p.score} for p in mask] for mask in result.masks
+    ]
+    filled = joint.sequence if joint is not None else result.masks[0][0].sequence
+    return s.renderer.html(
+        "prediction",
+        text=sentence,
+        masks=masks,
+        filled=filled,
+        model_name=s.model_label,
+        truncated=result.truncated,
+    )
+
+
+def _keyboard(s: BotServices, *, more: bool) -> InlineKeyboardMarkup:
+    toggle = (
+        InlineKeyboardButton(s.renderer.text("button_more"), callback_data="more")
+        if more
+        else InlineKeyboardButton(s.renderer.text("button_fewer"), callback_data="fewer")
+    )
+    return InlineKeyboardMarkup(
+        [[toggle, InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")]]
+    )
+
+
+def _error_html(s: BotServices, exc: FillMaskError) -> str:
+    return s.renderer.html("error", code=exc.code, **_error_details(exc))
+
+
+def _plain_error(s: BotServices, **context: Any) -> str:
+    from bot.telegram_html import visible_text
+
+    context.setdefault("retry_after", 0)
+    return visible_text(s.renderer.html("error", **context))[:200]  # callback answers: plain text, 200 max
+
+
+def _error_details(exc: FillMaskError) -> dict[str, Any]:
+    return {"count": exc.details.get("count"), "limit": exc.details.get("limit"), "retry_after": 0}
+
+
+def _after_command(message: Message | None) -> str:
+    """The text after a leading /command (and @botname)."""
+    if message is None or not message.text:
+        return ""
+    for entity in message.entities:
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            return message.text[entity.length :].strip()
+    return message.text.strip()

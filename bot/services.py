@@ -1,0 +1,51 @@
+"""What every handler needs, built once at start-up and kept in ``application.bot_data``."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from telegram.ext import CallbackContext
+
+from bot.limits import UserGate
+from bot.render import Renderer
+from bot.settings import BotSettings
+from bot.storage import Repository
+from bot.storage.repository import InteractionEntry
+from models.client import FillMaskService
+from models.engine import MASK_ALIASES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BotServices:
+    settings: BotSettings
+    model: FillMaskService
+    repo: Repository
+    renderer: Renderer
+    predict_gate: UserGate
+    inline_gate: UserGate
+
+    @property
+    def model_label(self) -> str:
+        """The model's name as people know it: ``bert-base-uncased``, not a hub org or a local path."""
+        return self.model.model_name.rstrip("/").rsplit("/", 1)[-1]
+
+    def has_mask(self, text: str | None) -> bool:
+        """A mask in any spelling the engine accepts, or the model's own mask token."""
+        if not text:
+            return False
+        return re.search(f"{MASK_ALIASES}|{re.escape(self.model.mask_token)}", text, re.IGNORECASE) is not None
+
+    async def log(self, entry: InteractionEntry) -> None:
+        """Record an interaction; a storage problem is logged, never turned into a failed reply."""
+        try:
+            await self.repo.interactions.log(entry)
+        except Exception:
+            log.exception("could not log a %s interaction", entry.kind)
+
+
+def services(context: CallbackContext) -> BotServices:
+    return context.application.bot_data["services"]

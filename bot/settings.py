@@ -1,0 +1,100 @@
+"""The bot's settings: one typed object read from the environment and ``.env``, checked at start-up."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.settings import ModelSettings
+
+TOKEN_HELP = (
+    "Open Telegram, talk to @BotFather (https://t.me/BotFather), send /newbot and follow its questions; "
+    "it answers with a token like 123456789:AAH... Put it in .env as TELEGRAM_BOT_TOKEN=<token> "
+    "(see .env.example) or export it in the shell."
+)
+
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/mlm-bot.sqlite3"
+
+
+class StorageSettings(BaseSettings):
+    """What the database commands need (no bot token)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names it and says how to fix it."""
+
+
+class BotSettings(ModelSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+
+    telegram_bot_token: SecretStr
+    telegram_api_base_url: str = "https://api.telegram.org/bot"
+    database_url: str = DEFAULT_DATABASE_URL
+    trigger_keywords: Annotated[tuple[str, ...], NoDecode] = ("MLM",)
+    admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    predictions_per_minute: int = Field(20, ge=1, description="per user, DMs and /predict")
+    inline_queries_per_minute: int = Field(60, ge=1, description="per user, inline mode")
+    log_level: str = "INFO"
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError(f"is empty. {TOKEN_HELP}")
+        if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", value.get_secret_value().strip()):
+            raise ValueError("does not look like a bot token (digits, a colon, then 20+ letters)")
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("trigger_keywords", mode="before")
+    @classmethod
+    def _split_keywords(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            value = tuple(v for v in value if v)
+            if not value:
+                raise ValueError("needs at least one keyword, e.g. TRIGGER_KEYWORDS=MLM")
+        return value
+
+    @field_validator("admin_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            if not all(re.fullmatch(r"-?\d+", p) for p in parts):
+                raise ValueError("must be numeric Telegram user ids separated by commas, e.g. 12345,67890")
+            return frozenset(int(p) for p in parts)
+        return value
+
+    @field_validator("telegram_api_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (default https://api.telegram.org/bot)")
+        return value
+
+    def token(self) -> str:
+        return self.telegram_bot_token.get_secret_value()
+
+
+def load_settings(**overrides: object) -> BotSettings:
+    """Settings from the environment and ``.env``; every problem becomes one readable ``SettingsError``."""
+    try:
+        return BotSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "SETTINGS"
+            if name == "TELEGRAM_BOT_TOKEN" and error["type"] == "missing":
+                lines.append(f"TELEGRAM_BOT_TOKEN is not set. {TOKEN_HELP}")
+            else:
+                lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("\n".join(lines)) from None

@@ -1,0 +1,132 @@
+"""The small object handlers talk to; they never open sessions or write SQL themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.storage.database import Database
+from bot.storage.tables import CommentTrigger, Interaction, User, utcnow
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """What the log keeps of a Telegram user (handlers build it from ``telegram.User``)."""
+
+    id: int
+    username: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class InteractionEntry:
+    kind: str  # guide, prediction, inline, comment, start, error
+    user: UserInfo | None = None
+    chat_id: int | None = None
+    chat_type: str | None = None
+    trigger: str | None = None
+    input_text: str | None = None
+    model_name: str | None = None
+    predictions: Any = None
+    latency_ms: float | None = None
+    outcome: str = "ok"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _insert(session: AsyncSession, table: type):
+    dialect = session.bind.dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def _upsert_user(session: AsyncSession, user: UserInfo, *, started: bool = False) -> None:
+    now = utcnow()
+    values = {"id": user.id, "username": user.username, "language": user.language, "first_seen": now, "last_seen": now}
+    changes: dict[str, Any] = {"username": user.username, "language": user.language, "last_seen": now}
+    if started:
+        values.update(can_dm=True, blocked=False)
+        changes.update(can_dm=True, blocked=False)
+    statement = _insert(session, User).values(**values)
+    await session.execute(statement.on_conflict_do_update(index_elements=[User.id], set_=changes))
+
+
+class Users:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def seen(self, user: UserInfo, *, started: bool = False) -> None:
+        """Record that the user showed up; ``started=True`` when they pressed Start (DMs allowed from now)."""
+        async with self._db.sessions.begin() as session:
+            await _upsert_user(session, user, started=started)
+
+    async def can_dm(self, user_id: int) -> bool:
+        async with self._db.sessions() as session:
+            row = await session.get(User, user_id)
+            return bool(row and row.can_dm and not row.blocked)
+
+    async def unreachable(self, user_id: int, *, blocked: bool) -> None:
+        """Telegram refused a DM (Forbidden): never started, or blocked the bot."""
+        async with self._db.sessions.begin() as session:
+            values: dict[str, Any] = {"can_dm": False}
+            if blocked:
+                values["blocked"] = True
+            await session.execute(update(User).where(User.id == user_id).values(**values))
+
+    async def get(self, user_id: int) -> User | None:
+        async with self._db.sessions() as session:
+            return await session.get(User, user_id)
+
+
+class Interactions:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def log(self, entry: InteractionEntry) -> None:
+        async with self._db.sessions.begin() as session:
+            if entry.user is not None:
+                await _upsert_user(session, entry.user)
+            session.add(
+                Interaction(
+                    user_id=entry.user.id if entry.user else None,
+                    chat_id=entry.chat_id,
+                    chat_type=entry.chat_type,
+                    kind=entry.kind,
+                    trigger=entry.trigger,
+                    input_text=entry.input_text,
+                    model_name=entry.model_name,
+                    predictions=entry.predictions,
+                    latency_ms=entry.latency_ms,
+                    outcome=entry.outcome,
+                )
+            )
+
+    async def all(self) -> list[Interaction]:
+        async with self._db.sessions() as session:
+            return list((await session.scalars(select(Interaction).order_by(Interaction.id))).all())
+
+
+class Comments:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def claim(self, post_key: str, user_id: int) -> bool:
+        """True the first time this user triggers under this post; False every time after (the database's
+        unique constraint decides, so two comments racing each other cannot both win)."""
+        try:
+            async with self._db.sessions.begin() as session:
+                session.add(CommentTrigger(post_key=post_key, user_id=user_id))
+        except IntegrityError:
+            return False
+        return True
+
+
+class Repository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.users = Users(db)
+        self.interactions = Interactions(db)
+        self.comments = Comments(db)

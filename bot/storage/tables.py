@@ -1,0 +1,78 @@
+"""The schema, as typed SQLAlchemy models. Alembic migrations (bot/migrations) create and change it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    """A Telegram user who wrote to the bot, commented, or used inline mode."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # Telegram user id
+    username: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # True once the user pressed Start: only then may the bot write to them first.
+    can_dm: Mapped[bool] = mapped_column(Boolean, default=False)
+    # True after Telegram said the user blocked the bot.
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Interaction(Base):
+    """One thing a person did and what the bot answered."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (Index("ix_interactions_created_at", "created_at"), Index("ix_interactions_kind", "kind"))
+
+    # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    chat_type: Mapped[str | None] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # guide, prediction, inline, comment, start, error
+    trigger: Mapped[str | None] = mapped_column(String(64))
+    input_text: Mapped[str | None] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(String(200))
+    predictions: Mapped[Any | None] = mapped_column(JSON)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(32), default="ok")
+
+
+class CommentTrigger(Base):
+    """A keyword comment the bot handled; unique per post and user (the once-per-post rule)."""
+
+    __tablename__ = "comment_triggers"
+    __table_args__ = (UniqueConstraint("post_key", "user_id", name="uq_comment_triggers_post_user"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_key: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(BigInteger)  # the user, or the channel a comment was sent as
+    handled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,425 @@
+"""A fake Telegram Bot API server on 127.0.0.1, for running the real bot end to end.
+
+It speaks the Bot API's HTTP shape (``/bot<token>/<method>``, form or multipart parameters, JSON answers),
+hands out updates through ``getUpdates`` long polling, keeps every call the bot makes, and refuses what the
+real Telegram refuses: malformed HTML, text over 4096 characters (or captions over 1024) after entity
+parsing, callback data over 64 bytes, more than 50 inline results, DMs to users who never started the bot.
+It can also answer 429 Too Many Requests on demand. Its HTML checker is written independently of the bot's
+own (``html.parser`` here), so a formatting bug in the bot fails the tests instead of agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+TOKEN = "123456789:TEST-token_abcdefghijklmnopqrstuvwxyz0123"
+BOT_ID = 123456789
+BOT_USERNAME = "mlm_test_bot"
+JSON_FIELDS = {
+    "reply_markup", "results", "reply_parameters", "commands", "reaction", "button", "link_preview_options",
+    "entities", "caption_entities", "allowed_updates", "scope",
+}  # fmt: skip
+TAGS = {
+    "b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
+    "del": set(), "tg-spoiler": set(), "span": {"class"}, "a": {"href"}, "code": {"class"}, "pre": set(),
+    "blockquote": {"expandable"}, "tg-emoji": {"emoji-id"},
+}  # fmt: skip
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:
+        super().__init__(description)
+        self.code, self.description, self.retry_after = code, description, retry_after
+
+
+class _TelegramHTML(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in TAGS:
+            raise ApiError(400, f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}"')
+        for name, _ in attrs:
+            if name not in TAGS[tag]:
+                raise ApiError(400, f"Bad Request: can't parse entities: unsupported attribute {name} of <{tag}>")
+        if tag == "a" and not dict(attrs).get("href"):
+            raise ApiError(400, "Bad Request: can't parse entities: <a> needs an href")
+        if tag == "span" and dict(attrs).get("class") != "tg-spoiler":
+            raise ApiError(400, "Bad Request: can't parse entities: <span> must be a tg-spoiler")
+        if tag == "a" and "a" in self.stack:
+            raise ApiError(400, "Bad Request: can't parse entities: nested links")
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            raise ApiError(400, f"Bad Request: can't parse entities: Can't find end tag corresponding to \"{tag}\"")
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_html(text: str) -> str:
+    """Telegram's HTML rules; returns the visible text."""
+    bare_lt = re.search(r"<(?!/?[a-zA-Z][a-zA-Z-]*[\s>/])", text)
+    if bare_lt:
+        raise ApiError(400, f"Bad Request: can't parse entities: unexpected < at byte offset {bare_lt.start()}")
+    bad_amp = re.search(r"&(?!(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);)", text)
+    if bad_amp:
+        raise ApiError(400, f"Bad Request: can't parse entities: unsupported entity at offset {bad_amp.start()}")
+    parser = _TelegramHTML()
+    parser.feed(text)
+    parser.close()
+    if parser.stack:
+        raise ApiError(400, f"Bad Request: can't parse entities: unclosed <{parser.stack[-1]}>")
+    return "".join(parser.text)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def check_text(text: Any, parse_mode: str | None, limit: int, what: str = "message") -> str:
+    if not isinstance(text, str):
+        raise ApiError(400, f"Bad Request: {what} text is empty")
+    visible = text
+    if parse_mode == "HTML":
+        visible = parse_html(text)
+    elif parse_mode == "MarkdownV2":
+        unescaped = re.search(r"(?<!\\)[_*\[\]()~`>#+\-=|{}.!]", text)
+        if unescaped:
+            raise ApiError(400, f"Bad Request: can't parse entities: character '{unescaped.group()}' is reserved")
+    elif parse_mode not in (None, ""):
+        raise ApiError(400, f"Bad Request: unsupported parse_mode {parse_mode}")
+    if not visible.strip():
+        raise ApiError(400, f"Bad Request: {what} text is empty")
+    if utf16_len(visible) > limit:
+        raise ApiError(400, f"Bad Request: {what} is too long")
+    return visible
+
+
+def check_markup(markup: Any) -> None:
+    if not markup:
+        return
+    for row in markup.get("inline_keyboard", []):
+        for button in row:
+            if not button.get("text"):
+                raise ApiError(400, "Bad Request: inline keyboard button text is empty")
+            if "callback_data" in button and not 1 <= len(button["callback_data"].encode()) <= 64:
+                raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+            if "url" in button and not re.match(r"(https?|tg)://", button["url"]):
+                raise ApiError(400, "Bad Request: inline keyboard button URL is invalid")
+            kinds = {"url", "callback_data", "switch_inline_query", "switch_inline_query_current_chat"} & set(button)
+            if len(kinds) != 1:
+                raise ApiError(400, "Bad Request: a button needs exactly one action")
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class FakeTelegram:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.never_started: set[int] = set()  # users who never pressed Start: DMs answer 403
+        self.blocked_by: set[int] = set()  # users who blocked the bot
+        self.too_many_requests = 0  # the next N sends answer 429
+        self.retry_after = 1
+        # (method, description) of every call refused as malformed (400): a bug in the bot. The 403s and 429s
+        # a test asks for are not listed here; they show in ``calls`` with a "_rejected" key.
+        self.rejections: list[tuple[str, str]] = []
+        self._closing = False
+        self._updates: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1000)
+        self._messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self._changed = asyncio.Condition()
+        self.url = ""
+
+    # ------------------------------------------------------------- server life
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[FakeTelegram]:
+        app = Starlette(routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])])
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.01)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/bot"
+        try:
+            yield self
+        finally:
+            async with self._changed:  # release a pending long poll, so the server stops at once
+                self._closing = True
+                self._changed.notify_all()
+            server.should_exit = True
+            await task
+            sock.close()
+
+    async def _endpoint(self, request: Request) -> JSONResponse:
+        method = request.path_params["method"]
+        if request.path_params["token"] != TOKEN:
+            return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, status_code=401)
+        params = await self._params(request)
+        handler = getattr(self, f"api_{method.lower()}", None)
+        try:
+            if handler is None:
+                raise ApiError(404, f"Not Found: method {method} is not faked")
+            result = await handler(params)
+        except ApiError as exc:
+            if exc.code == 400:
+                self.rejections.append((method, exc.description))
+            body: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
+            if exc.retry_after is not None:
+                body["parameters"] = {"retry_after": exc.retry_after}
+            await self._record(Call(method, {**params, "_rejected": exc.description}))
+            return JSONResponse(body, status_code=exc.code)
+        if method.lower() != "getupdates":
+            await self._record(Call(method, params))
+        return JSONResponse({"ok": True, "result": result})
+
+    async def _params(self, request: Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query_params)
+        if request.method == "POST":
+            if request.headers.get("content-type", "").startswith("application/json"):
+                params.update(await request.json())
+            else:
+                form = await request.form()
+                for key, value in form.multi_items():
+                    if isinstance(value, UploadFile):
+                        params[key] = {"filename": value.filename, "content": await value.read()}
+                    else:
+                        params[key] = json.loads(value) if key in JSON_FIELDS else value
+        return params
+
+    async def _record(self, call: Call) -> None:
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------ test helpers
+    def sent(self, method: str | None = None, chat_id: int | None = None) -> list[Call]:
+        return [
+            c for c in self.calls
+            if "_rejected" not in c.params
+            and (method is None or c.method == method)
+            and (chat_id is None or int(c.params.get("chat_id", 0)) == chat_id)
+        ]  # fmt: skip
+
+    async def wait_for(self, predicate: Callable[[FakeTelegram], bool], timeout: float = 15) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self)), timeout)
+
+    async def settle(self, quiet: float = 0.3) -> None:
+        """Wait until the bot has made no call for ``quiet`` seconds."""
+        while True:
+            count = len(self.calls)
+            await asyncio.sleep(quiet)
+            if len(self.calls) == count:
+                return
+
+    async def push(self, kind: str, payload: dict[str, Any]) -> int:
+        update_id = next(self._update_ids)
+        async with self._changed:
+            self._updates.append({"update_id": update_id, kind: payload})
+            self._changed.notify_all()
+        return update_id
+
+    @staticmethod
+    def user(user_id: int, first_name: str = "Ann", **extra: Any) -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en", **extra}
+
+    @staticmethod
+    def private_chat(user: dict[str, Any]) -> dict[str, Any]:
+        return {"id": user["id"], "type": "private", "first_name": user["first_name"]}
+
+    def message(
+        self, chat: dict[str, Any], sender: dict[str, Any] | None, text: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": chat}
+        if sender is not None:
+            message["from"] = sender
+        if text is not None:
+            message["text"] = text
+            command = re.match(r"/[A-Za-z0-9_]+(@\w+)?", text)
+            if command:
+                message["entities"] = [{"type": "bot_command", "offset": 0, "length": utf16_len(command.group())}]
+        message.update(extra)
+        self._messages[(chat["id"], message["message_id"])] = message
+        return message
+
+    async def send_text(
+        self, user: dict[str, Any], text: str | None, chat: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        message = self.message(chat or self.private_chat(user), user, text, **extra)
+        await self.push("message", message)
+        return message
+
+    async def press(self, user: dict[str, Any], bot_message: dict[str, Any], data: str) -> None:
+        await self.push(
+            "callback_query",
+            {
+                "id": str(next(self._update_ids)),
+                "from": user,
+                "chat_instance": "1",
+                "message": bot_message,
+                "data": data,
+            },
+        )
+
+    async def inline(self, user: dict[str, Any], query: str) -> str:
+        query_id = str(next(self._update_ids))
+        await self.push("inline_query", {"id": query_id, "from": user, "query": query, "offset": ""})
+        return query_id
+
+    def stored(self, chat_id: int, message_id: int) -> dict[str, Any]:
+        return self._messages[(chat_id, message_id)]
+
+    # ------------------------------------------------------------ Bot API
+    async def api_getme(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": BOT_ID, "is_bot": True, "first_name": "MLM Bot", "username": BOT_USERNAME,
+            "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": True,
+        }  # fmt: skip
+
+    async def api_deletewebhook(self, params: dict[str, Any]) -> bool:
+        return True
+
+    async def api_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        timeout = min(float(params.get("timeout") or 0), 2.0)
+        async with self._changed:
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            if not self._updates and timeout:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: bool(self._updates) or self._closing), timeout
+                    )
+            return list(self._updates[:100])
+
+    async def api_setmycommands(self, params: dict[str, Any]) -> bool:
+        for command in params["commands"]:
+            if not re.fullmatch(r"[a-z0-9_]{1,32}", command["command"]) or not 1 <= len(command["description"]) <= 256:
+                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+        return True
+
+    def _check_chat(self, params: dict[str, Any]) -> int:
+        chat_id = int(params["chat_id"])
+        if chat_id in self.blocked_by:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self.never_started:
+            raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
+        return chat_id
+
+    def _maybe_429(self) -> None:
+        if self.too_many_requests > 0:
+            self.too_many_requests -= 1
+            raise ApiError(429, f"Too Many Requests: retry after {self.retry_after}", retry_after=self.retry_after)
+
+    def _bot_message(self, chat_id: int, params: dict[str, Any], **content: Any) -> dict[str, Any]:
+        chat = {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
+        if chat_id > 0:
+            chat["first_name"] = "User"
+        else:
+            chat["title"] = "Discussion"
+        message = self.message(
+            chat, {"id": BOT_ID, "is_bot": True, "first_name": "MLM Bot", "username": BOT_USERNAME}, **content
+        )
+        reply = params.get("reply_parameters") or {}
+        replied = self._messages.get((chat_id, int(reply.get("message_id", 0))))
+        if replied is not None:
+            message["reply_to_message"] = replied
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        return message
+
+    async def api_sendmessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._check_chat(params)
+        check_text(params.get("text"), params.get("parse_mode"), 4096)
+        check_markup(params.get("reply_markup"))
+        self._maybe_429()
+        return self._bot_message(chat_id, params, text=params["text"])
+
+    async def api_senddocument(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._check_chat(params)
+        document = params.get("document")
+        if not isinstance(document, dict) or not document["content"]:
+            raise ApiError(400, "Bad Request: there is no document in the request")
+        if params.get("caption"):
+            check_text(params["caption"], params.get("parse_mode"), 1024, "caption")
+        self._maybe_429()
+        return self._bot_message(
+            chat_id, params, document={"file_id": "doc", "file_unique_id": "doc", "file_name": document["filename"]}
+        )
+
+    async def api_editmessagetext(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        stored = self._messages.get((chat_id, int(params["message_id"])))
+        if stored is None:
+            raise ApiError(400, "Bad Request: message to edit not found")
+        check_text(params.get("text"), params.get("parse_mode"), 4096)
+        check_markup(params.get("reply_markup"))
+        if stored.get("text") == params["text"] and stored.get("reply_markup") == params.get("reply_markup"):
+            raise ApiError(400, "Bad Request: message is not modified")
+        stored["text"] = params["text"]
+        stored["reply_markup"] = params.get("reply_markup")
+        return stored
+
+    async def api_sendchataction(self, params: dict[str, Any]) -> bool:
+        self._check_chat(params)
+        return True
+
+    async def api_answercallbackquery(self, params: dict[str, Any]) -> bool:
+        if len(params.get("text") or "") > 200:
+            raise ApiError(400, "Bad Request: callback answer text is too long")
+        return True
+
+    async def api_setmessagereaction(self, params: dict[str, Any]) -> bool:
+        return True
+
+    async def api_answerinlinequery(self, params: dict[str, Any]) -> bool:
+        results = params.get("results", [])
+        if len(results) > 50:
+            raise ApiError(400, "Bad Request: RESULTS_TOO_MUCH")
+        ids = [r["id"] for r in results]
+        if len(set(ids)) != len(ids) or any(not 1 <= len(i.encode()) <= 64 for i in ids):
+            raise ApiError(400, "Bad Request: RESULT_ID_INVALID")
+        for result in results:
+            if not result.get("title"):
+                raise ApiError(400, "Bad Request: RESULT_TITLE_EMPTY")
+            content = result["input_message_content"]
+            check_text(content.get("message_text"), content.get("parse_mode"), 4096)
+            check_markup(result.get("reply_markup"))
+        button = params.get("button")
+        if button and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", button.get("start_parameter", "")):
+            raise ApiError(400, "Bad Request: START_PARAM_INVALID")
+        return True

@@ -1,0 +1,449 @@
+"""The real bot, end to end: ``bot.runner.serve`` (what ``mlm-bot run`` runs) with the real python-telegram-bot
+Application, a real SQLite file and a tiny real model, against the fake Bot API server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.storage.tables import Interaction
+from models.client import LocalFillMask
+from models.engine import FillMaskEngine
+from tests.bot_harness import bot_settings, running_bot
+from tests.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram, parse_html
+
+GROUP = {"id": -1001555000111, "type": "supergroup", "title": "Creator's discussion"}
+CHANNEL = {"id": -1001999000222, "type": "channel", "title": "Creator's channel"}
+
+
+@pytest.fixture
+async def fake() -> FakeTelegram:
+    telegram = FakeTelegram()
+    async with telegram.running():
+        yield telegram
+    assert telegram.rejections == [], "the bot sent something Telegram would refuse"
+
+
+@pytest.fixture(autouse=True)
+def no_token_in_logs(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    yield
+    assert TOKEN not in caplog.text
+    assert TOKEN.split(":")[1] not in caplog.text
+
+
+@pytest.fixture
+def settings(fake: FakeTelegram, bert_dir: Path, tmp_path: Path):
+    return bot_settings(fake, bert_dir, tmp_path)
+
+
+@pytest.fixture
+async def repo(settings, fake: FakeTelegram):
+    async with running_bot(settings, fake) as repository:
+        yield repository
+
+
+def texts(fake: FakeTelegram, chat_id: int) -> list[str]:
+    return [c.params["text"] for c in fake.sent("sendMessage", chat_id)]
+
+
+async def replies(fake: FakeTelegram, chat_id: int, count: int = 1, method: str = "sendMessage") -> list[Any]:
+    await fake.wait_for(lambda f: len(f.sent(method, chat_id)) >= count)
+    return fake.sent(method, chat_id)
+
+
+async def guide_received(fake: FakeTelegram, chat_id: int) -> str:
+    """Waits for the guide (messages, then the .md document) and returns the messages' visible text."""
+    await replies(fake, chat_id, 1, "sendDocument")
+    return "\n".join(parse_html(t) for t in texts(fake, chat_id))
+
+
+async def interactions(repo, kind: str | None = None, count: int = 1) -> list[Interaction]:
+    """The logged interactions (of ``kind``), waiting up to 10 s for ``count`` of them: the log is written
+    after the reply, so a test that has seen the reply may look a moment too early."""
+    for _ in range(100):
+        rows = [i for i in await repo.interactions.all() if kind is None or i.kind == kind]
+        if len(rows) >= count:
+            return rows
+        await asyncio.sleep(0.1)
+    return rows
+
+
+# ---------------------------------------------------------------- start, help, guide
+
+
+async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram, repo) -> None:
+    ann = fake.user(42)
+    await fake.send_text(ann, "/start")
+    (greeting,) = await replies(fake, 42)
+    visible = parse_html(greeting.params["text"])
+    assert "masked language models" in visible and "[MASK]" in visible and f"@{BOT_USERNAME}" in visible
+    commands = fake.sent("setMyCommands")[0].params["commands"]
+    assert [c["command"] for c in commands] == ["start", "guide", "predict", "help"]
+    assert (await repo.users.get(42)).can_dm
+
+
+@pytest.mark.parametrize("text", ["MLM", "mlm?", "#MLM", "send me MLM please", "Ｍｌｍ", "M\u200bLM!"])
+async def test_keyword_in_a_dm_sends_the_guide_and_the_document(fake: FakeTelegram, repo, text: str) -> None:
+    ann = fake.user(43)
+    await fake.send_text(ann, text)
+    guide = await guide_received(fake, 43)
+    for part in (
+        "What is a masked language model",
+        "The cat sat on the mat",
+        "[MASK]",
+        "training objective",
+        "Bidirectional",
+        "RoBERTa",
+        "ALBERT",
+        "DistilBERT",
+        "mask_token_id",
+        "Summary",
+        "Learn more",
+    ):
+        assert part in guide
+    messages = fake.sent("sendMessage", 43)
+    assert all(len(parse_html(m.params["text"])) <= 4096 for m in messages)
+    assert 'href="https://arxiv.org/abs/1810.04805"' in "".join(m.params["text"] for m in messages)
+    buttons = [b for row in messages[-1].params["reply_markup"]["inline_keyboard"] for b in row]
+    assert {b["url"] for b in buttons} >= {
+        "https://arxiv.org/abs/1810.04805",
+        "https://huggingface.co/docs/transformers/index",
+    }
+    document = fake.sent("sendDocument", 43)[0].params["document"]
+    assert document["filename"] == "mlm-guide.md"
+    markdown = document["content"].decode()
+    assert markdown.startswith("# 🧠") and "[BERT](https://huggingface.co/google-bert/bert-base-uncased)" in markdown
+    logged = await interactions(repo, "guide")
+    assert logged and logged[0].trigger == "MLM"
+
+
+@pytest.mark.parametrize("text", ["html", "xmlm", "mlmodel", "I like HTML5"])
+async def test_words_that_merely_contain_the_letters_get_the_hint_not_the_guide(
+    fake: FakeTelegram, repo, text: str
+) -> None:
+    await fake.send_text(fake.user(44), text)
+    (hint,) = await replies(fake, 44)
+    assert "[MASK]" in parse_html(hint.params["text"])
+    await fake.settle()
+    assert not fake.sent("sendDocument", 44)
+
+
+@pytest.mark.parametrize("payload", ["mlm", "inline", f"p{GROUP['id']}_77"])
+async def test_every_payload_the_bot_hands_out_sends_the_guide(fake: FakeTelegram, repo, payload: str) -> None:
+    await fake.send_text(fake.user(45), f"/start {payload}")
+    assert "Learn more" in await guide_received(fake, 45)
+    assert (await repo.users.get(45)).can_dm
+
+
+@pytest.mark.parametrize("payload", ["<script>", "x" * 65, "p123_abc", "nonsense"])
+async def test_unknown_or_crafted_payloads_get_the_greeting(fake: FakeTelegram, repo, payload: str) -> None:
+    await fake.send_text(fake.user(46), f"/start {payload}")
+    (greeting,) = await replies(fake, 46)
+    assert "I teach" in parse_html(greeting.params["text"])
+
+
+async def test_help_and_guide_commands(fake: FakeTelegram, repo) -> None:
+    bob = fake.user(47)
+    await fake.send_text(bob, "/help")
+    (help_message,) = await replies(fake, 47)
+    assert "Up to 5 masks" in parse_html(help_message.params["text"])
+    await fake.send_text(bob, "/guide")
+    assert "Summary" in await guide_received(fake, 47)
+    await fake.send_text(fake.user(48), "/guide@mlm_test_bot", chat=GROUP)
+    (in_group,) = await replies(fake, GROUP["id"])
+    button = in_group.params["reply_markup"]["inline_keyboard"][0][0]
+    assert button["url"] == f"https://t.me/{BOT_USERNAME}?start=mlm"
+
+
+# ----------------------------------------------------------------------- predictions
+
+
+async def test_a_dm_with_a_mask_gets_typing_then_the_predictions(
+    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+) -> None:
+    ann = fake.user(50)
+    sentence = "The cat sat on the [MASK]."
+    question = await fake.send_text(ann, sentence)
+    (answer,) = await replies(fake, 50)
+    assert fake.sent("sendChatAction", 50)[0].params["action"] == "typing"
+    expected = bert_engine.fill(sentence, top_k=5, words_only=True).masks[0]
+    visible = parse_html(answer.params["text"])
+    for p in expected:
+        assert p.token_str in visible
+    assert f"{expected[0].score * 100:.1f}%" in visible
+    assert f"Best guess: {expected[0].sequence}" in visible
+    assert answer.params["reply_parameters"]["message_id"] == question["message_id"]
+    buttons = [b["callback_data"] for b in answer.params["reply_markup"]["inline_keyboard"][0]]
+    assert buttons == ["more", "guide"]
+
+    sent = [m for m in fake._messages.values() if m["chat"]["id"] == 50 and m.get("from", {}).get("is_bot")]
+    await fake.press(ann, sent[-1], "more")
+    (edit,) = await replies(fake, 50, 1, "editMessageText")
+    more = bert_engine.fill(sentence, top_k=15, words_only=True).masks[0]
+    assert all(p.token_str in parse_html(edit.params["text"]) for p in more)
+    assert edit.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "fewer"
+    await fake.press(ann, fake.stored(50, sent[-1]["message_id"]), "fewer")
+    await replies(fake, 50, 2, "editMessageText")
+    await fake.press(ann, sent[-1], "guide")
+    assert "Summary" in await guide_received(fake, 50)
+
+    first = (await interactions(repo, "prediction"))[0]
+    assert first.input_text == sentence and first.user_id == 50 and first.chat_type == "private"
+    assert [row["token"] for row in first.predictions[0]] == [p.token_str for p in expected]
+    assert first.latency_ms > 0 and first.model_name == str(Path(first.model_name))
+
+
+async def test_several_masks_show_each_list_and_the_best_sentence(
+    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+) -> None:
+    sentence = "the [MASK] sat on the [mask] ."
+    await fake.send_text(fake.user(51), sentence)
+    (answer,) = await replies(fake, 51)
+    visible = parse_html(answer.params["text"])
+    assert "[MASK] 1" in visible and "[MASK] 2" in visible
+    assert f"Best sentence: {bert_engine.fill_joint(sentence, words_only=True).sequence}" in visible
+
+
+async def test_predict_command(fake: FakeTelegram, repo) -> None:
+    carol = fake.user(52)
+    await fake.send_text(carol, "/predict")
+    (usage,) = await replies(fake, 52)
+    assert "/predict The cat sat on the [MASK]." in parse_html(usage.params["text"])
+    await fake.send_text(carol, "/predict The dog ran to the [MASK].")
+    answer = (await replies(fake, 52, 2))[1]
+    assert "The dog ran to the [MASK]." in parse_html(answer.params["text"])
+
+
+# ----------------------------------------------------------------------- comments
+
+
+async def automatic_forward(
+    fake: FakeTelegram, post_id: int, text: str = "New video: MLM explained! Comment MLM"
+) -> dict:
+    forward = fake.message(
+        GROUP,
+        fake.user(777000, "Telegram"),
+        text,
+        is_automatic_forward=True,
+        sender_chat=CHANNEL,
+        forward_origin={"type": "channel", "date": 0, "chat": CHANNEL, "message_id": post_id},
+    )
+    await fake.push("message", forward)
+    return forward
+
+
+async def comment(fake: FakeTelegram, user: dict | None, forward: dict, text: str, **extra: Any) -> dict:
+    message = fake.message(
+        GROUP, user, text, reply_to_message=forward, message_thread_id=forward["message_id"], **extra
+    )
+    await fake.push("message", message)
+    return message
+
+
+async def test_comment_button_start_payload_guide_and_once_per_post(fake: FakeTelegram, repo) -> None:
+    dana = fake.user(60, "Dana")
+    fake.never_started.add(60)
+    post = await automatic_forward(fake, post_id=7)
+    first = await comment(fake, dana, post, "MLM please!")
+    (reply,) = await replies(fake, GROUP["id"])
+    assert reply.params["reply_parameters"]["message_id"] == first["message_id"]
+    assert "Dana" in parse_html(reply.params["text"])
+    url = reply.params["reply_markup"]["inline_keyboard"][0][0]["url"]
+    assert url == f"https://t.me/{BOT_USERNAME}?start=p{GROUP['id']}_{post['message_id']}"
+    assert not fake.sent("sendMessage", 60), "a user who never started the bot cannot be messaged"
+
+    # Dana taps the button: Telegram opens the chat and sends /start <payload>.
+    fake.never_started.discard(60)
+    await fake.send_text(dana, f"/start {url.split('start=')[1]}")
+    assert "Learn more" in await guide_received(fake, 60)
+
+    # A second keyword comment on the same post: no second public reply.
+    await comment(fake, dana, post, "mlm again")
+    await fake.settle(0.5)
+    assert len(fake.sent("sendMessage", GROUP["id"])) == 1
+
+    # On another post, Dana (who started the bot now) gets the guide in her DM and a reaction, no public reply.
+    other = await automatic_forward(fake, post_id=8)
+    dm_comment = await comment(fake, dana, other, "#MLM")
+    await replies(fake, 60, 2, "sendDocument")
+    await fake.wait_for(lambda f: bool(f.sent("setMessageReaction")))
+    assert fake.sent("setMessageReaction")[0].params["message_id"] == str(dm_comment["message_id"])
+    assert len(fake.sent("sendMessage", GROUP["id"])) == 1
+    logged = await interactions(repo, "comment", 2)
+    assert [i.outcome for i in logged] == ["button", "dm"]
+    assert logged[0].trigger == f"MLM on {CHANNEL['id']}:7"
+
+
+async def test_a_user_who_blocked_the_bot_gets_the_button_instead(fake: FakeTelegram, repo) -> None:
+    eve = fake.user(61, "Eve")
+    await fake.send_text(eve, "/start")
+    await replies(fake, 61)
+    fake.blocked_by.add(61)
+    await comment(fake, eve, await automatic_forward(fake, post_id=9), "MLM")
+    (reply,) = await replies(fake, GROUP["id"])
+    assert "start=p" in reply.params["reply_markup"]["inline_keyboard"][0][0]["url"]
+    user = await repo.users.get(61)
+    assert user.blocked and not user.can_dm
+
+
+async def test_a_comment_sent_as_a_channel_is_answered_publicly_only(fake: FakeTelegram, repo) -> None:
+    post = await automatic_forward(fake, post_id=10)
+    await comment(
+        fake,
+        fake.user(136817688, "Channel"),
+        post,
+        "MLM",
+        sender_chat={"id": -1002, "type": "channel", "title": "Fan page"},
+    )
+    (reply,) = await replies(fake, GROUP["id"])
+    assert "Your MLM guide" in parse_html(reply.params["text"])
+    assert not [c for c in fake.calls if c.method == "sendMessage" and int(c.params["chat_id"]) > 0]
+
+
+async def test_bots_forwards_and_other_group_messages_get_silence(fake: FakeTelegram, repo) -> None:
+    post = await automatic_forward(fake, post_id=11, text="Comment MLM for the guide")  # the post itself says MLM
+    await comment(fake, {"id": 999, "is_bot": True, "first_name": "OtherBot"}, post, "MLM")
+    await comment(fake, fake.user(62), post, "great video")
+    await comment(fake, fake.user(63), post, "The cat sat on the [MASK].")
+    await fake.settle(0.6)
+    assert not fake.sent("sendMessage", GROUP["id"])
+
+
+# ----------------------------------------------------------------------- inline mode
+
+
+async def test_inline_mode(fake: FakeTelegram, repo, bert_engine: FillMaskEngine) -> None:
+    frank = fake.user(70)
+    await fake.inline(frank, "The cat sat on the [MASK].")
+    await fake.wait_for(lambda f: len(f.sent("answerInlineQuery")) >= 1)
+    answer = fake.sent("answerInlineQuery")[0].params
+    expected = bert_engine.fill("The cat sat on the [MASK].", words_only=True).masks[0]
+    titles = [r["title"] for r in answer["results"]]
+    assert len(titles) == 6 and all(p.token_str in title for p, title in zip(expected, titles[1:], strict=True))
+    assert answer["button"]["start_parameter"] == "inline"
+
+    await fake.inline(frank, "mlm")
+    await fake.wait_for(lambda f: len(f.sent("answerInlineQuery")) >= 2)
+    (guide,) = fake.sent("answerInlineQuery")[1].params["results"]
+    assert guide["reply_markup"]["inline_keyboard"][0][0]["url"] == f"https://t.me/{BOT_USERNAME}?start=mlm"
+
+    await fake.inline(frank, "")
+    await fake.inline(frank, "[MASK] " * 9)
+    await fake.wait_for(lambda f: len(f.sent("answerInlineQuery")) >= 4)
+    empty, problem = (c.params for c in fake.sent("answerInlineQuery")[2:4])
+    assert empty["results"] == []
+    assert "up to 5" in problem["results"][0]["description"]
+
+
+# ----------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("🙂🙂🙂", "I didn't find a [MASK]"),
+        ("", "I read text only"),
+        ("/unknowncommand", "I didn't find a [MASK]"),
+        ("[MASK] " * 30, "I can fill up to 5"),
+        ("<b>bold</b> & <i [MASK] </script> &amp;", "reads: <b>bold</b> & <i [MASK] </script> &amp;"),
+        ("مرحبا [MASK] عالم \u200f\u200b", "Best guess"),
+        ("[MASK]", "Best guess"),
+        ("The cat sat on the [MASK]. " + "And then it slept for a long while. " * 110, "read only the part around"),
+        ("x" * 4096, "I didn't find a [MASK]"),
+        ("[MASK] " + "y" * 4000, "Best guess"),
+    ],
+)
+async def test_every_odd_input_gets_a_clear_valid_reply(fake: FakeTelegram, repo, text: str, expected: str) -> None:
+    user = fake.user(80)
+    if text:
+        await fake.send_text(user, text[:4096])
+    else:  # a sticker: no text at all
+        await fake.send_text(
+            user,
+            None,
+            sticker={
+                "file_id": "s",
+                "file_unique_id": "s",
+                "type": "regular",
+                "width": 1,
+                "height": 1,
+                "is_animated": False,
+                "is_video": False,
+            },
+        )
+    (answer,) = await replies(fake, 80)
+    assert expected in parse_html(answer.params["text"])
+
+
+async def test_an_internal_error_is_logged_with_context_and_answered_politely(
+    fake: FakeTelegram, settings, bert_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(LocalFillMask):
+        async def fill_mask(self, text: str, **kwargs: Any):
+            raise RuntimeError("the model fell over")
+
+    async with running_bot(settings, fake, model=Broken(settings)):
+        await fake.send_text(fake.user(81), "The cat sat on the [MASK].")
+        (answer,) = await replies(fake, 81)
+    assert "Something went wrong on my side" in parse_html(answer.params["text"])
+    assert "the model fell over" in caplog.text and "user=81" in caplog.text
+
+
+# ----------------------------------------------------------------------- limits
+
+
+class SlowModel(LocalFillMask):
+    """The real model, held at a gate: lets a test keep a request in flight."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def fill_mask(self, text: str, **kwargs: Any):
+        await self.gate.wait()
+        return await super().fill_mask(text, **kwargs)
+
+
+async def test_one_request_in_flight_per_user_and_others_are_not_blocked(fake: FakeTelegram, settings) -> None:
+    model = SlowModel(settings)
+    async with running_bot(settings, fake, model=model):
+        gina, hal = fake.user(90), fake.user(91)
+        await fake.send_text(gina, "The cat sat on the [MASK].")
+        await fake.wait_for(lambda f: bool(f.sent("sendChatAction", 90)))
+        await fake.send_text(gina, "The dog sat on the [MASK].")
+        (wait,) = await replies(fake, 90)
+        assert "Still working on your previous sentence" in parse_html(wait.params["text"])
+        await fake.send_text(hal, "/help")  # another user is answered while Gina's request waits
+        await replies(fake, 91)
+        model.gate.set()
+        answers = await replies(fake, 90, 2)
+        assert "Best guess" in parse_html(answers[1].params["text"])
+
+
+async def test_per_user_rate_limit(fake: FakeTelegram, bert_dir: Path, tmp_path: Path) -> None:
+    settings = bot_settings(fake, bert_dir, tmp_path, predictions_per_minute=3)
+    async with running_bot(settings, fake):
+        ivy = fake.user(92)
+        for i in range(4):
+            await fake.send_text(ivy, f"The cat number {i} sat on the [MASK].")
+            await replies(fake, 92, i + 1)
+        assert "Try again in" in parse_html(texts(fake, 92)[-1])
+        assert all("Best guess" in parse_html(t) for t in texts(fake, 92)[:3])
+
+
+async def test_a_burst_of_100_users_with_429_answers_loses_no_reply(fake: FakeTelegram, repo) -> None:
+    fake.too_many_requests = 3  # Telegram says "retry after 1 s" three times during the burst
+    users = [fake.user(1000 + i, f"User{i}") for i in range(100)]
+    for user in users:
+        await fake.send_text(user, f"User {user['id']} thinks the cat sat on the [MASK].")
+    await fake.wait_for(lambda f: all(f.sent("sendMessage", u["id"]) for u in users), timeout=90)
+    for user in users:
+        (answer,) = fake.sent("sendMessage", user["id"])
+        assert f"User {user['id']} thinks" in parse_html(answer.params["text"])
+    refused = [c for c in fake.calls if "_rejected" in c.params]
+    assert len(refused) == 3 and all("Too Many Requests" in c.params["_rejected"] for c in refused)

@@ -1,0 +1,200 @@
+"""Templates render to messages Telegram accepts; long text splits without cutting a tag; the guide's code runs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.render import TEMPLATES_DIR, Renderer, shorten
+from bot.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
+from models.engine import FillMaskEngine
+from tests.fake_telegram import parse_html, utf16_len
+
+HOSTILE = '<script>alert("x")</script> & &amp; </b> <i [MASK] 🙂 \u202eRTL\u200b'
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+def mask_rows(n: int, k: int) -> list[list[dict]]:
+    return [[{"word": f"w{m}{i}<&>", "score": 0.9 / (i + 1)} for i in range(k)] for m in range(n)]
+
+
+CONTEXTS = {
+    "start": {"first_name": HOSTILE, "keyword": "MLM", "model_name": "bert-base-uncased", "bot_username": "b"},
+    "help": {"keyword": "MLM", "model_name": HOSTILE, "bot_username": "b", "max_masks": 5},
+    "fallback": {"non_text": False, "keyword": "MLM"},
+    "predict_usage": {},
+    "prediction": {
+        "text": HOSTILE * 50,
+        "masks": mask_rows(5, 15),
+        "filled": HOSTILE * 50,
+        "model_name": "m",
+        "truncated": True,
+    },
+    "comment_reply": {"first_name": HOSTILE},
+    "guide_in_group": {},
+    "guide_document": {},
+    "expired": {},
+    "inline_prediction": {"sentence": HOSTILE * 100, "word": HOSTILE, "score": 0.0001, "model_name": "m"},
+    "inline_guide": {"bot_username": "mlm_bot"},
+}
+ERROR_CODES = [
+    "no_mask",
+    "empty_input",
+    "too_many_masks",
+    "input_too_long",
+    "target_not_single_token",
+    "rate_limited",
+    "in_flight",
+    "busy",
+    "timeout",
+    "worker_unavailable",
+    "internal",
+]
+
+
+def test_every_message_template_is_covered() -> None:
+    names = {p.stem for p in (TEMPLATES_DIR / "messages").glob("*.html")}
+    assert names == set(CONTEXTS) | {"error"}
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXTS))
+def test_templates_render_valid_telegram_html_even_with_hostile_text(renderer: Renderer, name: str) -> None:
+    html = renderer.html(name, **CONTEXTS[name])
+    visible = parse_html(html)  # the fake Telegram's own, independent parser
+    assert visible.strip() and utf16_len(visible) <= 4096
+    assert "<script>" not in html
+
+
+@pytest.mark.parametrize("code", ERROR_CODES)
+def test_every_error_code_has_its_own_readable_message(renderer: Renderer, code: str) -> None:
+    text = parse_html(renderer.html("error", code=code, count=9, limit=5, retry_after=12))
+    assert text.strip()
+    if code != "internal":
+        assert "Something went wrong" not in text
+
+
+def test_worst_case_prediction_fits_one_message(renderer: Renderer) -> None:
+    html = renderer.html("prediction", **{**CONTEXTS["prediction"], "text": "x" * 4096, "filled": "y" * 4096})
+    assert utf16_len(parse_html(html)) <= 4096
+
+
+def test_plain_strings_have_no_markup(renderer: Renderer) -> None:
+    module = renderer._strings
+    for name in dir(module):
+        if name.startswith("_"):
+            continue
+        macro = getattr(module, name)
+        args = {arg: "x" for arg in getattr(macro, "arguments", ())}
+        text = renderer.text(name, **args)
+        assert text and not re.search(r"</?[a-z]+>", text), name
+
+
+def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
+    pages = renderer.guide_messages(model_name="bert-base-uncased")
+    assert 1 <= len(pages) <= 4
+    for page in pages:
+        assert utf16_len(parse_html(page)) <= 4096
+    text = "\n".join(parse_html(p) for p in pages)
+    for part in (
+        "What is a masked language model",
+        "The [MASK] sat on the mat.",
+        "training objective",
+        "Bidirectional",
+        "question answering",
+        "BERT",
+        "RoBERTa",
+        "ALBERT",
+        "DistilBERT",
+        "Summary",
+        "Learn more",
+        "Your turn",
+    ):
+        assert part in text, part
+    html = "".join(pages)
+    for url in (
+        "https://huggingface.co/google-bert/bert-base-uncased",
+        "https://huggingface.co/FacebookAI/roberta-base",
+        "https://huggingface.co/albert/albert-base-v2",
+        "https://huggingface.co/distilbert/distilbert-base-uncased",
+        "https://arxiv.org/abs/1810.04805",
+        "https://huggingface.co/docs/transformers/tasks/masked_language_modeling",
+        "https://huggingface.co/docs/transformers/index",
+    ):
+        assert f'<a href="{url}">' in html
+    assert "argmax of every position" in text  # the seed's mistake, named
+
+
+def test_markdown_document_has_the_same_content(renderer: Renderer) -> None:
+    markdown = renderer.guide_markdown(model_name="bert-base-uncased")
+    html_links = set(re.findall(r'href="([^"]+)"', "".join(renderer.guide_messages(model_name="bert-base-uncased"))))
+    md_links = set(re.findall(r"\]\((https://[^)]+)\)", markdown))
+    assert html_links == md_links and len(md_links) == 8
+    assert markdown.count("```python") == 2 and "<b>" not in markdown and "&lt;" not in markdown
+
+
+def test_the_guides_code_runs_and_reads_the_mask_position(
+    renderer: Renderer, bert_dir: Path, bert_engine: FillMaskEngine
+) -> None:
+    """Both snippets, run as printed (with the tiny model in place of bert-base-uncased), print the model's
+    real top predictions for the mask, not a decoding of every position."""
+    markdown = renderer.guide_markdown(model_name="bert-base-uncased")
+    snippets = re.findall(r"```python\n(.*?)\n```", markdown, re.S)
+    top = [p.token_str for p in bert_engine.fill("The cat sat on the [MASK].", top_k=5).masks[0]]
+    for code in snippets:
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            exec(compile(code.replace("bert-base-uncased", str(bert_dir)), "guide", "exec"), {})
+        printed = [line.split()[0] for line in output.getvalue().splitlines() if line.strip()]
+        assert printed == top
+
+
+def test_split_never_cuts_a_tag_and_keeps_all_text() -> None:
+    rng = random.Random(5)
+    pieces = [
+        "<b>bold words</b>",
+        "<i>it</i>",
+        "plain text",
+        "&lt;tag&gt;",
+        '<a href="https://x.y">link</a>',
+        '<pre><code class="language-python">x = 1\n\ny = 2</code></pre>',
+        "🙂🙂",
+        "\n",
+        "\n\n",
+        " ",
+    ]
+    for _ in range(200):
+        html = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 120)))
+        limit = rng.choice([10, 40, 100, 4096])
+        parts = split_html(html, limit)
+        for part in parts:
+            assert visible_length(part) <= limit
+            parse_html(part)  # each part is valid on its own
+        joined = re.sub(r"\s+", "", "".join(visible_text(p) for p in parts))
+        assert joined == re.sub(r"\s+", "", visible_text(html))
+
+
+def test_split_prefers_paragraphs() -> None:
+    text = "first paragraph here\n\nsecond <b>bold</b> paragraph\n\nthird"
+    assert split_html(text, 25) == ["first paragraph here", "second <b>bold</b> paragraph", "third"]
+
+
+@pytest.mark.parametrize("bad", ["a < b", "<b>x", "<b>x</i>", "<div>x</div>", "a & b", "<a>x</a>"])
+def test_the_bots_own_checker_refuses_what_telegram_refuses(bad: str) -> None:
+    with pytest.raises(TelegramHTMLError):
+        visible_text(bad)
+
+
+def test_shorten_keeps_the_filled_word_in_view() -> None:
+    text = "a " * 500 + "TARGET" + " b" * 500
+    short = shorten(text, 100, around="TARGET")
+    assert "TARGET" in short and len(short) <= 100 and short.startswith("…") and short.endswith("…")
+    assert shorten("short", 100) == "short"

@@ -1,0 +1,54 @@
+"""Settings errors name the variable and say how to fix it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in ("TELEGRAM_BOT_TOKEN", "TRIGGER_KEYWORDS", "ADMIN_USER_IDS", "TELEGRAM_API_BASE_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_missing_token_explains_botfather() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "TELEGRAM_BOT_TOKEN is not set" in str(info.value) and "@BotFather" in str(info.value)
+
+
+def test_malformed_token_is_named() -> None:
+    with pytest.raises(SettingsError, match="TELEGRAM_BOT_TOKEN: does not look like a bot token"):
+        load_settings(telegram_bot_token="hello")
+
+
+def test_values_from_the_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    (tmp_path / ".env").write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\nTRIGGER_KEYWORDS=MLM, BERT ,\n")
+    monkeypatch.setenv("ADMIN_USER_IDS", "12, 34")
+    settings = load_settings()
+    assert settings.token() == TOKEN
+    assert settings.trigger_keywords == ("MLM", "BERT")
+    assert settings.admin_user_ids == frozenset({12, 34})
+    assert settings.telegram_api_base_url == "https://api.telegram.org/bot"
+    assert settings.database_url.startswith("sqlite+aiosqlite:///data/")
+    assert TOKEN not in repr(settings)  # the token is a secret: never printed with the settings
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ADMIN_USER_IDS", "alice", "ADMIN_USER_IDS: must be numeric"),
+        ("TRIGGER_KEYWORDS", " , ", "TRIGGER_KEYWORDS: needs at least one keyword"),
+        ("TELEGRAM_API_BASE_URL", "api.telegram.org", "TELEGRAM_API_BASE_URL: must start with http"),
+    ],
+)
+def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
