@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telegram import Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide, user_info
 from bot.payloads import guide_payload, parse_payload
@@ -84,17 +84,11 @@ async def guide_button(update: Update, context: Context) -> None:
     await log_interaction(update, context, "guide", trigger="button")
 
 
-def _guide_and_inline_keyboard(context: Context):
-    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
-    s = services(context)
+def _guide_and_inline_keyboard(context: Context) -> InlineKeyboardMarkup:
+    text = services(context).renderer.text
     return InlineKeyboardMarkup(
         [
-            [InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")],
-            [
-                InlineKeyboardButton(
-                    s.renderer.text("button_try_inline"), switch_inline_query="The cat sat on the [MASK]."
-                )
-            ],
+            [InlineKeyboardButton(text("button_guide"), callback_data="guide")],
+            [InlineKeyboardButton(text("button_try_inline"), switch_inline_query=text("inline_example"))],
         ]
     )
