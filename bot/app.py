@@ -7,6 +7,7 @@ before general ones (deep-link /start before plain /start, masks before the keyw
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 from telegram import BotCommand, LinkPreviewOptions, Message
 from telegram.constants import ParseMode
@@ -22,7 +23,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.handlers import comments, errors, fallback, guide, inline, predict
+from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy
 from bot.services import BotServices
 from bot.settings import BotSettings
 from bot.triggers import detect_trigger
@@ -93,10 +94,16 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # /guide: the guide in private; in a group, a button to get it privately.
     add(CommandHandler("guide", guide.guide_command))
     add(CommandHandler("predict", predict.predict_command, filters=private))
+    # Admin statistics (the handler refuses non-admins politely).
+    add(CommandHandler("stats", admin.stats_command))
+    # /forget in private asks for confirmation; in a group it points to the private chat.
+    add(CommandHandler("forget", privacy.forget_command, filters=private))
+    add(CommandHandler("forget", privacy.private_only))
     # Buttons under a prediction and the greeting.
     add(CallbackQueryHandler(predict.more_button, pattern="^more$"))
     add(CallbackQueryHandler(predict.fewer_button, pattern="^fewer$"))
     add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
+    add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
     # Inline mode: @bot <sentence with [MASK]>, @bot mlm.
     add(InlineQueryHandler(inline.inline_query))
     # A channel post forwarded into its discussion group: remember the post, never answer it.
@@ -112,6 +119,14 @@ def register_handlers(application: Application, settings: BotSettings, services:
     application.add_error_handler(errors.error_handler)
 
 
+def schedule_jobs(application: Application) -> None:
+    """Retention: a second after start-up, then every day. (An interval job whose first run is already due
+    when the scheduler looks at it, as with ``first=0``, is moved to the next interval: a day later.)"""
+    application.job_queue.run_repeating(
+        privacy.retention_job, interval=timedelta(days=1), first=timedelta(seconds=1), name="retention"
+    )
+
+
 async def register_commands(application: Application, services: BotServices) -> None:
     """The command list Telegram shows in the menu."""
     text = services.renderer.text
@@ -121,5 +136,6 @@ async def register_commands(application: Application, services: BotServices) -> 
             BotCommand("guide", text("command_guide")),
             BotCommand("predict", text("command_predict")),
             BotCommand("help", text("command_help")),
+            BotCommand("forget", text("command_forget")),
         ]
     )

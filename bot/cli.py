@@ -128,6 +128,40 @@ def _without_password(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from bot.analytics import gather_stats, render_chart
+    from bot.render import Renderer
+    from bot.settings import StorageSettings
+    from bot.storage import Database, Repository
+    from bot.telegram_html import visible_text
+
+    async def collect():
+        database = Database(StorageSettings().database_url)
+        try:
+            await database.migrate()
+            return await gather_stats(Repository(database), days=args.since)
+        finally:
+            await database.close()
+
+    stats = asyncio.run(collect())
+    renderer = Renderer()
+    print(visible_text(renderer.html("stats", s=stats)))
+    if args.png:
+        with open(args.png, "wb") as out:
+            out.write(render_chart(stats, renderer.text("chart_title", days=args.since)))
+        print(f"\nchart written to {args.png}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bot.export import export
+    from bot.settings import StorageSettings
+
+    count = export(StorageSettings().database_url, args.format, args.output, since_days=args.since)
+    print(f"{count} interactions written to {args.output or 'stdout'}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from models.bench import main as bench_main
 
@@ -149,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="apply the migrations (start-up does this too)")
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(func=cmd_db_upgrade)
+
+    stats = sub.add_parser("stats", help="usage statistics of the bot (what /stats shows admins)")
+    stats.add_argument("--since", type=int, default=7, metavar="DAYS", help="the last DAYS days (default 7)")
+    stats.add_argument("--png", metavar="FILE", help="also draw the daily counts per kind to this PNG file")
+    stats.set_defaults(func=cmd_stats)
+
+    export = sub.add_parser("export", help="write the logged interactions as CSV or JSON lines")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--since", type=int, metavar="DAYS", help="only the last DAYS days (default: all)")
+    export.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
+    export.set_defaults(func=cmd_export)
 
     worker = sub.add_parser("worker", help="serve the model over HTTP (POST /v1/fill-mask)")
     worker.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")

@@ -12,12 +12,13 @@ import signal
 
 from telegram import Update
 
-from bot.app import build_application, register_commands
+from bot.app import build_application, register_commands, schedule_jobs
 from bot.limits import UserGate
 from bot.render import Renderer
 from bot.services import BotServices
 from bot.settings import BotSettings
 from bot.storage import Database, Repository
+from bot.storage.writer import InteractionWriter
 from models.client import FillMaskService, create_fill_mask_service
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,13 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
     database = Database(settings.database_url)
     await database.migrate()
     model = model or create_fill_mask_service(settings)
+    repo = Repository(database)
+    writer = InteractionWriter(repo.interactions)
     services = BotServices(
         settings=settings,
         model=model,
-        repo=Repository(database),
+        repo=repo,
+        writer=writer,
         renderer=Renderer(),
         predict_gate=UserGate(settings.predictions_per_minute),
         inline_gate=UserGate(settings.inline_queries_per_minute, one_at_a_time=False),
@@ -46,17 +50,21 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
     application = build_application(settings, services)
     log.info("loading the model %s ...", settings.model_name)
     await model.start()
+    await writer.start()
     try:
         async with application:  # initialize (getMe) ... shutdown
             await register_commands(application, services)
             await application.start()
+            schedule_jobs(application)
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
             log.info("@%s is up (model %s)", application.bot.username, model.model_name)
             await stop.wait()
             log.info("stopping: no new updates; finishing the ones in progress")
             await application.updater.stop()
-            await application.stop()
+            await application.stop()  # lets every update already fetched finish
     finally:
+        await writer.close()  # flush the interaction log
+        log.info("interaction log flushed (%d written)", writer.written)
         await model.close()
         await database.close()
 

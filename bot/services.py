@@ -13,6 +13,7 @@ from bot.render import Renderer
 from bot.settings import BotSettings
 from bot.storage import Repository
 from bot.storage.repository import InteractionEntry
+from bot.storage.writer import InteractionWriter
 from models.client import FillMaskService
 from models.engine import MASK_ALIASES
 
@@ -24,6 +25,7 @@ class BotServices:
     settings: BotSettings
     model: FillMaskService
     repo: Repository
+    writer: InteractionWriter
     renderer: Renderer
     predict_gate: UserGate
     inline_gate: UserGate
@@ -40,9 +42,9 @@ class BotServices:
         return re.search(f"{MASK_ALIASES}|{re.escape(self.model.mask_token)}", text, re.IGNORECASE) is not None
 
     async def log(self, entry: InteractionEntry) -> None:
-        """Record an interaction; a storage problem is logged, never turned into a failed reply."""
+        """Hand an interaction to the background writer: the reply never waits for the database."""
         try:
-            await self.repo.interactions.log(entry)
+            await self.writer.log(entry)
         except Exception:
             log.exception("could not log a %s interaction", entry.kind)
 

@@ -42,7 +42,7 @@ class BotSettings(ModelSettings):
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     predictions_per_minute: int = Field(20, ge=1, description="per user, DMs and /predict")
     inline_queries_per_minute: int = Field(60, ge=1, description="per user, inline mode")
-    log_level: str = "INFO"
+    retention_days: int = Field(90, ge=1, description="interaction texts older than this are removed daily")
 
     @field_validator("telegram_bot_token")
     @classmethod

@@ -381,6 +381,17 @@ class FakeTelegram:
             chat_id, params, document={"file_id": "doc", "file_unique_id": "doc", "file_name": document["filename"]}
         )
 
+    async def api_sendphoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._check_chat(params)
+        photo = params.get("photo")
+        if not isinstance(photo, dict) or not photo["content"].startswith(b"\x89PNG"):
+            raise ApiError(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        if params.get("caption"):
+            check_text(params["caption"], params.get("parse_mode"), 1024, "caption")
+        self._maybe_429()
+        size = {"file_id": "photo", "file_unique_id": "photo", "width": 960, "height": 540}
+        return self._bot_message(chat_id, params, photo=[size])
+
     async def api_editmessagetext(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
         stored = self._messages.get((chat_id, int(params["message_id"])))

@@ -83,7 +83,7 @@ async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram
     visible = parse_html(greeting.params["text"])
     assert "masked language models" in visible and "[MASK]" in visible and f"@{BOT_USERNAME}" in visible
     commands = fake.sent("setMyCommands")[0].params["commands"]
-    assert [c["command"] for c in commands] == ["start", "guide", "predict", "help"]
+    assert [c["command"] for c in commands] == ["start", "guide", "predict", "help", "forget"]
     assert (await repo.users.get(42)).can_dm
 
 

@@ -6,10 +6,12 @@ import contextlib
 import io
 import random
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from bot.analytics import Stats
 from bot.render import TEMPLATES_DIR, Renderer, shorten
 from bot.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
 from models.engine import FillMaskEngine
@@ -45,6 +47,28 @@ CONTEXTS = {
     "expired": {},
     "inline_prediction": {"sentence": HOSTILE * 100, "word": HOSTILE, "score": 0.0001, "model_name": "m"},
     "inline_guide": {"bot_username": "mlm_bot"},
+    "stats": {
+        "s": Stats(
+            days=7,
+            start=datetime(2026, 11, 19, tzinfo=timezone.utc),
+            totals={"guide": 3, "prediction": 9},
+            total_users=4,
+            guides_sent=3,
+            predictions=9,
+            inline_queries=1,
+            comments=2,
+            unique_users=4,
+            latency_p50_ms=41.2,
+            latency_p95_ms=120.0,
+            top_keywords=[(HOSTILE, 2)],
+            top_words=[(HOSTILE, 5), ("mat", 1)],
+        )
+    },
+    "stats_refused": {},
+    "stats_chart": {"days": 7},
+    "forget_confirm": {},
+    "forget_done": {"deleted": True},
+    "private_only": {"bot_username": "mlm_bot"},
 }
 ERROR_CODES = [
     "no_mask",

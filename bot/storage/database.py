@@ -36,31 +36,31 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     _ensure_sqlite_folder(url)
     engine = create_async_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+
+        def pragmas(dbapi_connection, connection_record) -> None:
+            """WAL lets readers and the writer work at once; foreign keys are off in SQLite unless asked for;
+            the busy timeout makes a briefly locked database wait instead of failing at once."""
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        event.listen(engine.sync_engine, "connect", pragmas)
     return engine
-
-
-def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
-    """WAL lets readers and the writer work at once; foreign keys are off in SQLite unless asked for; a busy
-    timeout makes a briefly locked database wait instead of failing."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 class Database:
     """Owns the engine and the session factory for the life of the bot."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, busy_timeout_ms=busy_timeout_ms)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
 
     async def migrate(self) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +37,7 @@ class InteractionEntry:
     predictions: Any = None
     latency_ms: float | None = None
     outcome: str = "ok"
-    extra: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None  # now, unless given (imports, tests)
 
 
 def _insert(session: AsyncSession, table: type):
@@ -76,6 +78,14 @@ class Users:
                 values["blocked"] = True
             await session.execute(update(User).where(User.id == user_id).values(**values))
 
+    async def forget(self, user_id: int) -> None:
+        """Delete everything stored about the user: the user row, their interactions (cascade) and the comment
+        triggers in their name."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(delete(Interaction).where(Interaction.user_id == user_id))
+            await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
+            await session.execute(delete(User).where(User.id == user_id))
+
     async def get(self, user_id: int) -> User | None:
         async with self._db.sessions() as session:
             return await session.get(User, user_id)
@@ -86,27 +96,72 @@ class Interactions:
         self._db = db
 
     async def log(self, entry: InteractionEntry) -> None:
+        await self.log_many([entry])
+
+    async def log_many(self, entries: Sequence[InteractionEntry]) -> None:
+        """One transaction: the users (latest details win), then the interactions."""
         async with self._db.sessions.begin() as session:
-            if entry.user is not None:
-                await _upsert_user(session, entry.user)
-            session.add(
-                Interaction(
-                    user_id=entry.user.id if entry.user else None,
-                    chat_id=entry.chat_id,
-                    chat_type=entry.chat_type,
-                    kind=entry.kind,
-                    trigger=entry.trigger,
-                    input_text=entry.input_text,
-                    model_name=entry.model_name,
-                    predictions=entry.predictions,
-                    latency_ms=entry.latency_ms,
-                    outcome=entry.outcome,
-                )
-            )
+            users = {e.user.id: e.user for e in entries if e.user is not None}
+            for user in users.values():
+                await _upsert_user(session, user)
+            session.add_all([_row(e) for e in entries])
 
     async def all(self) -> list[Interaction]:
         async with self._db.sessions() as session:
             return list((await session.scalars(select(Interaction).order_by(Interaction.id))).all())
+
+    async def since(self, start: datetime | None) -> list[Interaction]:
+        """Interactions from ``start`` on (all of them for None), oldest first."""
+        query = select(Interaction).order_by(Interaction.id)
+        if start is not None:
+            query = query.where(Interaction.created_at >= start)
+        async with self._db.sessions() as session:
+            return list((await session.scalars(query)).all())
+
+    async def totals(self) -> tuple[dict[str, int], int]:
+        """All-time count per kind, and the number of distinct users."""
+        async with self._db.sessions() as session:
+            per_kind = dict(
+                (await session.execute(select(Interaction.kind, func.count()).group_by(Interaction.kind))).all()
+            )
+            users = await session.scalar(select(func.count(func.distinct(Interaction.user_id))))
+        return {str(k): int(v) for k, v in per_kind.items()}, int(users or 0)
+
+    async def redact_older_than(self, cutoff: datetime) -> int:
+        """Retention: older interactions keep their counts and timings but lose the texts people typed
+        and what the model answered to them."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(Interaction)
+                .where(Interaction.created_at < cutoff)
+                .where((Interaction.input_text.is_not(None)) | (Interaction.top_prediction.is_not(None)))
+                .values(input_text=None, predictions=None, top_prediction=None, trigger=None)
+            )
+            return int(result.rowcount or 0)
+
+
+def _row(entry: InteractionEntry) -> Interaction:
+    return Interaction(
+        user_id=entry.user.id if entry.user else None,
+        chat_id=entry.chat_id,
+        chat_type=entry.chat_type,
+        kind=entry.kind,
+        trigger=entry.trigger,
+        input_text=entry.input_text,
+        model_name=entry.model_name,
+        predictions=entry.predictions,
+        top_prediction=_top_word(entry.predictions),
+        latency_ms=entry.latency_ms,
+        outcome=entry.outcome,
+        **({"created_at": entry.created_at} if entry.created_at else {}),
+    )
+
+
+def _top_word(predictions: Any) -> str | None:
+    try:
+        return str(predictions[0][0]["token"])[:100]
+    except (TypeError, IndexError, KeyError):
+        return None
 
 
 class Comments:
@@ -122,6 +177,11 @@ class Comments:
         except IntegrityError:
             return False
         return True
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(delete(CommentTrigger).where(CommentTrigger.handled_at < cutoff))
+            return int(result.rowcount or 0)
 
 
 class Repository:

@@ -49,7 +49,11 @@ class Interaction(Base):
     """One thing a person did and what the bot answered."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_created_at", "created_at"), Index("ix_interactions_kind", "kind"))
+    __table_args__ = (
+        Index("ix_interactions_created_at", "created_at"),
+        Index("ix_interactions_kind", "kind"),
+        Index("ix_interactions_kind_created_at", "kind", "created_at"),
+    )
 
     # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -62,6 +66,9 @@ class Interaction(Base):
     input_text: Mapped[str | None] = mapped_column(Text)
     model_name: Mapped[str | None] = mapped_column(String(200))
     predictions: Mapped[Any | None] = mapped_column(JSON)
+    # The first mask's best word, kept in a column of its own so "most predicted words" is a plain GROUP BY
+    # on SQLite and PostgreSQL alike (no JSON functions).
+    top_prediction: Mapped[str | None] = mapped_column(String(100))
     latency_ms: Mapped[float | None] = mapped_column(Float)
     outcome: Mapped[str] = mapped_column(String(32), default="ok")
 

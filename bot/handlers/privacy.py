@@ -1,0 +1,55 @@
+"""/forget (delete everything about me, after a confirmation) and the daily retention job."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+
+from bot.handlers.common import Context
+from bot.services import services
+
+log = logging.getLogger(__name__)
+
+
+async def forget_command(update: Update, context: Context) -> None:
+    s = services(context)
+    text = s.renderer.text
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(text("button_forget_yes"), callback_data="forget:yes"),
+                InlineKeyboardButton(text("button_forget_no"), callback_data="forget:no"),
+            ]
+        ]
+    )
+    await update.effective_message.reply_html(s.renderer.html("forget_confirm"), reply_markup=keyboard)
+
+
+async def forget_button(update: Update, context: Context) -> None:
+    s = services(context)
+    query = update.callback_query
+    await query.answer()
+    deleted = query.data == "forget:yes"
+    if deleted:
+        await s.writer.flush()  # nothing of theirs may still be on its way to the database
+        await s.repo.users.forget(update.effective_user.id)
+        log.info("deleted everything stored about a user on their request")
+    await query.edit_message_text(s.renderer.html("forget_done", deleted=deleted))
+
+
+async def private_only(update: Update, context: Context) -> None:
+    await update.effective_message.reply_html(
+        services(context).renderer.html("private_only", bot_username=context.bot.username)
+    )
+
+
+async def retention_job(context: Context) -> None:
+    """Daily (and at start-up): texts older than RETENTION_DAYS are removed; counts and timings stay."""
+    s = services(context)
+    cutoff = datetime.now(timezone.utc) - timedelta(days=s.settings.retention_days)
+    await s.writer.flush()
+    redacted = await s.repo.interactions.redact_older_than(cutoff)
+    forgotten = await s.repo.comments.delete_older_than(cutoff)
+    log.info("retention: removed the texts of %d interactions and %d old comment records", redacted, forgotten)

@@ -1,0 +1,220 @@
+"""Admin statistics, /forget, retention and shutdown, end to end (real bot, fake Bot API, real SQLite files)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+import sqlite3
+import struct
+import sys
+import threading
+import zlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from bot.storage import Database, Repository
+from bot.storage.repository import InteractionEntry, UserInfo
+from tests.bot_harness import bot_settings, running_bot
+from tests.fake_telegram import TOKEN, FakeTelegram, parse_html
+from tests.test_storage import hold_write_lock
+
+MLM_BOT = str(Path(sys.executable).with_name("mlm-bot"))
+ADMIN = 4242
+
+
+@pytest.fixture
+async def fake() -> FakeTelegram:
+    telegram = FakeTelegram()
+    async with telegram.running():
+        yield telegram
+    assert telegram.rejections == []
+
+
+def assert_png(data: bytes) -> tuple[int, int]:
+    """A real PNG: signature, an IHDR chunk with a valid CRC; returns (width, height)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    body = data[16 : 16 + length]
+    assert struct.unpack(">I", data[16 + length : 20 + length])[0] == zlib.crc32(kind + body)
+    assert data.endswith(b"IEND\xaeB`\x82")
+    return struct.unpack(">II", body[:8])
+
+
+async def seed(url: str, entries: list[InteractionEntry]) -> None:
+    database = Database(url)
+    await database.migrate()
+    await Repository(database).interactions.log_many(entries)
+    await database.close()
+
+
+async def test_stats_for_admins_with_a_chart_and_a_polite_no_for_others(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    settings = bot_settings(fake, bert_dir, tmp_path, admin_user_ids=str(ADMIN))
+    now = datetime.now(timezone.utc)
+    await seed(settings.database_url, [
+        InteractionEntry("guide", UserInfo(1), trigger="MLM", created_at=now - timedelta(hours=1)),
+        InteractionEntry("prediction", UserInfo(2), latency_ms=12, predictions=[[{"token": "mat"}]], created_at=now),
+    ])  # fmt: skip
+    async with running_bot(settings, fake):
+        await fake.send_text(fake.user(7), "/stats")
+        await fake.wait_for(lambda f: bool(f.sent("sendMessage", 7)))
+        assert "only for the bot's admins" in parse_html(fake.sent("sendMessage", 7)[0].params["text"])
+
+        await fake.send_text(fake.user(ADMIN), "The cat sat on the [MASK].")
+        await fake.wait_for(lambda f: bool(f.sent("sendMessage", ADMIN)))
+        await fake.send_text(fake.user(ADMIN), "/stats")
+        await fake.wait_for(lambda f: bool(f.sent("sendPhoto", ADMIN)))
+    report = parse_html(fake.sent("sendMessage", ADMIN)[-1].params["text"])
+    assert "Guides sent: 1" in report and "Predictions: 2" in report and "People: 3" in report
+    assert "mat (1)" in report and "MLM (1)" in report and "p50" in report
+    photo = fake.sent("sendPhoto", ADMIN)[0].params["photo"]
+    width, height = assert_png(photo["content"])
+    assert width > 300 and height > 200
+
+
+async def test_forget_asks_first_then_deletes_everything(fake: FakeTelegram, bert_dir: Path, tmp_path: Path) -> None:
+    settings = bot_settings(fake, bert_dir, tmp_path)
+    async with running_bot(settings, fake) as repo:
+        ann = fake.user(55)
+        await fake.send_text(ann, "The cat sat on the [MASK].")
+        await fake.wait_for(lambda f: bool(f.sent("sendMessage", 55)))
+        await fake.send_text(ann, "/forget")
+        await fake.wait_for(lambda f: len(f.sent("sendMessage", 55)) >= 2)
+        confirm = fake.sent("sendMessage", 55)[1]
+        assert "Delete everything" in parse_html(confirm.params["text"])
+        question = [m for m in fake._messages.values() if m["chat"]["id"] == 55 and m.get("reply_markup")][-1]
+
+        await fake.press(ann, question, "forget:no")
+        await fake.wait_for(lambda f: bool(f.sent("editMessageText", 55)))
+        assert "Nothing was deleted" in parse_html(fake.sent("editMessageText", 55)[0].params["text"])
+        await asyncio.sleep(0.3)
+        assert await repo.users.get(55) is not None
+
+        await fake.press(ann, question, "forget:yes")
+        await fake.wait_for(lambda f: len(f.sent("editMessageText", 55)) >= 2)
+        assert "everything I stored about you is deleted" in parse_html(
+            fake.sent("editMessageText", 55)[1].params["text"]
+        )
+        assert await repo.users.get(55) is None
+        assert [r for r in await repo.interactions.all() if r.user_id == 55] == []
+
+
+async def test_retention_runs_at_start_up_and_daily(fake: FakeTelegram, bert_dir: Path, tmp_path: Path) -> None:
+    settings = bot_settings(fake, bert_dir, tmp_path, retention_days=30)
+    now = datetime.now(timezone.utc)
+    await seed(settings.database_url, [
+        InteractionEntry("prediction", UserInfo(1), input_text="old [MASK]", predictions=[[{"token": "a"}]],
+                         created_at=now - timedelta(days=31)),
+        InteractionEntry("prediction", UserInfo(1), input_text="new [MASK]", predictions=[[{"token": "b"}]],
+                         created_at=now - timedelta(days=29)),
+    ])  # fmt: skip
+    async with running_bot(settings, fake) as repo:
+        for _ in range(100):
+            rows = await repo.interactions.all()
+            if rows[0].input_text is None:
+                break
+            await asyncio.sleep(0.05)
+        assert [r.input_text for r in rows] == [None, "new [MASK]"]
+        assert [r.top_prediction for r in rows] == [None, "b"]
+
+
+async def test_sigterm_mid_burst_loses_no_answered_interaction(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    database = tmp_path / "bot.sqlite3"
+    env = dict(
+        os.environ,
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=fake.url,
+        MODEL_NAME=str(bert_dir),
+        DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        MODEL_WORKER_URL="",
+        PREDICTIONS_PER_MINUTE="100",
+    )
+    process = await asyncio.create_subprocess_exec(
+        MLM_BOT, "run", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        await fake.wait_for(lambda f: bool(f.sent("deleteWebhook")), timeout=60)
+        users = [fake.user(2000 + i) for i in range(60)]
+        for user in users:
+            await fake.send_text(user, f"Person {user['id']} says the cat sat on the [MASK].")
+        await fake.wait_for(lambda f: sum(bool(f.sent("sendMessage", u["id"])) for u in users) >= 10, timeout=60)
+        # Someone else holds the database's write lock for 2 s as the signal comes: the log has to wait for it.
+        locked = threading.Event()
+        holder = threading.Thread(target=hold_write_lock, args=(database, 2.0, locked))
+        holder.start()
+        await asyncio.to_thread(locked.wait)
+        process.send_signal(signal.SIGTERM)
+        output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    await asyncio.to_thread(holder.join)
+    assert process.returncode == 0, output
+    assert TOKEN not in output
+    answered = {u["id"] for u in users if fake.sent("sendMessage", u["id"])}
+    rows = sqlite3.connect(database).execute("SELECT user_id, input_text FROM interactions WHERE kind='prediction'")
+    logged = {user_id for user_id, _ in rows}
+    assert answered and answered <= logged, f"answered but not logged: {sorted(answered - logged)}"
+
+
+def run_cli(*args: str, url: str) -> str:
+    import subprocess
+
+    env = dict(os.environ, DATABASE_URL=url)
+    done = subprocess.run([MLM_BOT, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_stats_and_export_commands(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/log.sqlite3"
+    now = datetime.now(timezone.utc)
+    await seed(url, [
+        InteractionEntry("guide", UserInfo(1), trigger="MLM", created_at=now - timedelta(days=2)),
+        InteractionEntry("prediction", UserInfo(2), input_text="a, \"quoted\" [MASK]", latency_ms=40,
+                         predictions=[[{"token": "mat", "score": 0.5}]], created_at=now - timedelta(days=1)),
+        InteractionEntry("prediction", UserInfo(3), input_text="old", created_at=now - timedelta(days=20)),
+    ])  # fmt: skip
+    chart = tmp_path / "chart.png"
+    report = await asyncio.to_thread(run_cli, "stats", "--since", "7", "--png", str(chart), url=url)
+    assert "Guides sent: 1" in report and "Predictions: 1" in report and "p50 40 ms" in report
+    assert "3 interactions from 3 people" in report
+    assert_png(chart.read_bytes())
+
+    rows = list(csv.DictReader(io.StringIO(await asyncio.to_thread(run_cli, "export", "--format", "csv", url=url))))
+    assert [r["kind"] for r in rows] == ["guide", "prediction", "prediction"]
+    assert rows[1]["input_text"] == 'a, "quoted" [MASK]' and json.loads(rows[1]["predictions"])[0][0]["token"] == "mat"
+    lines = (await asyncio.to_thread(run_cli, "export", "--format", "jsonl", "--since", "7", url=url)).splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["guide", "prediction"]
+    assert json.loads(lines[1])["top_prediction"] == "mat"
+
+
+async def test_retention_is_scheduled_every_day(bert_dir: Path, tmp_path: Path) -> None:
+    from bot.app import build_application, schedule_jobs
+    from bot.limits import UserGate
+    from bot.render import Renderer
+    from bot.services import BotServices
+    from bot.storage.writer import InteractionWriter
+    from models.client import LocalFillMask
+
+    fake = FakeTelegram()
+    fake.url = "http://127.0.0.1:9/bot"  # never contacted: the application is only built
+    settings = bot_settings(fake, bert_dir, tmp_path)
+    repo = Repository(Database(settings.database_url))
+    services = BotServices(settings, LocalFillMask(settings), repo, InteractionWriter(repo.interactions), Renderer(),
+                           UserGate(5), UserGate(5, one_at_a_time=False))  # fmt: skip
+    application = build_application(settings, services)
+    schedule_jobs(application)
+    (job,) = application.job_queue.get_jobs_by_name("retention")
+    assert job.job.trigger.interval == timedelta(days=1)
+    await repo.db.close()

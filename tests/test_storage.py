@@ -1,0 +1,239 @@
+"""The interaction log on real databases: SQLite files, and PostgreSQL when one can be started
+(``.ci/run`` starts one on loopback and sets TEST_POSTGRES_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.analytics import compute_stats, percentile
+from bot.storage import Database, Repository
+from bot.storage.database import upgrade
+from bot.storage.repository import InteractionEntry, UserInfo
+from bot.storage.writer import InteractionWriter
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/log.sqlite3"
+    if not POSTGRES_URL:
+        pytest.skip("no PostgreSQL here: TEST_POSTGRES_URL is not set (.ci/run sets it when it can start one)")
+    engine = sa.ext.asyncio.create_async_engine(POSTGRES_URL)
+    async with engine.begin() as connection:  # a clean schema for every test
+        await connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+        await connection.execute(sa.text("CREATE SCHEMA public"))
+    await engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture
+async def repo(database_url: str) -> Repository:
+    database = Database(database_url)
+    await database.migrate()
+    yield Repository(database)
+    await database.close()
+
+
+def entry(i: int, kind: str = "prediction", **fields: object) -> InteractionEntry:
+    values: dict = {
+        "user": UserInfo(1000 + i % 37, f"user{i % 37}", "en"),
+        "chat_id": 1000 + i % 37,
+        "chat_type": "private",
+        "input_text": f"sentence {i} with [MASK]",
+        "predictions": [[{"token": f"w{i % 5}", "score": 0.5}]],
+        "latency_ms": float(i),
+    }
+    values.update(fields)
+    return InteractionEntry(kind=kind, **values)
+
+
+async def table_names(url: str) -> set[str]:
+    database = Database(url)
+    async with database.engine.connect() as connection:
+        names = await connection.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
+    await database.close()
+    return names
+
+
+async def test_migrations_from_an_empty_database(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    assert {"users", "interactions", "comment_triggers", "alembic_version"} <= await table_names(database_url)
+    database = Database(database_url)
+    async with database.engine.connect() as connection:
+        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0002"
+        columns = await connection.run_sync(
+            lambda c: {col["name"] for col in sa.inspect(c).get_columns("interactions")}
+        )
+    await database.close()
+    assert {
+        "user_id",
+        "chat_id",
+        "chat_type",
+        "kind",
+        "trigger",
+        "input_text",
+        "model_name",
+        "predictions",
+        "top_prediction",
+        "latency_ms",
+        "outcome",
+        "created_at",
+    } <= columns
+
+
+async def test_migration_from_the_previous_revision_keeps_and_fills_data(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url, "0001")
+    database = Database(database_url)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            sa.text(
+                "INSERT INTO users (id, username, language, first_seen, last_seen, can_dm, blocked) "
+                "VALUES (7, 'ann', 'en', :now, :now, true, false)"
+            ),
+            {"now": datetime.now(timezone.utc)},
+        )
+        await connection.execute(
+            sa.text(
+                "INSERT INTO interactions (created_at, user_id, kind, input_text, predictions, outcome) "
+                "VALUES (:now, 7, 'prediction', 'the [MASK] sat', :p, 'ok')"
+            ),
+            {"now": datetime.now(timezone.utc), "p": '[[{"token": "cat", "score": 0.5}]]'},
+        )
+    await database.close()
+    await asyncio.to_thread(upgrade, database_url)
+    repo = Repository(Database(database_url))
+    (row,) = await repo.interactions.all()
+    assert row.input_text == "the [MASK] sat" and row.top_prediction == "cat" and row.user_id == 7
+    await repo.db.close()
+
+
+def test_the_product_never_uses_create_all() -> None:
+    sources = "".join(p.read_text() for p in Path("bot").rglob("*.py"))
+    assert "create_all" not in sources
+
+
+async def test_1000_concurrent_interactions_are_all_written(repo: Repository) -> None:
+    writer = InteractionWriter(repo.interactions, batch_size=100)
+    await writer.start()
+    await asyncio.gather(*(writer.log(entry(i)) for i in range(1000)))
+    await writer.close()
+    rows = await repo.interactions.all()
+    assert len(rows) == 1000 and {r.input_text for r in rows} == {f"sentence {i} with [MASK]" for i in range(1000)}
+    assert len({r.user_id for r in rows}) == 37 and {r.top_prediction for r in rows} == {f"w{i}" for i in range(5)}
+
+
+def hold_write_lock(path: Path, seconds: float, locked: threading.Event) -> None:
+    """Another process's connection holding SQLite's write lock."""
+    connection = sqlite3.connect(path, timeout=10)
+    connection.execute("BEGIN EXCLUSIVE")
+    locked.set()
+    time.sleep(seconds)
+    connection.rollback()
+    connection.close()
+
+
+async def test_a_locked_database_delays_writes_but_loses_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/locked.sqlite3"
+    database = Database(url, busy_timeout_ms=100)
+    await database.migrate()
+    repo = Repository(database)
+    writer = InteractionWriter(repo.interactions, max_buffer=20, retry_delay=0.05, max_retry_delay=0.3)
+    await writer.start()
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "locked.sqlite3", 2.0, locked))
+    holder.start()
+    await asyncio.to_thread(locked.wait)
+    started = time.monotonic()
+    await asyncio.gather(*(writer.log(entry(i)) for i in range(60)))  # more than the buffer holds
+    await writer.close()
+    await asyncio.to_thread(holder.join)
+    assert len(await repo.interactions.all()) == 60
+    assert writer.retries > 0 and time.monotonic() - started > 1.0
+    assert "buffer is full" in caplog.text  # loudly, at ERROR
+    assert any(r.levelno == logging.ERROR and "buffer is full" in r.getMessage() for r in caplog.records)
+    await database.close()
+
+
+async def test_comment_claims_are_once_per_user_and_post(repo: Repository) -> None:
+    results = await asyncio.gather(*(repo.comments.claim("-100:5", 42) for _ in range(10)))
+    assert sorted(results) == [False] * 9 + [True]
+    assert await repo.comments.claim("-100:6", 42) and await repo.comments.claim("-100:5", 43)
+
+
+async def test_forget_deletes_the_user_and_everything_about_them(repo: Repository) -> None:
+    await repo.users.seen(UserInfo(1001, "ann"), started=True)
+    await repo.interactions.log_many([entry(1), entry(2), entry(38)])  # users 1001, 1002, 1001
+    await repo.comments.claim("-100:5", 1001)
+    await repo.users.forget(1001)
+    assert await repo.users.get(1001) is None
+    assert [r.user_id for r in await repo.interactions.all()] == [1002]
+    assert await repo.comments.claim("-100:5", 1001)  # no record of the old claim either
+
+
+async def test_retention_removes_old_texts_and_keeps_counts(repo: Repository) -> None:
+    old = datetime.now(timezone.utc) - timedelta(days=100)
+    await repo.interactions.log_many([entry(1, created_at=old), entry(2, created_at=old), entry(3)])
+    assert await repo.interactions.redact_older_than(datetime.now(timezone.utc) - timedelta(days=90)) == 2
+    rows = await repo.interactions.all()
+    assert [r.input_text is None for r in rows] == [True, True, False]
+    assert [r.top_prediction is None for r in rows] == [True, True, False]
+    assert [r.latency_ms for r in rows] == [1.0, 2.0, 3.0]  # counts and timings stay for the statistics
+
+
+async def test_stats_against_hand_computed_numbers(repo: Repository) -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    day = timedelta(days=1)
+    ann, bob, cyd = UserInfo(1, "ann"), UserInfo(2, "bob"), UserInfo(3, "cyd")
+    rows = [
+        InteractionEntry("guide", ann, trigger="MLM", created_at=now - 0.1 * day),
+        InteractionEntry("guide", bob, trigger="start:mlm", created_at=now - 1.1 * day),
+        InteractionEntry("comment", cyd, trigger="MLM on -100:7", outcome="button", created_at=now - 2.1 * day),
+        InteractionEntry("comment", ann, trigger="mlm on -100:8", outcome="dm", created_at=now - 2.2 * day),
+        InteractionEntry(
+            "prediction", ann, latency_ms=10, predictions=[[{"token": "mat"}]], created_at=now - 0.2 * day
+        ),
+        InteractionEntry(
+            "prediction", bob, latency_ms=20, predictions=[[{"token": "mat"}]], created_at=now - 0.3 * day
+        ),
+        InteractionEntry(
+            "prediction", bob, latency_ms=30, predictions=[[{"token": "rug"}]], created_at=now - 3.5 * day
+        ),
+        InteractionEntry(
+            "prediction", bob, latency_ms=400, predictions=[[{"token": "floor"}]], created_at=now - 4.5 * day
+        ),
+        InteractionEntry("prediction", cyd, outcome="rate_limited", created_at=now - 0.4 * day),
+        InteractionEntry("inline", cyd, latency_ms=5, predictions=[[{"token": "mat"}]], created_at=now - 0.5 * day),
+        InteractionEntry("guide", cyd, trigger="MLM", created_at=now - 30 * day),  # outside the week
+        InteractionEntry("prediction", UserInfo(4), latency_ms=999, created_at=now - 8 * day),  # outside too
+    ]
+    await repo.interactions.log_many(rows)
+    totals, users = await repo.interactions.totals()
+    stats = compute_stats(await repo.interactions.since(now - 7 * day), totals, users, now=now, days=7)
+    assert stats.guides_sent == 3  # 2 guides + 1 comment answered by DM
+    assert stats.predictions == 4 and stats.inline_queries == 1 and stats.comments == 2
+    assert stats.unique_users == 3
+    assert stats.latency_p50_ms == 20 and stats.latency_p95_ms == 400  # nearest rank of 10, 20, 30, 400
+    assert stats.top_keywords == [("MLM", 2), ("deep link", 1), ("mlm", 1)]
+    assert stats.top_words == [("mat", 3), ("rug", 1), ("floor", 1)]
+    assert totals == {"guide": 3, "comment": 2, "prediction": 6, "inline": 1} and users == 4
+    assert len(stats.daily) == 7 and sum(d["prediction"] for d in stats.daily.values()) == 5
+    assert stats.daily[now.date()]["guide"] == 1 and stats.daily[(now - 2 * day).date()]["comment"] == 2
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([], 50) is None
+    assert percentile([5], 95) == 5
+    assert percentile(list(range(1, 101)), 95) == 95
+    assert percentile([3, 1, 2], 50) == 2
