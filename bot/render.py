@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from bot.telegram_html import MESSAGE_LIMIT, escape, split_html, visible_length
+from bot.telegram_html import MESSAGE_LIMIT, escape, split_html
 
 TEMPLATES_DIR = Path(os.environ.get("MLM_BOT_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
 
@@ -122,10 +122,6 @@ class Renderer:
         """One Telegram HTML message from ``messages/<name>.html``."""
         return self._html.get_template(f"messages/{name}.html").render(**context).strip()
 
-    def messages(self, name: str, **context: Any) -> list[str]:
-        """Like ``html``, split into as many messages as Telegram's 4096-character limit needs."""
-        return split_html(self.html(name, **context), MESSAGE_LIMIT)
-
     def text(self, macro: str, **context: Any) -> str:
         """A plain-text string (a button label, a title) from a macro in ``strings.txt``."""
         return str(getattr(self._strings, macro)(**context)).strip()
@@ -164,4 +160,4 @@ def shorten(text: str, limit: int = 300, around: str | None = None) -> str:
     return ("…" if start > 0 else "") + piece + ("…" if start + limit - 2 < len(text) else "")
 
 
-__all__ = ["HtmlFormat", "MarkdownFormat", "Renderer", "percent", "shorten", "visible_length"]
+__all__ = ["HtmlFormat", "MarkdownFormat", "Renderer", "percent", "shorten"]

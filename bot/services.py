@@ -35,11 +35,16 @@ class BotServices:
         """The model's name as people know it: ``bert-base-uncased``, not a hub org or a local path."""
         return self.model.model_name.rstrip("/").rsplit("/", 1)[-1]
 
+    def mask_spelling(self, text: str | None) -> str | None:
+        """The first mask in ``text`` as the user wrote it (``[mask]``, ``<mask>`` ...), or None."""
+        if not text:
+            return None
+        found = re.search(f"{MASK_ALIASES}|{re.escape(self.model.mask_token)}", text, re.IGNORECASE)
+        return found.group() if found else None
+
     def has_mask(self, text: str | None) -> bool:
         """A mask in any spelling the engine accepts, or the model's own mask token."""
-        if not text:
-            return False
-        return re.search(f"{MASK_ALIASES}|{re.escape(self.model.mask_token)}", text, re.IGNORECASE) is not None
+        return self.mask_spelling(text) is not None
 
     async def log(self, entry: InteractionEntry) -> None:
         """Hand an interaction to the background writer: the reply never waits for the database."""

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 
 MESSAGE_LIMIT = 4096
-CAPTION_LIMIT = 1024
 
 _ALLOWED = {
     "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "tg-emoji",

@@ -354,6 +354,7 @@ async def test_inline_mode(fake: FakeTelegram, repo, bert_engine: FillMaskEngine
         ("مرحبا [MASK] عالم \u200f\u200b", "Best guess"),
         ("[MASK]", "Best guess"),
         ("The cat sat on the [MASK]. " + "And then it slept for a long while. " * 110, "read only the part around"),
+        ("And then it slept for a long while. " * 100 + "The cat sat on the [MASK].", "The cat sat on the [MASK]."),
         ("x" * 4096, "I didn't find a [MASK]"),
         ("[MASK] " + "y" * 4000, "Best guess"),
     ],

@@ -40,6 +40,7 @@ CONTEXTS = {
         "filled": HOSTILE * 50,
         "model_name": "m",
         "truncated": True,
+        "mask_spelling": "[MASK]",
     },
     "comment_reply": {"first_name": HOSTILE},
     "guide_in_group": {},

@@ -45,7 +45,13 @@ async def inline_query(update: Update, context: Context) -> None:
     masks = [[{"word": p.token_str.strip() or p.token_str, "score": p.score} for p in m] for m in result.masks]
     filled = joint.sequence if joint else result.masks[0][0].sequence
     summary = s.renderer.html(
-        "prediction", text=text, masks=masks, filled=filled, model_name=s.model_label, truncated=result.truncated
+        "prediction",
+        text=text,
+        masks=masks,
+        filled=filled,
+        mask_spelling=s.mask_spelling(text),
+        model_name=s.model_label,
+        truncated=result.truncated,
     )
     results = [
         InlineQueryResultArticle(

@@ -122,6 +122,7 @@ def _prediction_html(s: BotServices, sentence: str, result: FillMaskResult, join
         text=sentence,
         masks=masks,
         filled=filled,
+        mask_spelling=s.mask_spelling(sentence),
         model_name=s.model_label,
         truncated=result.truncated,
     )
