@@ -166,6 +166,28 @@ async def test_a_locked_database_delays_writes_but_loses_none(tmp_path: Path, ca
     await database.close()
 
 
+async def test_an_unreachable_database_is_retried_until_it_answers(
+    repo: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection is refused three times (a database restarting), then the same batch goes through."""
+
+    class Restarting(type(repo.interactions)):
+        failures = 3
+
+        async def log_many(self, entries):
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionRefusedError(111, "Connection refused")
+            await super().log_many(entries)
+
+    writer = InteractionWriter(Restarting(repo.db), retry_delay=0.01)
+    await writer.start()
+    await asyncio.gather(*(writer.log(entry(i)) for i in range(30)))
+    await writer.close()
+    assert writer.retries == 3 and "retrying" in caplog.text
+    assert len(await repo.interactions.all()) == 30
+
+
 async def test_comment_claims_are_once_per_user_and_post(repo: Repository) -> None:
     results = await asyncio.gather(*(repo.comments.claim("-100:5", 42) for _ in range(10)))
     assert sorted(results) == [False] * 9 + [True]
