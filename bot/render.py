@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ class Renderer:
         self._html.filters["bar"] = _bar
         self._html.filters["shorten"] = shorten
         self._strings = self._plain.get_template("strings.txt").module
+        self._guide_html = functools.lru_cache(maxsize=8)(self._render_guide_html)
+        self._guide_md = functools.lru_cache(maxsize=8)(self._render_guide_md)
 
     def html(self, name: str, **context: Any) -> str:
         """One Telegram HTML message from ``messages/<name>.html``."""
@@ -130,12 +133,19 @@ class Renderer:
         """(button label, link text, url) of the guide's learn-more links, from ``links.j2``."""
         return list(self._plain.get_template("links.j2").module.learn_more)
 
-    def guide_messages(self, **context: Any) -> list[str]:
-        rendered = self._plain.get_template("guide.j2").render(fmt=HtmlFormat, **context)
-        return split_html(rendered, MESSAGE_LIMIT)
+    def guide_messages(self, model_name: str) -> tuple[str, ...]:
+        """The guide as Telegram messages. Rendered once per model name: a viral post sends it hundreds of times."""
+        return self._guide_html(model_name)
 
-    def guide_markdown(self, **context: Any) -> str:
-        return self._plain.get_template("guide.j2").render(fmt=MarkdownFormat, **context).strip() + "\n"
+    def guide_markdown(self, model_name: str) -> str:
+        return self._guide_md(model_name)
+
+    def _render_guide_html(self, model_name: str) -> tuple[str, ...]:
+        rendered = self._plain.get_template("guide.j2").render(fmt=HtmlFormat, model_name=model_name)
+        return tuple(split_html(rendered, MESSAGE_LIMIT))
+
+    def _render_guide_md(self, model_name: str) -> str:
+        return self._plain.get_template("guide.j2").render(fmt=MarkdownFormat, model_name=model_name).strip() + "\n"
 
 
 def percent(score: float) -> str:

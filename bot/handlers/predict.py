@@ -13,6 +13,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.handlers.common import Context, log_interaction
 from bot.services import BotServices, services
+from bot.telegram_html import visible_text
 from models.errors import FillMaskError
 from models.results import FillMaskResult, JointFill
 
@@ -91,12 +92,12 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
         return
     with s.predict_gate.enter(update.effective_user.id) as refusal:
         if refusal is not None:
-            await query.answer(_plain_error(s, code=refusal.code, retry_after=refusal.retry_after), show_alert=True)
+            await query.answer(_plain_error(s, refusal.code, retry_after=refusal.retry_after), show_alert=True)
             return
         try:
             result, joint = await _ask_model(s, sentence, top_k)
         except FillMaskError as exc:
-            await query.answer(_plain_error(s, code=exc.code, **exc.details), show_alert=True)
+            await query.answer(_plain_error(s, exc.code, **exc.details), show_alert=True)
             return
     await query.answer()
     with contextlib.suppress(BadRequest):  # "message is not modified" when pressed twice
@@ -143,15 +144,18 @@ def _error_html(s: BotServices, exc: FillMaskError) -> str:
     return s.renderer.html("error", code=exc.code, **_error_details(exc))
 
 
-def _plain_error(s: BotServices, **context: Any) -> str:
-    from bot.telegram_html import visible_text
-
-    context.setdefault("retry_after", 0)
-    return visible_text(s.renderer.html("error", **context))[:200]  # callback answers: plain text, 200 max
+def _plain_error(s: BotServices, code: str, **details: Any) -> str:
+    """The same message as plain text, for a callback answer (at most 200 characters, no HTML)."""
+    return visible_text(s.renderer.html("error", code=code, **_details(details)))[:200]
 
 
 def _error_details(exc: FillMaskError) -> dict[str, Any]:
-    return {"count": exc.details.get("count"), "limit": exc.details.get("limit"), "retry_after": 0}
+    return _details(exc.details)
+
+
+def _details(details: dict[str, Any]) -> dict[str, Any]:
+    """What error.html may use: the mask count and limit, and how long to wait."""
+    return {"count": details.get("count"), "limit": details.get("limit"), "retry_after": details.get("retry_after", 0)}
 
 
 def _after_command(message: Message | None) -> str:
