@@ -165,8 +165,10 @@ class MicroBatcher:
             ) from None
 
     async def _fill_many(self, requests: Sequence[FillMaskRequest]) -> list[FillMaskResult]:
-        encoded = await asyncio.gather(*(self._prepare(r) for r in requests))
-        return list(await asyncio.gather(*(self._forward(e, wants_result=True) for e in encoded)))
+        # Every request runs to its end even when a neighbour fails, so no work is left behind unawaited.
+        encoded = _first_error_or(await asyncio.gather(*(self._prepare(r) for r in requests), return_exceptions=True))
+        results = await asyncio.gather(*(self._forward(e, wants_result=True) for e in encoded), return_exceptions=True)
+        return _first_error_or(results)
 
     async def _fill_joint(self, request: FillMaskRequest) -> JointFill:
         state = JointFillState(self.engine, await self._prepare(request))
@@ -309,6 +311,13 @@ def plan_batch(
             real += lengths[order[hi]]
             hi += 1
     return order[lo:hi]
+
+
+def _first_error_or(outcomes: list) -> list:
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
 
 
 async def _drain(queue: asyncio.Queue) -> list:

@@ -13,6 +13,7 @@ from models.batcher import MicroBatcher, plan_batch
 from models.engine import FillMaskEngine
 from models.errors import (
     BusyError,
+    InvalidParameterError,
     ModelOverloadedError,
     NoMaskError,
     RequestTimeoutError,
@@ -275,3 +276,21 @@ def test_plan_batch_groups_similar_lengths_around_the_oldest() -> None:
     assert len(plan_batch(lengths, 3, 16_384)) == 3  # batch size limit
     chosen = plan_batch([50, 52, 51, 49, 50], 32, 150)  # token budget: 3 x 50ish
     assert 0 in chosen and len(chosen) * max([50, 52, 51, 49, 50][i] for i in chosen) <= 150
+
+
+async def test_fill_many_raises_the_first_error_and_leaves_nothing_behind(bert_engine: FillMaskEngine) -> None:
+    batcher = MicroBatcher(bert_engine)
+    await batcher.start()
+    try:
+        requests = [
+            FillMaskRequest("the [MASK] sat ."),
+            FillMaskRequest("a [MASK]", top_k=0),
+            FillMaskRequest("b [MASK]"),
+        ]
+        with pytest.raises(InvalidParameterError, match="top_k"):
+            await batcher.fill_many(requests)
+        assert batcher.in_flight == 0 and batcher.queue_depth == 0
+        good = await batcher.fill_many([requests[0], requests[2]])
+        assert [len(r.masks[0]) for r in good] == [5, 5]
+    finally:
+        await batcher.close()
