@@ -9,6 +9,7 @@ from telegram import InlineQueryResultArticle, InlineQueryResultsButton, InputTe
 
 from bot.handlers.common import Context, log_interaction, open_bot_keyboard
 from bot.payloads import guide_payload
+from bot.predictions import answer_html, ask
 from bot.render import percent
 from bot.services import BotServices, services
 from bot.telegram_html import visible_text
@@ -34,37 +35,25 @@ async def inline_query(update: Update, context: Context) -> None:
         return
     started = time.perf_counter()
     try:
-        result = await s.model.fill_mask(text, top_k=5, words_only=True)
-        joint = await s.model.fill_joint(text, words_only=True) if len(result.masks) > 1 else None
+        answer = await ask(s, text, 5)
     except FillMaskError as exc:
         await query.answer([_problem(s, exc.code, **exc.details)], button=button, cache_time=0)
         await log_interaction(update, context, "inline", input_text=text, outcome=exc.code)
         return
 
     keyboard = open_bot_keyboard(context.bot.username, guide_payload(), s.renderer.text("button_open_bot"))
-    masks = [[{"word": p.token_str.strip() or p.token_str, "score": p.score} for p in m] for m in result.masks]
-    filled = joint.sequence if joint else result.masks[0][0].sequence
-    summary = s.renderer.html(
-        "prediction",
-        text=text,
-        masks=masks,
-        filled=filled,
-        mask_spelling=s.mask_spelling(text),
-        model_name=s.model_label,
-        truncated=result.truncated,
-    )
+    words = answer.words
     results = [
         InlineQueryResultArticle(
             id=_result_id("all", text),
             title=s.renderer.text("inline_all_title", model_name=s.model_label),
-            description=s.renderer.text("inline_all_description", words=", ".join(m["word"] for m in masks[0])),
-            input_message_content=InputTextMessageContent(summary),
+            description=s.renderer.text("inline_all_description", words=", ".join(w["word"] for w in words[0])),
+            input_message_content=InputTextMessageContent(answer_html(s, answer)),
             reply_markup=keyboard,
         )
     ]
-    if len(result.masks) == 1:
-        for rank, p in enumerate(result.masks[0]):
-            word = p.token_str.strip() or p.token_str
+    if len(words) == 1:
+        for rank, (p, word) in enumerate(zip(answer.result.masks[0], (w["word"] for w in words[0]), strict=True)):
             results.append(
                 InlineQueryResultArticle(
                     id=_result_id(str(rank), text),
@@ -85,7 +74,7 @@ async def inline_query(update: Update, context: Context) -> None:
         "inline",
         input_text=text,
         model_name=s.model.model_name,
-        predictions=[[{"token": d["word"], "score": round(d["score"], 6)} for d in m] for m in masks],
+        predictions=answer.for_log(),
         latency_ms=(time.perf_counter() - started) * 1000,
     )
 

@@ -12,10 +12,10 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
 from bot.handlers.common import Context, log_interaction
+from bot.predictions import answer_html, ask
 from bot.services import BotServices, services
 from bot.telegram_html import visible_text
 from models.errors import FillMaskError
-from models.results import FillMaskResult, JointFill
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
             await context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)
         started = time.perf_counter()
         try:
-            result, joint = await _ask_model(s, sentence, TOP_K)
+            answer = await ask(s, sentence, TOP_K)
         except FillMaskError as exc:
             await message.reply_html(_error_html(s, exc))
             await log_interaction(
@@ -65,14 +65,14 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
             )
             return
         latency_ms = (time.perf_counter() - started) * 1000
-    await message.reply_html(_prediction_html(s, sentence, result, joint), reply_markup=_keyboard(s, more=True))
+    await message.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True))
     await log_interaction(
         update,
         context,
         "prediction",
         input_text=sentence,
         model_name=s.model.model_name,
-        predictions=[[{"token": p.token_str.strip(), "score": round(p.score, 6)} for p in m] for m in result.masks],
+        predictions=answer.for_log(),
         latency_ms=latency_ms,
     )
 
@@ -82,8 +82,8 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     sentence is read back from the user's message the answer replies to, so buttons survive restarts."""
     s = services(context)
     query = update.callback_query
-    answer = query.message if isinstance(query.message, Message) else None
-    original = answer.reply_to_message if answer else None
+    shown = query.message if isinstance(query.message, Message) else None
+    original = shown.reply_to_message if shown else None
     sentence = _after_command(original) if original and original.text and original.text.startswith("/") else None
     sentence = sentence or (original.text if original else None)
     if not sentence or not s.has_mask(sentence):
@@ -95,38 +95,14 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
             await query.answer(_plain_error(s, refusal.code, retry_after=refusal.retry_after), show_alert=True)
             return
         try:
-            result, joint = await _ask_model(s, sentence, top_k)
+            answer = await ask(s, sentence, top_k)
         except FillMaskError as exc:
             await query.answer(_plain_error(s, exc.code, **exc.details), show_alert=True)
             return
     await query.answer()
     with contextlib.suppress(BadRequest):  # "message is not modified" when pressed twice
-        await answer.edit_text(
-            _prediction_html(s, sentence, result, joint), reply_markup=_keyboard(s, more=top_k == TOP_K)
-        )
+        await shown.edit_text(answer_html(s, answer), reply_markup=_keyboard(s, more=top_k == TOP_K))
     await log_interaction(update, context, "prediction", trigger=f"top{top_k}", input_text=sentence)
-
-
-async def _ask_model(s: BotServices, sentence: str, top_k: int) -> tuple[FillMaskResult, JointFill | None]:
-    result = await s.model.fill_mask(sentence, top_k=top_k, words_only=True)
-    joint = await s.model.fill_joint(sentence, words_only=True) if len(result.masks) > 1 else None
-    return result, joint
-
-
-def _prediction_html(s: BotServices, sentence: str, result: FillMaskResult, joint: JointFill | None) -> str:
-    masks: list[list[dict[str, Any]]] = [
-        [{"word": p.token_str.strip() or p.token_str, "score": p.score} for p in mask] for mask in result.masks
-    ]
-    filled = joint.sequence if joint is not None else result.masks[0][0].sequence
-    return s.renderer.html(
-        "prediction",
-        text=sentence,
-        masks=masks,
-        filled=filled,
-        mask_spelling=s.mask_spelling(sentence),
-        model_name=s.model_label,
-        truncated=result.truncated,
-    )
 
 
 def _keyboard(s: BotServices, *, more: bool) -> InlineKeyboardMarkup:
