@@ -13,6 +13,7 @@ import signal
 from telegram import Update
 
 from bot.app import build_application, register_commands, schedule_jobs
+from bot.comment_replies import CommentReplies
 from bot.limits import UserGate
 from bot.render import Renderer
 from bot.services import BotServices
@@ -38,16 +39,20 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
     model = model or create_fill_mask_service(settings)
     repo = Repository(database)
     writer = InteractionWriter(repo.interactions)
+    renderer = Renderer()
+    comment_replies = CommentReplies(renderer, writer.log)
     services = BotServices(
         settings=settings,
         model=model,
         repo=repo,
         writer=writer,
-        renderer=Renderer(),
+        renderer=renderer,
         predict_gate=UserGate(settings.predictions_per_minute),
         inline_gate=UserGate(settings.inline_queries_per_minute, one_at_a_time=False),
+        comment_replies=comment_replies,
     )
     application = build_application(settings, services)
+    comment_replies.start(application.bot)
     log.info("loading the model %s ...", settings.model_name)
     await model.start()
     await writer.start()
@@ -62,6 +67,7 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
             log.info("stopping: no new updates; finishing the ones in progress")
             await application.updater.stop()
             await application.stop()  # lets every update already fetched finish
+            await comment_replies.close()  # the public replies those updates queued
     finally:
         await writer.close()  # flush the interaction log
         log.info("interaction log flushed (%d written)", writer.written)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from telegram.ext import CallbackContext
 
+from bot.comment_replies import CommentReplies
 from bot.limits import UserGate
 from bot.render import Renderer
 from bot.settings import BotSettings
@@ -29,6 +30,7 @@ class BotServices:
     renderer: Renderer
     predict_gate: UserGate
     inline_gate: UserGate
+    comment_replies: CommentReplies
 
     @property
     def model_label(self) -> str:

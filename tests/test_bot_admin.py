@@ -201,6 +201,7 @@ async def test_stats_and_export_commands(tmp_path: Path) -> None:
 
 async def test_retention_is_scheduled_every_day(bert_dir: Path, tmp_path: Path) -> None:
     from bot.app import build_application, schedule_jobs
+    from bot.comment_replies import CommentReplies
     from bot.limits import UserGate
     from bot.render import Renderer
     from bot.services import BotServices
@@ -211,8 +212,9 @@ async def test_retention_is_scheduled_every_day(bert_dir: Path, tmp_path: Path) 
     fake.url = "http://127.0.0.1:9/bot"  # never contacted: the application is only built
     settings = bot_settings(fake, bert_dir, tmp_path)
     repo = Repository(Database(settings.database_url))
-    services = BotServices(settings, LocalFillMask(settings), repo, InteractionWriter(repo.interactions), Renderer(),
-                           UserGate(5), UserGate(5, one_at_a_time=False))  # fmt: skip
+    writer = InteractionWriter(repo.interactions)
+    services = BotServices(settings, LocalFillMask(settings), repo, writer, Renderer(), UserGate(5),
+                           UserGate(5, one_at_a_time=False), CommentReplies(Renderer(), writer.log))  # fmt: skip
     application = build_application(settings, services)
     schedule_jobs(application)
     (job,) = application.job_queue.get_jobs_by_name("retention")

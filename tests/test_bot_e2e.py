@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +449,25 @@ async def test_a_burst_of_100_users_with_429_answers_loses_no_reply(fake: FakeTe
         assert f"User {user['id']} thinks" in parse_html(answer.params["text"])
     refused = [c for c in fake.calls if "_rejected" in c.params]
     assert len(refused) == 3 and all("Too Many Requests" in c.params["_rejected"] for c in refused)
+
+
+async def test_a_viral_post_gets_few_group_messages_naming_everyone_and_dms_stay_fast(fake: FakeTelegram, repo) -> None:
+    post = await automatic_forward(fake, post_id=12)
+    people = [fake.user(3000 + i, f"Fan{i}") for i in range(45)]
+    for person in people:
+        fake.never_started.add(person["id"])
+        await comment(fake, person, post, "MLM 🙏")
+    await fake.send_text(fake.user(3999), "/start")  # someone pressing Start meanwhile is answered at once
+    await fake.wait_for(lambda f: bool(f.sent("sendMessage", 3999)), timeout=5)
+    await fake.wait_for(
+        lambda f: (
+            sum(len(re.findall(r"tg://user\?id=", c.params["text"])) for c in f.sent("sendMessage", GROUP["id"])) >= 45
+        ),
+        timeout=20,
+    )
+    replies_sent = fake.sent("sendMessage", GROUP["id"])
+    assert 3 <= len(replies_sent) <= 6  # 20 names at most per message, instead of 45 messages
+    named = [int(i) for c in replies_sent for i in re.findall(r"tg://user\?id=(\d+)", c.params["text"])]
+    assert sorted(named) == [p["id"] for p in people]  # everyone, exactly once
+    assert "your MLM guides are ready" in parse_html(replies_sent[0].params["text"])
+    assert len(await interactions(repo, "comment", 45)) == 45

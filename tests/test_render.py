@@ -42,7 +42,7 @@ CONTEXTS = {
         "truncated": True,
         "mask_spelling": "[MASK]",
     },
-    "comment_reply": {"first_name": HOSTILE},
+    "comment_reply": {"people": [{"name": HOSTILE, "id": 1}, {"name": "Bob", "id": 2}, {"name": "Cy", "id": 3}]},
     "guide_in_group": {},
     "guide_document": {},
     "expired": {},
@@ -105,6 +105,18 @@ def test_every_error_code_has_its_own_readable_message(renderer: Renderer, code:
     assert text.strip()
     if code != "internal":
         assert "Something went wrong" not in text
+
+
+def test_comment_reply_names_people_with_links(renderer: Renderer) -> None:
+    three = renderer.html("comment_reply", people=[{"name": n, "id": i} for i, n in enumerate(["Ann", "Bob", "Cy"])])
+    assert (
+        '<a href="tg://user?id=0">Ann</a>, <a href="tg://user?id=1">Bob</a> and <a href="tg://user?id=2">Cy</a>'
+        in three
+    )
+    assert "guides are ready" in three
+    one = parse_html(renderer.html("comment_reply", people=[{"name": "Ann", "id": 7}]))
+    assert one.startswith("📘 Ann: your MLM guide is ready.")
+    assert parse_html(renderer.html("comment_reply", people=[])).startswith("📘 Your MLM guide is ready.")
 
 
 def test_worst_case_prediction_fits_one_message(renderer: Renderer) -> None:

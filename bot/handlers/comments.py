@@ -1,8 +1,9 @@
 """Keyword comments in a channel's discussion group: the guide by DM, or a button that leads to the DM.
 
 A bot cannot write to a user first. Someone who already started the bot gets the guide in private (and a
-reaction on the comment); anyone else gets one public reply with a button that opens the bot with a
-``/start <payload>`` deep link. Once per person per post: the database's unique constraint decides.
+reaction on the comment); anyone else is named in a public reply with a button that opens the bot with a
+``/start <payload>`` deep link (``bot.comment_replies`` coalesces those replies). Once per person per post: the
+database's unique constraint decides.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import logging
 from telegram import Message, MessageOriginChannel, ReactionTypeEmoji, Update
 from telegram.error import Forbidden, TelegramError
 
-from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide
+from bot.comment_replies import Commenter
+from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, send_guide
 from bot.payloads import post_payload
 from bot.services import services
 from bot.triggers import detect_trigger
@@ -69,10 +71,15 @@ async def keyword_comment(update: Update, context: Context) -> None:
             await log_interaction(update, context, "comment", trigger=trigger, input_text=message.text, outcome="dm")
             return
 
-    await message.reply_html(
-        s.renderer.html("comment_reply", first_name=None if as_channel else user.first_name),
-        reply_markup=open_bot_keyboard(
-            context.bot.username, post_payload(message.chat_id, root), s.renderer.text("button_get_guide")
+    button = s.renderer.text("button_get_guide")
+    s.comment_replies.add(
+        message.chat_id,
+        root,
+        Commenter(
+            message_id=message.message_id,
+            name=None if as_channel else user.first_name,
+            user_id=None if as_channel else user.id,
+            entry=entry(update, "comment", trigger=trigger, input_text=message.text),
         ),
+        open_bot_keyboard(context.bot.username, post_payload(message.chat_id, root), button),
     )
-    await log_interaction(update, context, "comment", trigger=trigger, input_text=message.text, outcome="button")

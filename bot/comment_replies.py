@@ -1,0 +1,103 @@
+"""Public replies under a channel post, coalesced so a viral post cannot flood the group or stall the bot.
+
+Telegram lets a bot send about 20 messages a minute to one group. A post that draws hundreds of "MLM" comments
+would, with one reply per comment, queue replies for many minutes, and each waiting reply would hold one of
+the bot's update slots, so people pressing Start in private would wait behind them. Here the handler only
+adds the commenter and returns at once; one task per post sends a reply to the latest comment that names
+everyone who asked since the previous reply. The "get the guide" button is the same for everyone under a post
+(its deep link names the post, not the person), so one message serves them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
+from telegram.error import TelegramError
+
+from bot.render import Renderer
+from bot.storage.repository import InteractionEntry
+
+log = logging.getLogger(__name__)
+
+MAX_NAMES = 20  # per reply; more waiting commenters get the next one
+
+
+@dataclass(frozen=True)
+class Commenter:
+    message_id: int
+    name: str | None  # None for a comment sent as a channel: no one to mention
+    user_id: int | None
+    entry: InteractionEntry  # logged once the reply is out
+
+
+class CommentReplies:
+    def __init__(
+        self,
+        renderer: Renderer,
+        log_interaction: Callable[[InteractionEntry], Awaitable[None]],
+        *,
+        gather_seconds: float = 1.0,
+    ) -> None:
+        self._renderer = renderer
+        self._log = log_interaction
+        self.gather_seconds = gather_seconds
+        self._bot: Bot | None = None
+        self._pending: dict[tuple[int, int], list[Commenter]] = {}
+        self._keyboards: dict[tuple[int, int], InlineKeyboardMarkup] = {}
+        self._tasks: dict[tuple[int, int], asyncio.Task] = {}
+
+    def start(self, bot: Bot) -> None:
+        self._bot = bot
+
+    def add(self, chat_id: int, thread: int, commenter: Commenter, keyboard: InlineKeyboardMarkup) -> None:
+        """Queue a reply for this commenter; returns at once."""
+        key = (chat_id, thread)
+        self._pending.setdefault(key, []).append(commenter)
+        self._keyboards[key] = keyboard
+        if key not in self._tasks:
+            self._tasks[key] = asyncio.create_task(self._serve(key), name=f"comment-replies-{chat_id}-{thread}")
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Send what is waiting without the gathering pause, then stop."""
+        self.gather_seconds = 0
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.error("shutdown: %d comment replies were not sent in time", sum(map(len, self._pending.values())))
+
+    async def _serve(self, key: tuple[int, int]) -> None:
+        try:
+            while self._pending.get(key):
+                await asyncio.sleep(self.gather_seconds)  # let the comments of the same moment come together
+                batch, self._pending[key] = self._pending[key][:MAX_NAMES], self._pending[key][MAX_NAMES:]
+                await self._reply(key, batch)
+        finally:
+            self._pending.pop(key, None)
+            self._keyboards.pop(key, None)
+            self._tasks.pop(key, None)
+
+    async def _reply(self, key: tuple[int, int], batch: list[Commenter]) -> None:
+        assert self._bot is not None, "CommentReplies.start(bot) was not called"
+        people = [{"name": c.name, "id": c.user_id} for c in batch if c.name]
+        latest = max(c.message_id for c in batch)
+        try:
+            await self._bot.send_message(
+                key[0],
+                self._renderer.html("comment_reply", people=people),
+                reply_markup=self._keyboards[key],
+                reply_parameters=ReplyParameters(latest, allow_sending_without_reply=True),
+            )
+        except TelegramError:
+            log.exception("could not reply under post %s in chat %s", key[1], key[0])
+            outcome = "reply_failed"
+        else:
+            outcome = "button"
+        for commenter in batch:
+            await self._log(replace(commenter.entry, outcome=outcome))
