@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,92 +21,73 @@ from bot.telegram_html import MESSAGE_LIMIT, escape, split_html
 TEMPLATES_DIR = Path(os.environ.get("MLM_BOT_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
 
 
-class HtmlFormat:
-    """Guide formatting for Telegram HTML. Code and values are escaped; nested pieces are already markup."""
+class GuideFormat:
+    """How the guide's pieces look in one output format. Code and urls are escaped here; the text given to the
+    other pieces is already formatted (pieces nest), and the template's literal text must be safe as is."""
 
-    esc = staticmethod(escape)
+    def __init__(self, esc: Callable[[str], str], **patterns: str) -> None:
+        self.esc = esc
+        self._patterns = patterns
 
-    @staticmethod
-    def title(text: str) -> str:
-        return f"<b>🧠 {text}</b>"
+    def _fill(self, piece: str, text: str, **extra: str) -> str:
+        return self._patterns[piece].format(text, **extra)
 
-    @staticmethod
-    def h(text: str) -> str:
-        return f"<b>{text}</b>"
+    def title(self, text: str) -> str:
+        return self._fill("title", text)
 
-    @staticmethod
-    def b(text: str) -> str:
-        return f"<b>{text}</b>"
+    def h(self, text: str) -> str:
+        return self._fill("h", text)
 
-    @staticmethod
-    def i(text: str) -> str:
-        return f"<i>{text}</i>"
+    def b(self, text: str) -> str:
+        return self._fill("b", text)
 
-    @staticmethod
-    def code(text: str) -> str:
-        return f"<code>{escape(text)}</code>"
+    def i(self, text: str) -> str:
+        return self._fill("i", text)
 
-    @staticmethod
-    def pre(text: str, language: str | None = None) -> str:
+    def li(self, text: str) -> str:
+        return self._fill("li", text)
+
+    def sub(self, text: str) -> str:
+        return self._fill("sub", text)
+
+    def code(self, text: str) -> str:
+        return self._fill("code", self.esc(text))
+
+    def pre(self, text: str, language: str | None = None) -> str:
         if language:
-            return f'<pre><code class="language-{language}">{escape(text)}</code></pre>'
-        return f"<pre>{escape(text)}</pre>"
+            return self._fill("pre_language", self.esc(text), language=language)
+        return self._fill("pre", self.esc(text))
 
-    @staticmethod
-    def link(text: str, url: str) -> str:
-        return f'<a href="{escape(url)}">{text}</a>'
-
-    @staticmethod
-    def li(text: str) -> str:
-        return f"• {text}"
-
-    @staticmethod
-    def sub(text: str) -> str:
-        return f"    ◦ {text}"
+    def link(self, text: str, url: str) -> str:
+        return self._fill("link", text, url=self.esc(url))
 
 
-class MarkdownFormat:
-    """The same guide as a Markdown document."""
-
-    @staticmethod
-    def esc(text: str) -> str:
-        return text
-
-    @staticmethod
-    def title(text: str) -> str:
-        return f"# 🧠 {text}"
-
-    @staticmethod
-    def h(text: str) -> str:
-        return f"## {text}"
-
-    @staticmethod
-    def b(text: str) -> str:
-        return f"**{text}**"
-
-    @staticmethod
-    def i(text: str) -> str:
-        return f"*{text}*"
-
-    @staticmethod
-    def code(text: str) -> str:
-        return f"`{text}`"
-
-    @staticmethod
-    def pre(text: str, language: str | None = None) -> str:
-        return f"```{language or ''}\n{text}\n```"
-
-    @staticmethod
-    def link(text: str, url: str) -> str:
-        return f"[{text}]({url})"
-
-    @staticmethod
-    def li(text: str) -> str:
-        return f"- {text}"
-
-    @staticmethod
-    def sub(text: str) -> str:
-        return f"  - {text}"
+HtmlFormat = GuideFormat(
+    escape,
+    title="<b>🧠 {}</b>",
+    h="<b>{}</b>",
+    b="<b>{}</b>",
+    i="<i>{}</i>",
+    li="• {}",
+    sub="    ◦ {}",
+    code="<code>{}</code>",
+    pre="<pre>{}</pre>",
+    pre_language='<pre><code class="language-{language}">{}</code></pre>',
+    link='<a href="{url}">{}</a>',
+)
+MarkdownFormat = GuideFormat(
+    lambda text: text,
+    title="# 🧠 {}",
+    h="## {}",
+    b="**{}**",
+    i="*{}*",
+    li="- {}",
+    sub="  - {}",
+    code="`{}`",
+    pre="```\n{}\n```",
+    pre_language="```{language}\n{}\n```",
+    link="[{}]({url})",
+)
 
 
 class Renderer:
@@ -170,4 +152,4 @@ def shorten(text: str, limit: int = 300, around: str | None = None) -> str:
     return ("…" if start > 0 else "") + piece + ("…" if start + limit - 2 < len(text) else "")
 
 
-__all__ = ["HtmlFormat", "MarkdownFormat", "Renderer", "percent", "shorten"]
+__all__ = ["GuideFormat", "HtmlFormat", "MarkdownFormat", "Renderer", "percent", "shorten"]
