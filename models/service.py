@@ -244,9 +244,8 @@ def _requests(body: FillMaskBody, engine: FillMaskEngine, top_k: int | None) -> 
         try:
             engine.normalize(text)  # cheap checks first, so a bad sentence is named before any model work
         except FillMaskError as exc:
-            if isinstance(body.inputs, list):
-                exc.message = f"inputs[{i}]: {exc.message}"
-                exc.args = (exc.message,)
+            if isinstance(body.inputs, list):  # say which sentence of the list
+                raise type(exc)(f"inputs[{i}]: {exc.message}", **exc.details) from None
             raise
         out.append(FillMaskRequest(text, top_k if top_k is not None else 5, targets, params.words_only))
     return out
