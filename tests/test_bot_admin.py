@@ -126,8 +126,9 @@ async def test_retention_runs_at_start_up_and_daily(fake: FakeTelegram, bert_dir
         assert [r.top_prediction for r in rows] == [None, "b"]
 
 
-async def test_sigterm_mid_burst_loses_no_answered_interaction(
-    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_mid_burst_loses_no_answered_interaction(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     database = tmp_path / "bot.sqlite3"
     env = dict(
@@ -153,7 +154,7 @@ async def test_sigterm_mid_burst_loses_no_answered_interaction(
         holder = threading.Thread(target=hold_write_lock, args=(database, 2.0, locked))
         holder.start()
         await asyncio.to_thread(locked.wait)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
     finally:
         if process.returncode is None:

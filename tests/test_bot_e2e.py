@@ -352,6 +352,7 @@ async def test_inline_mode(fake: FakeTelegram, repo, bert_engine: FillMaskEngine
         ("/unknowncommand", "I didn't find a [MASK]"),
         ("[MASK] " * 30, "I can fill up to 5"),
         ("<b>bold</b> & <i [MASK] </script> &amp;", "reads: <b>bold</b> & <i [MASK] </script> &amp;"),
+        ("*bold* _it_ [link](x) `code` ~s~ || [MASK] \\", "reads: *bold* _it_ [link](x) `code` ~s~ || [MASK] \\"),
         ("مرحبا [MASK] عالم \u200f\u200b", "Best guess"),
         ("[MASK]", "Best guess"),
         ("The cat sat on the [MASK]. " + "And then it slept for a long while. " * 110, "read only the part around"),
