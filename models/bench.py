@@ -36,11 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sentences", type=int, default=256, help="sentences per measurement")
     parser.add_argument("--baseline-sentences", type=int, default=None, help="default: same as --sentences")
+    parser.add_argument(
+        "--serial-sentences", type=int, default=None, help="sentences for one caller (default: same as --sentences)"
+    )
     parser.add_argument("--concurrency", default="1,32", help="comma-separated numbers of concurrent callers")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--dtype", default="auto", help="worker precision (the baseline is always fp32)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-batch-tokens", type=int, default=16_384)
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the encoder as CUDA graphs (CUDA only)")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
     parser.add_argument("--json-out", help="also write the results as JSON to this file")
 
@@ -122,11 +126,20 @@ async def bench_batcher(engine, sentences: list[str], levels: list[int], args: a
         await _run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences[:8], 4)  # warm-up
         out = []
         for c in levels:
-            latencies, seconds = await _run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences, c)
-            out.append(_measure(f"batcher, {engine.dtype}".replace("torch.", ""), c, latencies, seconds))
+            latencies, seconds = await _run_callers(
+                lambda s: batcher.fill(FillMaskRequest(s)), _sample(sentences, c, args), c
+            )
+            label = f"batcher, {engine.dtype}".replace("torch.", "") + (", CUDA graphs" if engine.graphs_active else "")
+            out.append(_measure(label, c, latencies, seconds))
         return out
     finally:
         await batcher.close()
+
+
+def _sample(sentences: list[str], concurrency: int, args: argparse.Namespace) -> list[str]:
+    """One caller goes through ``--serial-sentences`` of them (a fast GPU needs thousands for many callers, and
+    one caller through thousands only measures the same latency for longer)."""
+    return sentences[: args.serial_sentences] if concurrency == 1 and args.serial_sentences else sentences
 
 
 def _free_port() -> int:
@@ -147,6 +160,7 @@ def _worker_process(model: str, args: argparse.Namespace) -> Iterator[str]:
         BATCH_MAX_TOKENS=str(args.max_batch_tokens),
         QUEUE_MAX="100000",
         REQUEST_TIMEOUT_S="600",
+        MODEL_CUDA_GRAPHS="1" if args.cuda_graphs else "0",
     )
     cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "worker", "--port", str(port)]
     process = subprocess.Popen(cmd, env=env)
@@ -184,7 +198,7 @@ async def bench_http(
             await _run_callers(call, sentences[:8], 4)
             out = []
             for c in levels:
-                latencies, seconds = await _run_callers(call, sentences, c)
+                latencies, seconds = await _run_callers(call, _sample(sentences, c, args), c)
                 out.append(_measure("http worker", c, latencies, seconds))
             return out
 
@@ -219,6 +233,36 @@ def describe_device(device: str) -> str:
     return f"CPU: {cpu}, {os.cpu_count()} cores, {threads} torch threads (torch {torch.__version__})"
 
 
+def environment(device: str) -> dict[str, object]:
+    """What the figures were measured on, for the JSON report."""
+    import platform
+
+    import torch
+    import transformers
+
+    from models.device import resolve_device
+
+    d = resolve_device(device)
+    info: dict[str, object] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if d.type == "cuda":
+        props = torch.cuda.get_device_properties(d)
+        info.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            compute_capability=f"{props.major}.{props.minor}",
+            multiprocessors=props.multi_processor_count,
+            cuda=torch.version.cuda,
+        )
+    return info
+
+
 def main(args: argparse.Namespace) -> int:
     from models.engine import FillMaskEngine
     from models.random_models import BUILDERS
@@ -230,7 +274,14 @@ def main(args: argparse.Namespace) -> int:
         if model is None:
             print(f"building a random-weight {args.shape} model ...", file=sys.stderr)
             model = str(BUILDERS[args.shape](Path(tmp) / args.shape))
-        engine = FillMaskEngine.load(model, device=args.device, dtype=args.dtype)
+        engine = FillMaskEngine.load(
+            model,
+            device=args.device,
+            dtype=args.dtype,
+            cuda_graphs=args.cuda_graphs,
+            max_batch_size=args.max_batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+        )
         sentences = make_sentences(args.sentences, seed=1, mask=engine.mask_token)
         baseline_sentences = sentences[: args.baseline_sentences or args.sentences]
         device = describe_device(args.device)
@@ -249,7 +300,15 @@ def main(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(
             json.dumps(
-                {"device": device, "baseline": asdict(baseline), "results": [asdict(m) for m in results]}, indent=2
+                {
+                    "device": device,
+                    "environment": environment(args.device),
+                    "settings": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool))},
+                    "tokens_per_sentence": statistics.mean(lengths),
+                    "baseline": asdict(baseline),
+                    "results": [{**asdict(m), "sentences_per_s": m.throughput} for m in results],
+                },
+                indent=2,
             )
         )
     return 0

@@ -70,6 +70,9 @@ class LocalFillMask:
                 device=s.model_device,
                 dtype=s.model_dtype,
                 max_masks=s.model_max_masks,
+                cuda_graphs=s.model_cuda_graphs,
+                max_batch_size=s.batch_max_size,
+                max_batch_tokens=s.batch_max_tokens,
             )
         self.mask_token = self.engine.mask_token
         self.batcher = MicroBatcher(

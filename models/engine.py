@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from models.cuda_graphs import GraphedEncoder
 from models.device import resolve_device, resolve_dtype
 from models.errors import (
     EmptyInputError,
@@ -76,6 +76,9 @@ class FillMaskEngine:
         max_masks: int = DEFAULT_MAX_MASKS,
         max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
         model_thread: ThreadPoolExecutor | None = None,
+        cuda_graphs: bool = False,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 16_384,
     ) -> None:
         if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
             raise ValueError(f"{name} has no mask token: it is not a masked language model")
@@ -104,6 +107,11 @@ class FillMaskEngine:
         self._suppressed = self._words_only_suppression()
         self._encoder: nn.Module = model.base_model
         self._head: HeadFn | None = _mlm_head(model)
+        # CUDA graphs of the encoder (built at warm-up when asked for and possible); None: eager.
+        self.cuda_graphs_requested = cuda_graphs
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self._graphed: GraphedEncoder | None = None
         self.model_thread = model_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
         self._target_ids = lru_cache(maxsize=1024)(self._resolve_targets)
         self.token_str: Callable[[int], str] = lru_cache(maxsize=65536)(self._decode_token)
@@ -119,6 +127,9 @@ class FillMaskEngine:
         max_masks: int = DEFAULT_MAX_MASKS,
         max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
         warm_up: bool = True,
+        cuda_graphs: bool = False,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 16_384,
     ) -> FillMaskEngine:
         """Load any HF masked LM by hub id or local directory (the same ``from_pretrained`` path for both),
         on the model thread that will run it."""
@@ -133,7 +144,15 @@ class FillMaskEngine:
             model = AutoModelForMaskedLM.from_pretrained(name, dtype=torch_dtype)
             model.to(torch_device)
             engine = cls(
-                model, tokenizer, name=name, max_masks=max_masks, max_input_chars=max_input_chars, model_thread=thread
+                model,
+                tokenizer,
+                name=name,
+                max_masks=max_masks,
+                max_input_chars=max_input_chars,
+                model_thread=thread,
+                cuda_graphs=cuda_graphs,
+                max_batch_size=max_batch_size,
+                max_batch_tokens=max_batch_tokens,
             )
             if warm_up:
                 engine._warm_up()
@@ -144,6 +163,11 @@ class FillMaskEngine:
         except BaseException:
             thread.shutdown(wait=False)
             raise
+
+    @property
+    def graphs_active(self) -> bool:
+        """Whether forwards replay CUDA graphs (asked for, and captured and checked at warm-up)."""
+        return self._graphed is not None
 
     def warm_up(self) -> None:
         self.model_thread.submit(self._warm_up).result()
@@ -167,8 +191,49 @@ class FillMaskEngine:
                 if split.shape != full.shape or (split - full).abs().max().item() > tolerance:
                     log.warning("%s: the MLM head cannot run at mask positions only; using full logits", self.name)
                     self._head = None
+        if self.cuda_graphs_requested and self._graphed is None:
+            self._graphed = self._build_graphs(encoded)
         self.forward([encoded])
-        log.info("%s ready: head at masks only=%s, max length %d", self.name, self._head is not None, self.max_length)
+        log.info(
+            "%s ready: head at masks only=%s, CUDA graphs=%s, max length %d",
+            self.name,
+            self._head is not None,
+            self._graphed is not None,
+            self.max_length,
+        )
+
+    @torch.inference_mode()
+    def _build_graphs(self, probe: EncodedInput) -> GraphedEncoder | None:
+        """Capture the encoder's CUDA graphs, then check one replay against the eager encoder; anything that
+        goes wrong (no CUDA, an architecture that cannot be captured, a mismatch) leaves the engine eager."""
+        if self.device.type != "cuda" or self._head is None:
+            log.warning("CUDA graphs need a CUDA device and a split MLM head; running eagerly")
+            return None
+        graphed = GraphedEncoder(
+            lambda ids, attention: self._encoder(input_ids=ids, attention_mask=attention)[0],
+            device=self.device,
+            pad_token_id=self.pad_token_id,
+            max_length=self.max_length,
+            max_batch=self.max_batch_size,
+            max_tokens=self.max_batch_tokens,
+        )
+        try:
+            seconds = graphed.build()
+            ids, attention, rows, cols = self._tensors([probe])
+            eager = self._encoder(input_ids=ids, attention_mask=attention)[0][rows, cols].float()
+            replayed = graphed(ids, attention)
+            tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
+            if replayed is None or (replayed[rows, cols].float() - eager).abs().max().item() > tolerance * (
+                1 + eager.abs().max().item()
+            ):
+                raise RuntimeError("a replayed graph does not reproduce the eager encoder")
+        except Exception:
+            log.warning("%s: CUDA graphs could not be used; running eagerly", self.name, exc_info=True)
+            del graphed
+            torch.cuda.empty_cache()
+            return None
+        log.info("%s: captured %d CUDA graphs in %.1f s", self.name, len(graphed.buckets), seconds)
+        return graphed
 
     # --------------------------------------------------------------- preprocess
     def normalize(self, text: str) -> str:
@@ -315,22 +380,30 @@ class FillMaskEngine:
 
     # ------------------------------------------------------------------ forward
     def _tensors(self, batch: Sequence[EncodedInput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        width = max(len(e) for e in batch)
-        ids = np.full((len(batch), width), self.pad_token_id, dtype=np.int64)
-        attention = np.zeros((len(batch), width), dtype=np.int64)
-        rows: list[int] = []
-        cols: list[int] = []
+        """Input ids, attention mask and the mask rows/columns, packed in one (pinned, on CUDA) host buffer and
+        sent to the device in one non-blocking copy."""
+        n, width = len(batch), max(len(e) for e in batch)
+        masks = sum(len(e.mask_positions) for e in batch)
+        cells = n * width
+        host = torch.empty(2 * cells + 2 * masks, dtype=torch.long, pin_memory=self.device.type == "cuda")
+        buf = host.numpy()
+        ids, attention = buf[:cells].reshape(n, width), buf[cells : 2 * cells].reshape(n, width)
+        rows, cols = buf[2 * cells : 2 * cells + masks], buf[2 * cells + masks :]
+        ids.fill(self.pad_token_id)
+        attention.fill(0)
+        k = 0
         for i, e in enumerate(batch):
             ids[i, : len(e)] = e.input_ids
             attention[i, : len(e)] = 1
-            rows.extend([i] * len(e.mask_positions))
-            cols.extend(e.mask_positions)
-        to = {"device": self.device, "non_blocking": self.device.type == "cuda"}
+            rows[k : k + len(e.mask_positions)] = i
+            cols[k : k + len(e.mask_positions)] = e.mask_positions
+            k += len(e.mask_positions)
+        dev = host.to(self.device, non_blocking=True)
         return (
-            torch.from_numpy(ids).to(**to),
-            torch.from_numpy(attention).to(**to),
-            torch.tensor(rows, dtype=torch.long).to(**to),
-            torch.tensor(cols, dtype=torch.long).to(**to),
+            dev[:cells].view(n, width),
+            dev[cells : 2 * cells].view(n, width),
+            dev[2 * cells : 2 * cells + masks],
+            dev[2 * cells + masks :],
         )
 
     @torch.inference_mode()
@@ -339,7 +412,9 @@ class FillMaskEngine:
         (``run_forward`` does that for synchronous callers)."""
         ids, attention, rows, cols = self._tensors(batch)
         if self._head is not None:
-            hidden = self._encoder(input_ids=ids, attention_mask=attention)[0]
+            hidden = self._graphed(ids, attention) if self._graphed is not None else None
+            if hidden is None:
+                hidden = self._encoder(input_ids=ids, attention_mask=attention)[0]
             logits = self._head(hidden[rows, cols])
         else:
             logits = self.model(input_ids=ids, attention_mask=attention).logits[rows, cols]
@@ -349,14 +424,17 @@ class FillMaskEngine:
     def _top_k(self, batch: Sequence[EncodedInput], probs: torch.Tensor) -> list[MaskScores]:
         owners = [i for i, e in enumerate(batch) for _ in e.mask_positions]
         words_only_rows = [r for r, i in enumerate(owners) if batch[i].words_only]
-        if words_only_rows and len(self._suppressed):
+        if len(words_only_rows) == len(owners) and len(self._suppressed):
+            probs[:, self._suppressed] = 0.0  # the common case (the bot): no row index to build and copy
+        elif words_only_rows and len(self._suppressed):
             index = torch.tensor(words_only_rows, device=probs.device)
             probs[index.unsqueeze(1), self._suppressed.unsqueeze(0)] = 0.0
         free_rows = [r for r, i in enumerate(owners) if batch[i].target_ids is None]
         per_row: dict[int, tuple[list[float], list[int]]] = {}
         if free_rows:
             k = max(batch[owners[r]].top_k for r in free_rows)
-            values, indices = probs[torch.tensor(free_rows, device=probs.device)].topk(k, dim=-1)
+            free = probs if len(free_rows) == len(owners) else probs[torch.tensor(free_rows, device=probs.device)]
+            values, indices = free.topk(k, dim=-1)
             for r, v, t in zip(free_rows, values.tolist(), indices.tolist(), strict=False):
                 per_row[r] = (v, t)
         for r, i in enumerate(owners):

@@ -12,6 +12,9 @@ class ModelSettings(BaseSettings):
     model_name: str = Field("bert-base-uncased", description="HF hub id or local directory of a masked LM")
     model_device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     model_dtype: str = Field("auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    model_cuda_graphs: bool = Field(
+        False, description="replay the encoder as CUDA graphs over fixed batch/length buckets (CUDA only)"
+    )
     model_max_masks: int = Field(5, ge=1, le=50, description="most masks one sentence may hold")
     model_worker_url: str | None = Field(None, description="unset: the model runs in this process")
     batch_max_size: int = Field(32, ge=1, description="most inputs per model batch")

@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is out of reach in CI: fail fast if anything tries it
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Engines built from settings in the tests run where the pipeline references do (CPU, fp32), on GPU machines too.
+os.environ.setdefault("MODEL_DEVICE", "cpu")
 
 from models.engine import FillMaskEngine
 from models.random_models import BUILDERS
@@ -34,12 +36,12 @@ def roberta_dir(model_dirs: dict[str, Path]) -> Path:
 
 @pytest.fixture(scope="session")
 def bert_engine(bert_dir: Path) -> FillMaskEngine:
-    return FillMaskEngine.load(bert_dir)
+    return FillMaskEngine.load(bert_dir, device="cpu")  # pinned: the pipeline references run on CPU fp32
 
 
 @pytest.fixture(scope="session")
 def roberta_engine(roberta_dir: Path) -> FillMaskEngine:
-    return FillMaskEngine.load(roberta_dir)
+    return FillMaskEngine.load(roberta_dir, device="cpu")
 
 
 @pytest.fixture(scope="session", params=["bert", "roberta"])

@@ -44,7 +44,7 @@ def test_single_mask_equals_pipeline(engine: FillMaskEngine, top_k: int) -> None
 
 @pytest.mark.parametrize("kind", ["distilbert", "albert"])
 def test_other_architectures_load_and_equal_pipeline(model_dirs: dict[str, Path], kind: str) -> None:
-    engine = FillMaskEngine.load(model_dirs[kind])
+    engine = FillMaskEngine.load(model_dirs[kind], device="cpu")
     assert engine._head is not None, "the MLM head should run at mask positions only"
     text = f"The cat sat on the {engine.mask_token}."
     assert_same(engine.fill(text).to_hf(), reference(engine.name)(text))
@@ -181,7 +181,7 @@ def test_errors_are_typed_and_readable(bert_engine: FillMaskEngine, text, kwargs
 
 
 def test_mask_limit_is_configurable(bert_dir: Path) -> None:
-    engine = FillMaskEngine.load(bert_dir, max_masks=2)
+    engine = FillMaskEngine.load(bert_dir, max_masks=2, device="cpu")
     engine.fill("the [MASK] sat on [MASK]")
     with pytest.raises(TooManyMasksError, match="limit is 2"):
         engine.fill("the [MASK] [MASK] on [MASK]")
@@ -234,7 +234,7 @@ def test_dtype_and_device_overrides(bert_dir: Path) -> None:
 
 
 def test_a_head_that_does_not_reproduce_the_logits_falls_back_to_the_full_model(bert_dir: Path) -> None:
-    engine = FillMaskEngine.load(bert_dir, warm_up=False)
+    engine = FillMaskEngine.load(bert_dir, warm_up=False, device="cpu")
     engine._head = torch.nn.Linear(engine.model.config.hidden_size, engine.vocab_size)  # not the model's head
     engine.warm_up()
     assert engine._head is None
