@@ -5,6 +5,7 @@
 #   3. `mlm-bot bench` twice, eager and with CUDA graphs, each with its own baseline, in one run.
 # Results go to $OUT (default ./gpu-results): logs, and JSON with the device info.
 # Usage: bash benchmarks/gpu_check.sh            (takes about 5 minutes on an H100/H200)
+#        STEPS="tests bench" bash benchmarks/gpu_check.sh   (a subset of: tests correctness bench)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -12,21 +13,28 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=true
 PY=${PYTHON:-python3}
 status=0
+STEPS=${STEPS:-tests correctness bench}
 step() { echo; echo "=== $1 ($(date +%T))"; }
+wants() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step "device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/device.txt"
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__, 'cpus', __import__('os').cpu_count())" 2>&1 | tee -a "$OUT/device.txt"
 
+if wants tests; then
 step "CUDA tests"
 timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_engine.py 2>&1 \
   | tail -25 | tee "$OUT/tests.log" || status=1
+fi
 
+if wants correctness; then
 step "correctness, bert-base shape"
 timeout 180 $PY benchmarks/cuda_correctness.py --sentences 512 --json-out "$OUT/correctness.json" 2>&1 \
   | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/correctness.log" || status=1
+fi
 
+if wants bench; then
 bench=(--sentences 8192 --serial-sentences 512 --baseline-sentences 1024 --concurrency 1,64,256,1024
        --max-batch-size 256 --max-batch-tokens 65536)
 step "bench, eager"
@@ -35,5 +43,6 @@ timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --json-out "$
 step "bench, CUDA graphs"
 timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs --json-out "$OUT/bench-graphs.json" \
   2>&1 | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/bench-graphs.log" || status=1
+fi
 step "done, status $status"
 exit $status

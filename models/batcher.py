@@ -112,13 +112,28 @@ class MicroBatcher:
         return self._model_queue.qsize() + len(self._pending) + self._prep_queue.qsize()
 
     async def fill(self, request: FillMaskRequest) -> FillMaskResult:
-        return (await self.fill_many([request]))[0]
+        # The hot path: plain futures awaited in turn, no task or gather per request (each costs event-loop
+        # time, and with a fast GPU the event loop is what limits throughput).
+        self._admit(1)
+        try:
+            deadline = self._deadline()
+            encoded = await self._until(self._submit_prepare(request), deadline)
+            return await self._until(self._submit_forward(encoded, wants_result=True), deadline)
+        finally:
+            self._release(1)
 
     async def fill_many(self, requests: Sequence[FillMaskRequest]) -> list[FillMaskResult]:
-        """Several requests admitted together (all or none); the first error among them is raised."""
+        """Several requests admitted together (all or none); the first error among them is raised. Every request
+        runs to its end even when a neighbour fails, so no work is left behind unawaited."""
         self._admit(len(requests))
         try:
-            return await self._with_deadline(self._fill_many(requests))
+            deadline = self._deadline()
+            prepared = asyncio.gather(*(self._submit_prepare(r) for r in requests), return_exceptions=True)
+            encoded = _first_error_or(await self._until(prepared, deadline))
+            forwarded = asyncio.gather(
+                *(self._submit_forward(e, wants_result=True) for e in encoded), return_exceptions=True
+            )
+            return _first_error_or(await self._until(forwarded, deadline))
         finally:
             self._release(len(requests))
 
@@ -156,35 +171,44 @@ class MicroBatcher:
         if self._in_flight == 0:
             self._idle.set()
 
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.request_timeout
+
+    def _timeout_error(self) -> RequestTimeoutError:
+        return RequestTimeoutError(
+            f"The model did not answer within {self.request_timeout:g} seconds. Try again in a moment."
+        )
+
+    async def _until(self, future: asyncio.Future, deadline: float):
+        """Await a future (not a coroutine: ``wait_for`` wraps no task around it) until the deadline; past it,
+        the future is cancelled, so the stage loops drop its work."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(future, max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            raise self._timeout_error() from None
+
     async def _with_deadline(self, coro):
         try:
             return await asyncio.wait_for(coro, self.request_timeout)
         except asyncio.TimeoutError:
-            raise RequestTimeoutError(
-                f"The model did not answer within {self.request_timeout:g} seconds. Try again in a moment."
-            ) from None
-
-    async def _fill_many(self, requests: Sequence[FillMaskRequest]) -> list[FillMaskResult]:
-        # Every request runs to its end even when a neighbour fails, so no work is left behind unawaited.
-        encoded = _first_error_or(await asyncio.gather(*(self._prepare(r) for r in requests), return_exceptions=True))
-        results = await asyncio.gather(*(self._forward(e, wants_result=True) for e in encoded), return_exceptions=True)
-        return _first_error_or(results)
+            raise self._timeout_error() from None
 
     async def _fill_joint(self, request: FillMaskRequest) -> JointFill:
-        state = JointFillState(self.engine, await self._prepare(request))
+        state = JointFillState(self.engine, await self._submit_prepare(request))
         while not state.done:
-            state.advance(await self._forward(state.current, wants_result=False))
+            state.advance(await self._submit_forward(state.current, wants_result=False))
         return await asyncio.get_running_loop().run_in_executor(self._cpu, state.result)
 
-    async def _prepare(self, request: FillMaskRequest) -> EncodedInput:
+    def _submit_prepare(self, request: FillMaskRequest) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self._prep_queue.put_nowait(_Prep(request, future))
-        return await future
+        return future
 
-    async def _forward(self, encoded: EncodedInput, *, wants_result: bool):
+    def _submit_forward(self, encoded: EncodedInput, *, wants_result: bool) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self._model_queue.put_nowait(_Job(encoded, future, wants_result))
-        return await future
+        return future
 
     # ------------------------------------------------------------ stage loops
     async def _prepare_loop(self) -> None:

@@ -149,7 +149,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _worker_process(model: str, args: argparse.Namespace) -> Iterator[str]:
+def _worker_process(model: str, args: argparse.Namespace) -> Iterator[tuple[str, subprocess.Popen]]:
     port = _free_port()
     env = dict(
         os.environ,
@@ -165,7 +165,7 @@ def _worker_process(model: str, args: argparse.Namespace) -> Iterator[str]:
     cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "worker", "--port", str(port)]
     process = subprocess.Popen(cmd, env=env)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process
     finally:
         process.terminate()
         try:
@@ -174,26 +174,41 @@ def _worker_process(model: str, args: argparse.Namespace) -> Iterator[str]:
             process.kill()
 
 
+MAX_HTTP_CONNECTIONS = 256  # more callers than this share connections (and 1024 sockets hit the default fd limit)
+
+
 async def bench_http(
     model: str, sentences: list[str], levels: list[int], args: argparse.Namespace
 ) -> list[Measurement]:
-    import httpx
+    """The load comes from aiohttp: httpx, which the bot itself uses, tops out at about 350 requests/s per
+    process here and falls to 100/s with 64 connections, so it would measure the client, not the worker."""
+    try:
+        import aiohttp
+    except ImportError:
+        raise SystemExit(
+            "the HTTP measurement needs aiohttp: pip install 'mlm-bot[bench]' (or pass --no-http)"
+        ) from None
 
-    with _worker_process(model, args) as url:
-        limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
-        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    with _worker_process(model, args) as (url, process):
+        connector = aiohttp.TCPConnector(limit=min(max(levels), MAX_HTTP_CONNECTIONS))
+        timeout = aiohttp.ClientTimeout(total=600)
+        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
             deadline = time.monotonic() + 600
             while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get("/readyz") as response:
+                        if response.status == 200:
+                            break
+                if process.poll() is not None:
+                    raise RuntimeError(f"the worker exited with status {process.returncode} before it was ready")
                 if time.monotonic() > deadline:
                     raise RuntimeError("the worker did not become ready")
                 await asyncio.sleep(0.5)
 
             async def call(s: str) -> None:
-                response = await client.post("/v1/fill-mask", json={"inputs": s})
-                response.raise_for_status()
+                async with session.post("/v1/fill-mask", json={"inputs": s}) as response:
+                    await response.read()
+                    response.raise_for_status()
 
             await _run_callers(call, sentences[:8], 4)
             out = []

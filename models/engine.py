@@ -25,6 +25,7 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.cuda_graphs import GraphedEncoder
+from models.decoding import Decoder
 from models.device import resolve_device, resolve_dtype
 from models.errors import (
     EmptyInputError,
@@ -115,6 +116,7 @@ class FillMaskEngine:
         self.model_thread = model_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
         self._target_ids = lru_cache(maxsize=1024)(self._resolve_targets)
         self.token_str: Callable[[int], str] = lru_cache(maxsize=65536)(self._decode_token)
+        self._decoder = Decoder(tokenizer)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -464,14 +466,14 @@ class FillMaskEngine:
         plans: list[tuple[list[int], bool]] = []
         for e, out in zip(batch, outputs, strict=False):
             single = len(e.mask_positions) == 1
+            # Dropped from the filled sentence: padding alone (one mask; decoding skips the special tokens), or
+            # every special token but the other masks (several masks).
+            dropped = {self.pad_token_id} if single else self._frame_ids
             for position, tokens in zip(e.mask_positions, out.token_ids, strict=False):
+                left = [t for t in e.input_ids[:position] if t not in dropped]
+                right = [t for t in e.input_ids[position + 1 :] if t not in dropped]
                 for token in tokens:
-                    ids = list(e.input_ids)
-                    ids[position] = token
-                    if single:
-                        plans.append(([t for t in ids if t != self.pad_token_id], True))
-                    else:
-                        plans.append(([t for t in ids if t not in self._frame_ids], False))
+                    plans.append(([*left, token, *right] if token not in dropped else left + right, single))
         sequences = self._decode_many(plans)
         results: list[FillMaskResult] = []
         n = 0
@@ -493,7 +495,7 @@ class FillMaskEngine:
         for skip in (True, False):
             idx = [i for i, (_, s) in enumerate(plans) if s is skip]
             if idx:
-                decoded = self.tokenizer.batch_decode([plans[i][0] for i in idx], skip_special_tokens=skip)
+                decoded = self._decoder.batch_decode([plans[i][0] for i in idx], skip_special_tokens=skip)
                 for i, text in zip(idx, decoded, strict=False):
                     out[i] = text
         return out

@@ -268,7 +268,7 @@ async def _fill_mask(state: WorkerState, body: FillMaskBody) -> Response:
     batcher = state.ready_batcher()
     params = body.parameters or Parameters()
     requests = _requests(body, batcher.engine, params.top_k)
-    results = await batcher.fill_many(requests)
+    results = await batcher.fill_many(requests) if len(requests) > 1 else [await batcher.fill(requests[0])]
     payload: Any = [r.to_hf() for r in results]
     if not isinstance(body.inputs, list):
         payload = payload[0]

@@ -2,7 +2,7 @@
 
 The bucket padding (static buffers, pad rows and columns, slicing the output back) is checked on CPU, where the
 same buffers run eagerly (``capture=False``); the captured graphs and the CUDA paths need a GPU and skip
-without one (``tests/gpu_check.py`` runs them on a GPU machine together with the benchmark)."""
+without one (``benchmarks/gpu_check.sh`` runs them on a GPU machine together with the benchmark)."""
 
 from __future__ import annotations
 
