@@ -38,10 +38,10 @@ if wants bench; then
 bench=(--sentences 8192 --serial-sentences 512 --baseline-sentences 1024 --concurrency 1,64,256,1024
        --max-batch-size 256 --max-batch-tokens 65536)
 step "bench, eager"
-timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --json-out "$OUT/bench-eager.json" 2>&1 \
+timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs off --json-out "$OUT/bench-eager.json" 2>&1 \
   | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/bench-eager.log" || status=1
 step "bench, CUDA graphs"
-timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs --json-out "$OUT/bench-graphs.json" \
+timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs on --json-out "$OUT/bench-graphs.json" \
   2>&1 | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/bench-graphs.log" || status=1
 fi
 step "done, status $status"

@@ -44,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="worker precision (the baseline is always fp32)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-batch-tokens", type=int, default=16_384)
-    parser.add_argument("--cuda-graphs", action="store_true", help="replay the encoder as CUDA graphs (CUDA only)")
+    parser.add_argument(
+        "--cuda-graphs",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="replay the encoder as CUDA graphs: auto (on CUDA), on, off",
+    )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
     parser.add_argument("--json-out", help="also write the results as JSON to this file")
 
@@ -160,7 +165,7 @@ def _worker_process(model: str, args: argparse.Namespace) -> Iterator[tuple[str,
         BATCH_MAX_TOKENS=str(args.max_batch_tokens),
         QUEUE_MAX="100000",
         REQUEST_TIMEOUT_S="600",
-        MODEL_CUDA_GRAPHS="1" if args.cuda_graphs else "0",
+        MODEL_CUDA_GRAPHS={"auto": "auto", "on": "1", "off": "0"}[args.cuda_graphs],
     )
     cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "worker", "--port", str(port)]
     process = subprocess.Popen(cmd, env=env)
@@ -293,7 +298,7 @@ def main(args: argparse.Namespace) -> int:
             model,
             device=args.device,
             dtype=args.dtype,
-            cuda_graphs=args.cuda_graphs,
+            cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs],
             max_batch_size=args.max_batch_size,
             max_batch_tokens=args.max_batch_tokens,
         )

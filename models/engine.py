@@ -77,7 +77,7 @@ class FillMaskEngine:
         max_masks: int = DEFAULT_MAX_MASKS,
         max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
         model_thread: ThreadPoolExecutor | None = None,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
         max_batch_size: int = 32,
         max_batch_tokens: int = 16_384,
     ) -> None:
@@ -108,7 +108,8 @@ class FillMaskEngine:
         self._suppressed = self._words_only_suppression()
         self._encoder: nn.Module = model.base_model
         self._head: HeadFn | None = _mlm_head(model)
-        # CUDA graphs of the encoder (built at warm-up when asked for and possible); None: eager.
+        # CUDA graphs of the encoder, built at warm-up: True asks for them, None (auto) uses them on CUDA, False
+        # never; _graphed stays None (eager) when they cannot be used.
         self.cuda_graphs_requested = cuda_graphs
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -129,7 +130,7 @@ class FillMaskEngine:
         max_masks: int = DEFAULT_MAX_MASKS,
         max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
         warm_up: bool = True,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
         max_batch_size: int = 32,
         max_batch_tokens: int = 16_384,
     ) -> FillMaskEngine:
@@ -193,7 +194,10 @@ class FillMaskEngine:
                 if split.shape != full.shape or (split - full).abs().max().item() > tolerance:
                     log.warning("%s: the MLM head cannot run at mask positions only; using full logits", self.name)
                     self._head = None
-        if self.cuda_graphs_requested and self._graphed is None:
+        wanted = self.cuda_graphs_requested
+        if wanted is None:  # auto: on a CUDA device with a split head, silently eager elsewhere
+            wanted = self.device.type == "cuda" and self._head is not None
+        if wanted and self._graphed is None:
             self._graphed = self._build_graphs(encoded)
         self.forward([encoded])
         log.info(

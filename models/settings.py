@@ -12,8 +12,9 @@ class ModelSettings(BaseSettings):
     model_name: str = Field("bert-base-uncased", description="HF hub id or local directory of a masked LM")
     model_device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     model_dtype: str = Field("auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
-    model_cuda_graphs: bool = Field(
-        False, description="replay the encoder as CUDA graphs over fixed batch/length buckets (CUDA only)"
+    model_cuda_graphs: bool | None = Field(
+        None,
+        description="auto (unset): replay the encoder as CUDA graphs on a CUDA device; 1: ask for them; 0: never",
     )
     model_max_masks: int = Field(5, ge=1, le=50, description="most masks one sentence may hold")
     model_worker_url: str | None = Field(None, description="unset: the model runs in this process")
@@ -23,6 +24,11 @@ class ModelSettings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of one request")
     worker_max_body_bytes: int = Field(1_000_000, ge=1024, description="largest HTTP request body")
     worker_max_inputs: int = Field(256, ge=1, description="most sentences in one HTTP request")
+
+    @field_validator("model_cuda_graphs", mode="before")
+    @classmethod
+    def _auto_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     @field_validator("model_worker_url", mode="before")
     @classmethod

@@ -110,3 +110,19 @@ def _request(text: str):
     from models.results import FillMaskRequest
 
     return FillMaskRequest(text)
+
+
+def test_cuda_graphs_setting_is_auto_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.settings import ModelSettings
+
+    monkeypatch.delenv("MODEL_CUDA_GRAPHS", raising=False)
+    assert ModelSettings().model_cuda_graphs is None
+    for value, expected in (("auto", None), ("1", True), ("true", True), ("0", False), ("off", False)):
+        monkeypatch.setenv("MODEL_CUDA_GRAPHS", value)
+        assert ModelSettings().model_cuda_graphs is expected
+
+
+def test_auto_cuda_graphs_on_cpu_stay_off_without_a_warning(bert_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine = FillMaskEngine.load(bert_dir, device="cpu")
+    assert not engine.graphs_active
+    assert "CUDA graphs" not in caplog.text.replace("CUDA graphs=False", "")
