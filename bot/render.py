@@ -18,7 +18,13 @@ import jinja2
 
 from bot.telegram_html import MESSAGE_LIMIT, escape, split_html
 
-TEMPLATES_DIR = Path(os.environ.get("MLM_BOT_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
+
+def _default_loader() -> jinja2.BaseLoader:
+    """The templates shipped with the package, or a folder of your own wording in ``MLM_BOT_TEMPLATES``."""
+    custom = os.environ.get("MLM_BOT_TEMPLATES")
+    if custom:
+        return jinja2.FileSystemLoader(custom)
+    return jinja2.PackageLoader("templates", ".")
 
 
 class GuideFormat:
@@ -91,8 +97,8 @@ MarkdownFormat = GuideFormat(
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
-        loader = jinja2.FileSystemLoader(str(templates_dir))
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        loader = jinja2.FileSystemLoader(str(templates_dir)) if templates_dir is not None else _default_loader()
         common = {"loader": loader, "undefined": jinja2.StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
         self._html = jinja2.Environment(autoescape=True, **common)
         self._plain = jinja2.Environment(autoescape=False, keep_trailing_newline=False, **common)

@@ -7,12 +7,13 @@ import io
 import random
 import re
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from bot.analytics import Stats
-from bot.render import TEMPLATES_DIR, Renderer, shorten
+from bot.render import Renderer, shorten
 from bot.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
 from models.engine import FillMaskEngine
 from tests.fake_telegram import parse_html, utf16_len
@@ -87,7 +88,7 @@ ERROR_CODES = [
 
 
 def test_every_message_template_is_covered() -> None:
-    names = {p.stem for p in (TEMPLATES_DIR / "messages").glob("*.html")}
+    names = {p.name.removesuffix(".html") for p in (resources.files("templates") / "messages").iterdir()}
     assert names == set(CONTEXTS) | {"error"}
 
 
