@@ -19,12 +19,30 @@ from models.errors import FillMaskError
 log = logging.getLogger("mlm_bot")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _progress_bars(logging.getLevelName(level) <= logging.INFO)
     # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token (bot.runner repeats this).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _progress_bars(show: bool) -> None:
+    """Hugging Face's download and "Loading weights" bars follow the log level: shown at INFO and DEBUG, quiet
+    from WARNING up (a worker in a container at WARNING should not draw bars into its log)."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    if show:
+        hf_logging.enable_progress_bar()
+        hub_utils.enable_progress_bars()
+    else:
+        hf_logging.disable_progress_bar()
+        hub_utils.disable_progress_bars()
 
 
 def _model_settings(args: argparse.Namespace):
@@ -100,7 +118,7 @@ def _table(result, joint) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot.runner import run
+    from bot.runner import TokenRefused, run
     from bot.settings import SettingsError, load_settings
 
     try:
@@ -108,16 +126,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run(settings)
+    try:
+        run(settings)
+    except TokenRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+
     from bot.settings import StorageSettings
     from bot.storage.database import upgrade
 
     url = StorageSettings().database_url
-    upgrade(url, args.revision)
+    try:
+        upgrade(url, args.revision)
+    except CommandError as exc:  # an unknown or ambiguous revision
+        print(f"error: db upgrade {args.revision}: {exc}", file=sys.stderr)
+        return 2
     print(f"database {_without_password(url)} is at revision {args.revision}")
     return 0
 
@@ -168,41 +196,77 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{value} days: give 1 or more")
+    return days
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own_version = version("mlm-bot")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        own_version = "unknown"
+    # --log-level is accepted before and after the subcommand (mlm-bot --log-level DEBUG run, mlm-bot run
+    # --log-level DEBUG): the subcommands share it through a parent parser that sets nothing unless given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", type=_log_level, default=argparse.SUPPRESS, help=", ".join(LOG_LEVELS))
     parser = argparse.ArgumentParser(
         prog="mlm-bot", description="MLM Bot: a Telegram bot that teaches masked language models."
     )
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
+    parser.add_argument("--version", action="version", version=f"mlm-bot {own_version}")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=os.environ.get("LOG_LEVEL", "INFO"),
+        help=f"{', '.join(LOG_LEVELS)} (default: LOG_LEVEL or INFO)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the Telegram bot (long polling)")
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    run = add("run", help="run the Telegram bot (long polling)")
     run.set_defaults(func=cmd_run)
 
-    db = sub.add_parser("db", help="database schema")
+    db = add("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    upgrade = db_sub.add_parser("upgrade", help="apply the migrations (start-up does this too)")
+    upgrade = db_sub.add_parser("upgrade", parents=[common], help="apply the migrations (start-up does this too)")
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(func=cmd_db_upgrade)
 
-    stats = sub.add_parser("stats", help="usage statistics of the bot (what /stats shows admins)")
-    stats.add_argument("--since", type=int, default=7, metavar="DAYS", help="the last DAYS days (default 7)")
+    stats = add("stats", help="usage statistics of the bot (what /stats shows admins)")
+    stats.add_argument("--since", type=_days, default=7, metavar="DAYS", help="the last DAYS days (default 7)")
     stats.add_argument("--png", metavar="FILE", help="also draw the daily counts per kind to this PNG file")
     stats.set_defaults(func=cmd_stats)
 
-    export = sub.add_parser("export", help="write the logged interactions as CSV or JSON lines")
+    export = add("export", help="write the logged interactions as CSV or JSON lines")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    export.add_argument("--since", type=int, metavar="DAYS", help="only the last DAYS days (default: all)")
+    export.add_argument("--since", type=_days, metavar="DAYS", help="only the last DAYS days (default: all)")
     export.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     export.set_defaults(func=cmd_export)
 
-    worker = sub.add_parser("worker", help="serve the model over HTTP (POST /v1/fill-mask)")
+    worker = add("worker", help="serve the model over HTTP (POST /v1/fill-mask)")
     worker.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     worker.add_argument("--port", type=int, default=8000)
     worker.add_argument("--model", help="hub id or local directory (default: MODEL_NAME or bert-base-uncased)")
     worker.add_argument("--device", help="auto, cpu, cuda ... (default: MODEL_DEVICE or auto)")
     worker.set_defaults(func=cmd_worker)
 
-    predict = sub.add_parser("predict", help="fill the masks of one sentence and print the answer")
+    predict = add("predict", help="fill the masks of one sentence and print the answer")
     predict.add_argument("text", help='a sentence with [MASK], e.g. "The cat sat on the [MASK]."')
     predict.add_argument("--top-k", type=int, default=5, help="candidates per mask (1-50)")
     predict.add_argument("--targets", help="comma-separated words: score only these")
@@ -213,17 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     from models.bench import add_arguments as add_bench_arguments
 
-    bench = sub.add_parser("bench", help="HF pipeline vs. this worker, same sentences, same device")
+    bench = add("bench", help="HF pipeline vs. this worker, same sentences, same device")
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from models.loading import ModelLoadError
+
+    args = build_parser().parse_args(argv)  # LOG_LEVEL from the environment is checked too: it is the default
     _setup_logging(args.log_level)
     try:
         return args.func(args)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from telegram import Update
+from telegram.error import InvalidToken, NetworkError
+from telegram.ext import Application
 
 from bot.app import build_application, register_commands, schedule_jobs
 from bot.comment_replies import CommentReplies
@@ -32,11 +36,67 @@ def quiet_http_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+class TokenRefused(Exception):
+    """Telegram answered that the token is not valid: retrying cannot help."""
+
+
+async def connect_to_telegram(application: Application, settings: BotSettings, stop: asyncio.Event) -> bool:
+    """``getMe`` until Telegram answers: True once it has, False if told to stop while waiting. A refused token
+    raises :class:`TokenRefused` at once; an unreachable Telegram is one log line per try, with backoff (1 s,
+    2 s, ... up to a minute), not an exit: a bot started before the network is up should come up with it."""
+    delay = RETRY_FIRST_S
+    api = settings.telegram_api_base_url
+    while not stop.is_set():
+        try:
+            await application.initialize()
+            return True
+        except InvalidToken as exc:
+            raise TokenRefused(
+                f"Telegram refused TELEGRAM_BOT_TOKEN ({exc.message}): copy the token again from @BotFather"
+            ) from None
+        except NetworkError as exc:
+            reason = str(exc).replace(settings.token(), "<token>")
+            log.error("Telegram is unreachable at %s (%s); trying again in %.0f s", api, reason, delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except asyncio.TimeoutError:
+            delay = min(delay * 2, RETRY_MAX_S)
+    return False
+
+
+def describe_storage(url: str) -> str:
+    """Where the interaction log lives, for the start-up log: an SQLite file as an absolute path."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return f"SQLite file {Path(parsed.database).resolve()}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def describe_env_file() -> str:
+    env = Path(".env").resolve()
+    return (
+        f"settings from the environment and {env}"
+        if env.is_file()
+        else f"settings from the environment ({env} not found)"
+    )
+
+
 async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskService | None = None) -> None:
     quiet_http_loggers()
+    log.info("%s; interaction log: %s", describe_env_file(), describe_storage(settings.database_url))
     database = Database(settings.database_url)
-    await database.migrate()
-    model = model or create_fill_mask_service(settings)
+    try:
+        await database.migrate()
+        await _serve(settings, stop, database, model or create_fill_mask_service(settings))
+    finally:
+        await database.close()
+
+
+async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database, model: FillMaskService) -> None:
     repo = Repository(database)
     writer = InteractionWriter(repo.interactions)
     renderer = Renderer()
@@ -52,12 +112,19 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
         comment_replies=comment_replies,
     )
     application = build_application(settings, services)
+    # The token is checked before the model loads: a wrong token should cost a second, not a minute of loading.
+    if not await connect_to_telegram(application, settings, stop):
+        return
+    try:
+        log.info("loading the model %s ...", settings.model_name)
+        await model.start()
+    except BaseException:
+        await application.shutdown()
+        raise
     comment_replies.start(application.bot)
-    log.info("loading the model %s ...", settings.model_name)
-    await model.start()
     await writer.start()
     try:
-        async with application:  # initialize (getMe) ... shutdown
+        async with application:  # initialize (done above, so a no-op) ... shutdown
             await register_commands(application, services)
             await application.start()
             schedule_jobs(application)
@@ -72,7 +139,6 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
         await writer.close()  # flush the interaction log
         log.info("interaction log flushed (%d written)", writer.written)
         await model.close()
-        await database.close()
 
 
 def run(settings: BotSettings) -> None:

@@ -36,6 +36,7 @@ from models.errors import (
     TargetNotSingleTokenError,
     TooManyMasksError,
 )
+from models.loading import explain, resolve_source
 from models.results import (
     EncodedInput,
     FillMaskRequest,
@@ -142,9 +143,15 @@ class FillMaskEngine:
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
 
         def build() -> FillMaskEngine:
+            source = resolve_source(name)  # fails at once, in one line, where transformers would retry for a minute
             log.info("loading %s on %s (%s)", name, torch_device, torch_dtype)
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForMaskedLM.from_pretrained(name, dtype=torch_dtype)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(source.name, local_files_only=source.local_files_only)
+                model = AutoModelForMaskedLM.from_pretrained(
+                    source.name, dtype=torch_dtype, local_files_only=source.local_files_only
+                )
+            except OSError as exc:  # what transformers raises for missing files, unknown ids, an unreachable hub
+                raise explain(name, exc) from exc
             model.to(torch_device)
             engine = cls(
                 model,

@@ -166,10 +166,11 @@ class FakeTelegram:
 
     # ------------------------------------------------------------- server life
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[FakeTelegram]:
+    async def running(self, port: int = 0) -> AsyncIterator[FakeTelegram]:
         app = Starlette(routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])])
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
