@@ -62,10 +62,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from models.service import create_app
 
     settings = _model_settings(args)
-    app = create_app(settings)
+    server: uvicorn.Server | None = None
+
+    def stop_on_load_failure() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_load_failure=stop_on_load_failure)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM, then raises the signal again; once drained, that is a clean exit (0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    server.run()
+    load_error = app.state.worker.load_error
+    if load_error:
+        print(f"error: {load_error}", file=sys.stderr)
+        return 1  # a supervisor (compose's restart:, systemd, Kubernetes) starts the worker again
     return 0
 
 

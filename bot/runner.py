@@ -116,8 +116,9 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
     if not await connect_to_telegram(application, settings, stop):
         return
     try:
-        log.info("loading the model %s ...", settings.model_name)
-        await model.start()
+        if not settings.model_worker_url:
+            log.info("loading the model %s ...", settings.model_name)
+        await model.start()  # the remote client logs "using the model worker at URL" itself
     except BaseException:
         await application.shutdown()
         raise

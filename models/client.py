@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_before_delay, wait_exponential
 
 from models.batcher import MicroBatcher
 from models.engine import FillMaskEngine
@@ -20,6 +22,7 @@ from models.errors import (
     ERRORS_BY_CODE,
     BusyError,
     FillMaskError,
+    ModelLoadFailedError,
     ModelNotReadyError,
     RequestTimeoutError,
     WorkerUnavailableError,
@@ -80,7 +83,8 @@ class LocalFillMask:
             max_batch_size=s.batch_max_size,
             max_batch_tokens=s.batch_max_tokens,
             max_queue=s.queue_max,
-            request_timeout=s.request_timeout_s,
+            # In this process the batcher's deadline is the chat request's: the user waits no longer than that.
+            request_timeout=min(s.request_timeout_s, s.model_deadline_s),
         )
         await self.batcher.start()
 
@@ -106,42 +110,68 @@ class LocalFillMask:
 
 
 class RemoteFillMask:
-    """A client of ``mlm-bot worker``. Transport errors and 502/503/504 answers are retried with exponential
-    backoff (the requests are pure functions, so a retry is always safe); other 4xx answers are the caller's
-    mistake and raise the worker's typed error at once."""
+    """A client of ``mlm-bot worker``.
 
-    RETRY_STATUSES = frozenset({502, 503, 504})
+    One deadline per call (``deadline``, 10 s by default), retries included, so a chat user never waits longer.
+    Transport errors and 502/503 answers are retried with exponential backoff while the deadline allows (the
+    requests are pure functions, so a retry is always safe); a 504 means the worker's own deadline passed, and
+    other 4xx answers are the caller's mistake: both raise the worker's typed error at once, with its details.
+
+    The worker may come up after the bot: until it has answered ``/v1/info``, the model's name is the bot's
+    ``MODEL_NAME`` and the mask ``[MASK]``, and a background task keeps asking (with backoff) until it knows."""
+
+    RETRY_STATUSES = frozenset({502, 503})
+    INFO_RETRY_MAX_S = 30.0
 
     def __init__(
         self,
         base_url: str,
         *,
-        timeout: float = 30.0,
+        deadline: float = 10.0,
         retries: int = 2,
         backoff: float = 0.25,
+        model_name: str = "the model worker",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1/fill-mask")
-        self.timeout = timeout
+        self.deadline = deadline
         self.retries = retries
         self.backoff = backoff
-        self.model_name = "remote"
+        self.model_name = model_name
         self.mask_token = "[MASK]"
+        self.info_known = False
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._info_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, transport=self._transport)
+        self._client = httpx.AsyncClient(base_url=self.base_url, transport=self._transport)
+        log.info("using the model worker at %s", self.base_url)
+        if not await self._fetch_info():
+            log.warning("model worker at %s not ready yet: asking again in the background", self.base_url)
+            self._info_task = asyncio.create_task(self._keep_asking_for_info(), name="mlm-worker-info")
+
+    async def _fetch_info(self) -> bool:
         try:
             info = await self._call("GET", "/v1/info")
-        except FillMaskError as exc:
-            # The bot may start before the worker: it keeps the defaults and the first request tells.
-            log.warning("model worker at %s not ready yet: %s", self.base_url, exc.message)
-            return
-        self.model_name = info["model"]
-        self.mask_token = info["mask_token"]
+        except FillMaskError:
+            return False
+        self.model_name, self.mask_token, self.info_known = info["model"], info["mask_token"], True
+        log.info("model worker at %s serves %s (mask %s)", self.base_url, self.model_name, self.mask_token)
+        return True
+
+    async def _keep_asking_for_info(self) -> None:
+        delay = 1.0
+        while not await self._fetch_info():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.INFO_RETRY_MAX_S)
 
     async def close(self) -> None:
+        if self._info_task is not None:
+            self._info_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._info_task
+            self._info_task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -162,26 +192,49 @@ class RemoteFillMask:
     async def _call(self, method: str, path: str, body: Any = None, *, with_headers: bool = False) -> Any:
         if self._client is None:
             raise ModelNotReadyError("The model client is not started.")
-        error: FillMaskError = WorkerUnavailableError("The model worker cannot be reached right now.")
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = await self._client.request(method, path, json=body)
-            except httpx.TimeoutException:
-                error = RequestTimeoutError("The model worker did not answer in time. Try again in a moment.")
-                continue
-            except httpx.TransportError as exc:
-                log.warning("model worker %s: %s", self.base_url, type(exc).__name__)
-                error = WorkerUnavailableError("The model worker cannot be reached right now.")
-                continue
-            if response.status_code < 400:
-                data = response.json()
-                return (data, response.headers) if with_headers else data
-            error = _error_from(response)
-            if response.status_code not in self.RETRY_STATUSES:
-                raise error
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline
+        retrying = AsyncRetrying(
+            # No attempt that would start after the deadline: tenacity stops before a wait that would end past it.
+            stop=stop_after_attempt(self.retries + 1) | stop_before_delay(self.deadline),
+            wait=wait_exponential(multiplier=self.backoff, max=self.deadline),
+            retry=retry_if_exception_type(_Retry),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(method, path, body, deadline - loop.time(), with_headers)
+        except _Retry as exc:
+            raise exc.error from None
+        raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying either returns or raises
+
+    async def _attempt(self, method: str, path: str, body: Any, remaining: float, with_headers: bool) -> Any:
+        assert self._client is not None
+        if remaining <= 0:
+            raise RequestTimeoutError("The model worker did not answer in time. Try again in a moment.")
+        try:
+            response = await self._client.request(method, path, json=body, timeout=remaining)
+        except httpx.TimeoutException:
+            raise RequestTimeoutError("The model worker did not answer in time. Try again in a moment.") from None
+        except httpx.TransportError as exc:
+            log.warning("model worker %s: %s", self.base_url, type(exc).__name__)
+            raise _Retry(WorkerUnavailableError("The model worker cannot be reached right now.")) from None
+        if response.status_code < 400:
+            data = response.json()
+            return (data, response.headers) if with_headers else data
+        error = _error_from(response)
+        if response.status_code in self.RETRY_STATUSES and not isinstance(error, ModelLoadFailedError):
+            raise _Retry(error)
         raise error
+
+
+class _Retry(Exception):
+    """A failed attempt worth another try; carries the error to raise if none is left."""
+
+    def __init__(self, error: FillMaskError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _parameters(top_k: int | None, targets: Sequence[str] | None, words_only: bool) -> dict[str, Any]:
@@ -196,13 +249,17 @@ def _parameters(top_k: int | None, targets: Sequence[str] | None, words_only: bo
 
 
 def _error_from(response: httpx.Response) -> FillMaskError:
+    """The worker's typed error, with its details (a mask count and limit, say), as if raised in process."""
+    details: dict[str, Any] = {}
     try:
         data = response.json()
         message, code = str(data["error"]), str(data.get("error_type", ""))
+        if isinstance(data.get("details"), dict):
+            details = {str(k): v for k, v in data["details"].items()}
     except (ValueError, KeyError, TypeError):
         message, code = f"The model worker answered HTTP {response.status_code}.", ""
     if code in ERRORS_BY_CODE:
-        return ERRORS_BY_CODE[code](message)
+        return ERRORS_BY_CODE[code](message, **details)
     if response.status_code == 503:
         return BusyError(message)
     return WorkerUnavailableError(message)
@@ -211,5 +268,7 @@ def _error_from(response: httpx.Response) -> FillMaskError:
 def create_fill_mask_service(settings: ModelSettings) -> FillMaskService:
     """The remote worker when ``MODEL_WORKER_URL`` is set, else the model in this process."""
     if settings.model_worker_url:
-        return RemoteFillMask(settings.model_worker_url, timeout=settings.request_timeout_s)
+        return RemoteFillMask(
+            settings.model_worker_url, deadline=settings.model_deadline_s, model_name=settings.model_name
+        )
     return LocalFillMask(settings)

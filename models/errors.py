@@ -61,6 +61,13 @@ class ModelNotReadyError(FillMaskError):
     http_status = 503
 
 
+class ModelLoadFailedError(FillMaskError):
+    """The worker's model failed to load; the worker is about to exit so that its supervisor restarts it."""
+
+    code = "model_failed"
+    http_status = 503
+
+
 class ShuttingDownError(FillMaskError):
     code = "shutting_down"
     http_status = 503
@@ -93,6 +100,7 @@ ERRORS_BY_CODE: dict[str, type[FillMaskError]] = {
         BusyError,
         RequestTimeoutError,
         ModelNotReadyError,
+        ModelLoadFailedError,
         ShuttingDownError,
         ModelOverloadedError,
         WorkerUnavailableError,

@@ -32,8 +32,10 @@ from models.errors import (
     FillMaskError,
     InputTooLongError,
     InvalidParameterError,
+    ModelLoadFailedError,
     ModelNotReadyError,
 )
+from models.loading import ModelLoadError
 from models.metrics import WorkerMetrics
 from models.results import FillMaskRequest
 from models.settings import ModelSettings
@@ -94,12 +96,20 @@ class WorkerState:
         self.batcher: MicroBatcher | None = None
         self.load_error: str | None = None
 
-    async def load(self, factory: EngineFactory) -> None:
+    async def load(self, factory: EngineFactory, on_failure: Callable[[], None] | None = None) -> None:
         try:
             engine = await asyncio.to_thread(factory, self.settings)  # includes the warm-up forward
-        except Exception as exc:  # the worker stays up to say why; /healthz turns 503 so it gets restarted
-            log.exception("could not load model %s", self.settings.model_name)
-            self.load_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            # /healthz turns 503 and requests get "the model failed to load"; then the worker exits non-zero
+            # (on_failure), so that a supervisor or compose's restart policy brings it back.
+            if isinstance(exc, ModelLoadError):
+                log.error("could not load the model: %s", exc)
+                self.load_error = str(exc)
+            else:
+                log.exception("could not load model %s", self.settings.model_name)
+                self.load_error = f"{type(exc).__name__}: {exc}"
+            if on_failure is not None:
+                on_failure()
             return
         s = self.settings
         batcher = MicroBatcher(
@@ -118,16 +128,28 @@ class WorkerState:
 
     def ready_batcher(self) -> MicroBatcher:
         if self.batcher is None:
-            raise ModelNotReadyError("The model is still loading. Try again in a moment.")
+            raise self.not_ready()
         return self.batcher
 
+    def not_ready(self) -> FillMaskError:
+        if self.load_error:
+            return ModelLoadFailedError(f"The model failed to load: {self.load_error}")
+        return ModelNotReadyError("The model is still loading. Try again in a moment.")
 
-def create_app(settings: ModelSettings | None = None, *, engine_factory: EngineFactory = load_engine) -> Starlette:
+
+def create_app(
+    settings: ModelSettings | None = None,
+    *,
+    engine_factory: EngineFactory = load_engine,
+    on_load_failure: Callable[[], None] | None = None,
+) -> Starlette:
+    """The worker's ASGI app. ``on_load_failure`` is called once if the model cannot be loaded (``mlm-bot
+    worker`` stops the server there and exits 1)."""
     state = WorkerState(settings or ModelSettings())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loading = asyncio.create_task(state.load(engine_factory))
+        loading = asyncio.create_task(state.load(engine_factory, on_load_failure))
         yield
         loading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -144,7 +166,7 @@ def create_app(settings: ModelSettings | None = None, *, engine_factory: EngineF
     async def info(request: Request) -> Response:
         engine = state.engine
         if engine is None:
-            return _error(ModelNotReadyError("The model is still loading. Try again in a moment."))
+            return _error(state.not_ready())
         return JSONResponse(
             {
                 "model": engine.name,
@@ -288,4 +310,9 @@ async def _fill_joint(state: WorkerState, body: FillMaskBody) -> Response:
 
 
 def _error(exc: FillMaskError) -> JSONResponse:
-    return JSONResponse({"error": exc.message, "error_type": exc.code}, status_code=exc.http_status)
+    """HF's error shape, plus the details a client needs to say it well (e.g. the mask count and the limit)."""
+    body: dict[str, Any] = {"error": exc.message, "error_type": exc.code}
+    details = {k: v for k, v in exc.details.items() if isinstance(v, (str, int, float, bool, list))}
+    if details:
+        body["details"] = details
+    return JSONResponse(body, status_code=exc.http_status)

@@ -21,7 +21,10 @@ class ModelSettings(BaseSettings):
     batch_max_size: int = Field(32, ge=1, description="most inputs per model batch")
     batch_max_tokens: int = Field(16_384, ge=16, description="most padded tokens per model batch")
     queue_max: int = Field(512, ge=1, description="requests admitted at once; more get 'busy'")
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline of one request")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of one request inside the batcher")
+    model_deadline_s: float = Field(
+        10.0, gt=0, description="longest one chat request waits for the model, remote retries included"
+    )
     worker_max_body_bytes: int = Field(1_000_000, ge=1024, description="largest HTTP request body")
     worker_max_inputs: int = Field(256, ge=1, description="most sentences in one HTTP request")
 
