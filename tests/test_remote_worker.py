@@ -111,44 +111,37 @@ async def _client(url: str, **kwargs) -> RemoteFillMask:
     return client
 
 
+async def _requests_until(client: RemoteFillMask, handler: type[_Counting], error: type[Exception]) -> int:
+    """Fill one sentence, expect ``error``, and return how many requests the worker saw for it."""
+    handler.requests = 0
+    try:
+        with pytest.raises(error):
+            await client.fill_mask("the [MASK] sat .")
+    finally:
+        await client.close()
+    return handler.requests
+
+
 async def test_a_busy_worker_is_retried_but_never_past_the_deadline() -> None:
     with fake_worker(503) as handler:
         client = await _client(handler.url, deadline=1.0, retries=50, backoff=0.05)
-        handler.requests = 0
         loop = asyncio.get_running_loop()
         started = loop.time()
-        try:
-            with pytest.raises(BusyError):
-                await client.fill_mask("the [MASK] sat .")
-        finally:
-            await client.close()
-        assert handler.requests > 1, "503 is worth another try"
+        assert await _requests_until(client, handler, BusyError) > 1, "503 is worth another try"
         assert loop.time() - started < 1.0 + 1.0, "the deadline bounds the retries"
 
 
 async def test_the_workers_own_timeout_is_not_retried() -> None:
     with fake_worker(504) as handler:
         client = await _client(handler.url, deadline=5.0, retries=5, backoff=0.01)
-        handler.requests = 0
-        try:
-            with pytest.raises(RequestTimeoutError):
-                await client.fill_mask("the [MASK] sat .")
-        finally:
-            await client.close()
-        assert handler.requests == 1
+        assert await _requests_until(client, handler, RequestTimeoutError) == 1
 
 
 async def test_a_worker_that_does_not_answer_costs_one_deadline() -> None:
     with fake_worker(hang=True) as handler:
         client = RemoteFillMask(handler.url, deadline=0.5, retries=5)
         client._client = httpx.AsyncClient(base_url=handler.url)  # started without asking /v1/info
-        handler.requests = 0
-        try:
-            with pytest.raises(RequestTimeoutError):
-                await client.fill_mask("the [MASK] sat .")
-        finally:
-            await client.close()
-        assert handler.requests == 1, "the deadline is spent: no second try"
+        assert await _requests_until(client, handler, RequestTimeoutError) == 1, "the deadline is spent"
 
 
 def test_requests_to_a_worker_whose_model_failed_get_503_model_failed(bert_engine: FillMaskEngine) -> None:
