@@ -1,21 +1,21 @@
 """What the creator wants to know: how many guides and predictions, for whom, how fast, about what.
 
-``compute_stats`` is a pure function of the logged rows (so tests can check it against hand-computed numbers);
-``gather_stats`` reads them; ``render_chart`` draws daily counts per kind as a PNG (matplotlib, Agg backend).
+``gather_stats`` asks the database for aggregates of the window (counted in SQL, whatever the window holds) and
+shapes them; ``render_chart`` draws daily counts per kind as a PNG (matplotlib, Agg backend).
 """
 
 from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from bot.storage import Repository
-from bot.storage.tables import Interaction
 
 CHART_KINDS = ("guide", "prediction", "inline", "comment", "start")
+OK_OUTCOMES = ("ok", "dm", "button")
 
 
 @dataclass(frozen=True)
@@ -36,66 +36,64 @@ class Stats:
     daily: dict[date, dict[str, int]] = field(default_factory=dict)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100): an actual observed latency, no interpolation."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
-    return ordered[int(rank) - 1]
-
-
-def _keyword(row: Interaction) -> str | None:
-    trigger = row.trigger or ""
-    if row.kind == "comment":
+def keyword_of(kind: str, trigger: str | None) -> str | None:
+    """The keyword behind a guide or a keyword comment (a deep link counts as one), else None."""
+    trigger = trigger or ""
+    if kind == "comment":
         return trigger.split(" on ", 1)[0] or None
-    if row.kind == "guide":
+    if kind == "guide":
         if trigger.startswith("start:"):
             return "deep link"
         return trigger or None
     return None
 
 
-def compute_stats(
-    rows: Iterable[Interaction], totals: dict[str, int], total_users: int, *, now: datetime, days: int
-) -> Stats:
+def _ranked(counts: Iterable[tuple[str, int, int]], limit: int) -> list[tuple[str, int]]:
+    """(name, count, first row id) summed per name, most frequent first, ties in order of first appearance."""
+    totals: dict[str, list[int]] = {}
+    for name, count, first in counts:
+        entry = totals.setdefault(name, [0, first])
+        entry[0] += count
+        entry[1] = min(entry[1], first)
+    ordered = sorted(totals.items(), key=lambda item: (-item[1][0], item[1][1]))
+    return [(name, count) for name, (count, _) in ordered[:limit]]
+
+
+async def gather_stats(repo: Repository, *, days: int = 7, now: datetime | None = None) -> Stats:
+    """The statistics of the last ``days`` days, counted by the database (GROUP BY, COUNT DISTINCT, the
+    (kind, created_at) index): only aggregates come back, never the rows of the window."""
+    now = now or datetime.now(timezone.utc)
     start = (now - timedelta(days=days)).astimezone(timezone.utc)
-    recent = [r for r in rows if _aware(r.created_at) >= start]
-    ok = [r for r in recent if r.outcome in ("ok", "dm", "button")]
-    latencies = [r.latency_ms for r in ok if r.kind == "prediction" and r.latency_ms is not None]
+    window = await repo.interactions.aggregate_since(start, percentiles=(50, 95))
+    totals, users = await repo.interactions.totals()
+    by_kind: Counter[str] = Counter()
+    ok_by_kind: Counter[str] = Counter()
+    for (kind, outcome), count in window.by_kind_outcome.items():
+        by_kind[kind] += count
+        if outcome in OK_OUTCOMES:
+            ok_by_kind[kind] += count
     first_day = (now - timedelta(days=days - 1)).astimezone(timezone.utc).date()
     daily = {first_day + timedelta(days=i): dict.fromkeys(CHART_KINDS, 0) for i in range(days)}
-    for r in recent:
-        day = _aware(r.created_at).date()
-        if day in daily and r.kind in CHART_KINDS:
-            daily[day][r.kind] += 1
+    for (day, kind), count in window.daily.items():
+        if day in daily and kind in CHART_KINDS:
+            daily[day][kind] += count
+    keywords = ((keyword_of(kind, trigger), count, first) for kind, trigger, count, first in window.triggers)
     return Stats(
         days=days,
         start=start,
         totals=totals,
-        total_users=total_users,
-        guides_sent=sum(1 for r in ok if r.kind == "guide" or (r.kind == "comment" and r.outcome == "dm")),
-        predictions=sum(1 for r in ok if r.kind == "prediction"),
-        inline_queries=sum(1 for r in ok if r.kind == "inline"),
-        comments=sum(1 for r in recent if r.kind == "comment"),
-        unique_users=len({r.user_id for r in recent if r.user_id is not None}),
-        latency_p50_ms=percentile(latencies, 50),
-        latency_p95_ms=percentile(latencies, 95),
-        top_keywords=Counter(k for r in recent if (k := _keyword(r))).most_common(5),
-        top_words=Counter(r.top_prediction for r in ok if r.top_prediction).most_common(10),
+        total_users=users,
+        guides_sent=ok_by_kind["guide"] + window.by_kind_outcome.get(("comment", "dm"), 0),
+        predictions=ok_by_kind["prediction"],
+        inline_queries=ok_by_kind["inline"],
+        comments=by_kind["comment"],
+        unique_users=window.unique_users,
+        latency_p50_ms=window.latency_percentiles[50],
+        latency_p95_ms=window.latency_percentiles[95],
+        top_keywords=_ranked(((k, c, f) for k, c, f in keywords if k), 5),
+        top_words=_ranked(window.top_words, 10),
         daily=daily,
     )
-
-
-async def gather_stats(repo: Repository, *, days: int = 7, now: datetime | None = None) -> Stats:
-    now = now or datetime.now(timezone.utc)
-    rows = await repo.interactions.since(now - timedelta(days=days))
-    totals, users = await repo.interactions.totals()
-    return compute_stats(rows, totals, users, now=now, days=days)
 
 
 def render_chart(stats: Stats, title: str) -> bytes:

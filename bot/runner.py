@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from pathlib import Path
@@ -23,7 +24,8 @@ from bot.render import Renderer
 from bot.services import BotServices
 from bot.settings import BotSettings
 from bot.storage import Database, Repository
-from bot.storage.writer import InteractionWriter
+from bot.storage.repository import write_all
+from bot.storage.writer import InteractionWriter, dead_letter_path_for
 from models.client import FillMaskService, create_fill_mask_service
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,9 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
 
 async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database, model: FillMaskService) -> None:
     repo = Repository(database)
-    writer = InteractionWriter(repo.interactions)
+    writer = InteractionWriter(
+        functools.partial(write_all, database), dead_letter_path=dead_letter_path_for(settings.database_url)
+    )
     renderer = Renderer()
     comment_replies = CommentReplies(renderer, writer.log)
     services = BotServices(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from telegram.ext import CallbackContext
 
@@ -13,7 +14,7 @@ from bot.limits import UserGate
 from bot.render import Renderer
 from bot.settings import BotSettings
 from bot.storage import Repository
-from bot.storage.repository import InteractionEntry
+from bot.storage.repository import InteractionEntry, Write
 from bot.storage.writer import InteractionWriter
 from models.client import FillMaskService
 from models.engine import MASK_ALIASES
@@ -31,6 +32,8 @@ class BotServices:
     predict_gate: UserGate
     inline_gate: UserGate
     comment_replies: CommentReplies
+    # Comment claims made while the database could not answer: the once-per-post rule holds meanwhile.
+    claims_in_memory: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
 
     @property
     def model_label(self) -> str:
@@ -48,12 +51,23 @@ class BotServices:
         """A mask in any spelling the engine accepts, or the model's own mask token."""
         return self.mask_spelling(text) is not None
 
-    async def log(self, entry: InteractionEntry) -> None:
-        """Hand an interaction to the background writer: the reply never waits for the database."""
+    async def log(self, entry: InteractionEntry | Write) -> None:
+        """Hand an interaction (or other bookkeeping) to the background writer: the reply never waits for the
+        database, and a database that is locked or away only delays the write."""
         try:
             await self.writer.log(entry)
         except Exception:
-            log.exception("could not log a %s interaction", entry.kind)
+            log.exception("could not hand a %s write to the writer", getattr(entry, "kind", type(entry).__name__))
+
+    def claim_in_memory(self, post_key: str, user_id: int, *, keep: int = 100_000) -> bool:
+        """The once-per-post rule without the database: True the first time in this process."""
+        key = (post_key, user_id)
+        if key in self.claims_in_memory:
+            return False
+        self.claims_in_memory[key] = None
+        while len(self.claims_in_memory) > keep:
+            self.claims_in_memory.popitem(last=False)
+        return True
 
 
 def services(context: CallbackContext) -> BotServices:

@@ -46,3 +46,14 @@ async def running_bot(
         stop.set()
         await asyncio.wait_for(task, 30)
         await database.close()
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> Any:
+    """Poll an async ``check`` until it returns something truthy: the bot's bookkeeping is written in the
+    background, a moment after the reply."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.05)

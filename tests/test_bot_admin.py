@@ -213,7 +213,7 @@ async def test_retention_is_scheduled_every_day(bert_dir: Path, tmp_path: Path) 
     fake.url = "http://127.0.0.1:9/bot"  # never contacted: the application is only built
     settings = bot_settings(fake, bert_dir, tmp_path)
     repo = Repository(Database(settings.database_url))
-    writer = InteractionWriter(repo.interactions)
+    writer = InteractionWriter(repo.interactions.log_many)
     services = BotServices(settings, LocalFillMask(settings), repo, writer, Renderer(), UserGate(5),
                            UserGate(5, one_at_a_time=False), CommentReplies(Renderer(), writer.log))  # fmt: skip
     application = build_application(settings, services)

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.payloads import guide_payload
 from bot.storage.tables import Interaction
 from models.client import LocalFillMask
 from models.engine import FillMaskEngine
-from tests.bot_harness import bot_settings, running_bot
+from tests.bot_harness import bot_settings, eventually, running_bot
 from tests.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram, parse_html
+from tests.test_storage import hold_write_lock
 
 GROUP = {"id": -1001555000111, "type": "supergroup", "title": "Creator's discussion"}
 CHANNEL = {"id": -1001999000222, "type": "channel", "title": "Creator's channel"}
@@ -85,7 +88,7 @@ async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram
     assert "masked language models" in visible and "[MASK]" in visible and f"@{BOT_USERNAME}" in visible
     commands = fake.sent("setMyCommands")[0].params["commands"]
     assert [c["command"] for c in commands] == ["start", "guide", "predict", "help", "forget"]
-    assert (await repo.users.get(42)).can_dm
+    assert await eventually(lambda: _can_dm(repo, 42))
 
 
 @pytest.mark.parametrize("text", ["MLM", "mlm?", "#MLM", "send me MLM please", "Ｍｌｍ", "M\u200bLM!"])
@@ -288,8 +291,7 @@ async def test_a_user_who_blocked_the_bot_gets_the_button_instead(fake: FakeTele
     await comment(fake, eve, await automatic_forward(fake, post_id=9), "MLM")
     (reply,) = await replies(fake, GROUP["id"])
     assert "start=p" in reply.params["reply_markup"]["inline_keyboard"][0][0]["url"]
-    user = await repo.users.get(61)
-    assert user.blocked and not user.can_dm
+    assert await eventually(lambda: _blocked(repo, 61))
 
 
 async def test_a_comment_sent_as_a_channel_is_answered_publicly_only(fake: FakeTelegram, repo) -> None:
@@ -472,3 +474,48 @@ async def test_a_viral_post_gets_few_group_messages_naming_everyone_and_dms_stay
     assert sorted(named) == [p["id"] for p in people]  # everyone, exactly once
     assert "your MLM guides are ready" in parse_html(replies_sent[0].params["text"])
     assert len(await interactions(repo, "comment", 45)) == 45
+
+
+async def _can_dm(repo, user_id: int) -> bool:
+    row = await repo.users.get(user_id)
+    return bool(row and row.can_dm)
+
+
+async def _blocked(repo, user_id: int) -> bool:
+    row = await repo.users.get(user_id)
+    return bool(row and row.blocked and not row.can_dm)
+
+
+async def test_a_locked_database_delays_the_bookkeeping_never_the_reply(
+    fake: FakeTelegram, repo, tmp_path: Path
+) -> None:
+    """Another process holds the write lock for longer than the bot's busy timeout (5 s): /start, a deep link and
+    a keyword comment are still answered (once per post), and the bookkeeping is written when the lock goes."""
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "bot.sqlite3", 8.0, locked))
+    holder.start()
+    await asyncio.to_thread(locked.wait)
+    try:
+        ann, ben = fake.user(70, "Ann"), fake.user(71, "Ben")
+        fake.never_started.add(71)
+        await fake.send_text(ann, "/start")
+        (greeting,) = await replies(fake, 70)
+        assert "masked language models" in parse_html(greeting.params["text"])
+        await fake.send_text(ann, f"/start {guide_payload()}")
+        assert "Learn more" in await guide_received(fake, 70)
+        post = await automatic_forward(fake, post_id=20)
+        await comment(fake, ben, post, "MLM")
+        await comment(fake, ben, post, "MLM!!")
+        (reply,) = await replies(fake, GROUP["id"])
+        assert "Ben" in parse_html(reply.params["text"])
+        await fake.settle(1.0)
+        assert len(fake.sent("sendMessage", GROUP["id"])) == 1, "still once per person per post"
+        assert not [t for t in texts(fake, 70) if "went wrong" in t]
+    finally:
+        await asyncio.to_thread(holder.join)
+    assert await eventually(lambda: _can_dm(repo, 70), timeout=20)
+    assert await eventually(lambda: _claimed(repo, f"{GROUP['id']}:{post['message_id']}", 71), timeout=20)
+
+
+async def _claimed(repo, post_key: str, user_id: int) -> bool:
+    return not await repo.comments.claim(post_key, user_id)  # taken already: the background write landed

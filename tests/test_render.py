@@ -69,7 +69,7 @@ CONTEXTS = {
     "stats_refused": {},
     "stats_chart": {"days": 7},
     "forget_confirm": {},
-    "forget_done": {"deleted": True},
+    "forget_done": {"deleted": True, "pending": True},
     "private_only": {"bot_username": "mlm_bot"},
 }
 ERROR_CODES = [

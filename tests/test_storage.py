@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.analytics import compute_stats, percentile
+from bot.analytics import gather_stats
 from bot.storage import Database, Repository
 from bot.storage.database import upgrade
-from bot.storage.repository import InteractionEntry, UserInfo
+from bot.storage.repository import InteractionEntry, UserInfo, nearest_rank
 from bot.storage.writer import InteractionWriter
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
@@ -125,7 +125,7 @@ def test_the_product_never_uses_create_all() -> None:
 
 
 async def test_1000_concurrent_interactions_are_all_written(repo: Repository) -> None:
-    writer = InteractionWriter(repo.interactions, batch_size=100)
+    writer = InteractionWriter(repo.interactions.log_many, batch_size=100)
     await writer.start()
     await asyncio.gather(*(writer.log(entry(i)) for i in range(1000)))
     await writer.close()
@@ -149,7 +149,7 @@ async def test_a_locked_database_delays_writes_but_loses_none(tmp_path: Path, ca
     database = Database(url, busy_timeout_ms=100)
     await database.migrate()
     repo = Repository(database)
-    writer = InteractionWriter(repo.interactions, max_buffer=20, retry_delay=0.05, max_retry_delay=0.3)
+    writer = InteractionWriter(repo.interactions.log_many, max_buffer=20, retry_delay=0.05, max_retry_delay=0.3)
     await writer.start()
     locked = threading.Event()
     holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "locked.sqlite3", 2.0, locked))
@@ -180,7 +180,7 @@ async def test_an_unreachable_database_is_retried_until_it_answers(
                 raise ConnectionRefusedError(111, "Connection refused")
             await super().log_many(entries)
 
-    writer = InteractionWriter(Restarting(repo.db), retry_delay=0.01)
+    writer = InteractionWriter(Restarting(repo.db).log_many, retry_delay=0.01)
     await writer.start()
     await asyncio.gather(*(writer.log(entry(i)) for i in range(30)))
     await writer.close()
@@ -242,7 +242,12 @@ async def test_stats_against_hand_computed_numbers(repo: Repository) -> None:
     ]
     await repo.interactions.log_many(rows)
     totals, users = await repo.interactions.totals()
-    stats = compute_stats(await repo.interactions.since(now - 7 * day), totals, users, now=now, days=7)
+
+    async def no_row_loading(start):
+        raise AssertionError("/stats must count in SQL, not load the window's rows")
+
+    repo.interactions.since = no_row_loading  # type: ignore[method-assign]
+    stats = await gather_stats(repo, days=7, now=now)
     assert stats.guides_sent == 3  # 2 guides + 1 comment answered by DM
     assert stats.predictions == 4 and stats.inline_queries == 1 and stats.comments == 2
     assert stats.unique_users == 3
@@ -255,7 +260,7 @@ async def test_stats_against_hand_computed_numbers(repo: Repository) -> None:
 
 
 def test_percentile_is_nearest_rank() -> None:
-    assert percentile([], 50) is None
-    assert percentile([5], 95) == 5
-    assert percentile(list(range(1, 101)), 95) == 95
-    assert percentile([3, 1, 2], 50) == 2
+    assert nearest_rank(1, 95) == 1
+    assert nearest_rank(100, 95) == 95
+    assert nearest_rank(3, 50) == 2
+    assert nearest_rank(4, 50) == 2 and nearest_rank(4, 95) == 4

@@ -15,9 +15,11 @@ from telegram import Message, MessageOriginChannel, ReactionTypeEmoji, Update
 from telegram.error import Forbidden, TelegramError
 
 from bot.comment_replies import Commenter
-from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, send_guide
+from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, send_guide, started_at
 from bot.payloads import post_payload
 from bot.services import services
+from bot.storage.repository import CommentClaimed, UserUnreachable
+from bot.storage.writer import is_transient
 from bot.triggers import detect_trigger
 
 log = logging.getLogger(__name__)
@@ -56,15 +58,16 @@ async def keyword_comment(update: Update, context: Context) -> None:
     user = message.from_user
     as_channel = message.sender_chat is not None or user is None or user.id in SERVICE_USER_IDS
     actor = message.sender_chat.id if message.sender_chat else user.id
-    if not await s.repo.comments.claim(post_key, actor):
+    if not await _claim(update, context, post_key, actor):
         return  # once per person per post: no second public reply
     trigger = f"{keyword} on {channel_post[0]}:{channel_post[1]}" if channel_post else keyword
 
-    if not as_channel and await s.repo.users.can_dm(user.id):
+    if not as_channel and await _may_dm(context, user.id):
         try:
             await send_guide(context, user.id)
         except Forbidden as exc:
-            await s.repo.users.unreachable(user.id, blocked="blocked" in str(exc).lower())
+            blocked = "blocked" in str(exc).lower()
+            await s.log(UserUnreachable(user.id, blocked, started_at(update)))
         else:
             with contextlib.suppress(TelegramError):  # reactions may be off in this group
                 await message.set_reaction(ReactionTypeEmoji("👍"))
@@ -83,3 +86,32 @@ async def keyword_comment(update: Update, context: Context) -> None:
         ),
         open_bot_keyboard(context.bot.username, post_payload(message.chat_id, root), button),
     )
+
+
+async def _claim(update: Update, context: Context, post_key: str, actor: int) -> bool:
+    """The once-per-post rule: the database's unique constraint decides. While the database is locked or away,
+    this process remembers the claim and the writer records it later: the comment is still answered, once."""
+    s = services(context)
+    if (post_key, actor) in s.claims_in_memory:
+        return False
+    try:
+        return await s.repo.comments.claim(post_key, actor)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("could not record a comment claim now (%s); answering and recording it later", type(exc).__name__)
+        if not s.claim_in_memory(post_key, actor):
+            return False
+        await s.log(CommentClaimed(post_key, actor, started_at(update)))
+        return True
+
+
+async def _may_dm(context: Context, user_id: int) -> bool:
+    """Whether the user started the bot; if the database cannot say right now, try the DM (Telegram answers
+    Forbidden if it is not allowed, and the public reply follows)."""
+    try:
+        return await services(context).repo.users.can_dm(user_id)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        return True

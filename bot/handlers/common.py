@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters, Update, User
 from telegram.ext import ContextTypes
@@ -23,9 +24,19 @@ def user_info(user: User | None) -> UserInfo | None:
     return UserInfo(id=user.id, username=user.username, language=user.language_code)
 
 
+def started_at(update: Update) -> datetime:
+    """When the user did it: the message's date, else now (callback and inline queries carry no date). /forget
+    drops the writes that started before it, also those a handler still running hands over afterwards."""
+    message = update.effective_message
+    if message is not None and message.date is not None and update.callback_query is None:
+        return message.date
+    return datetime.now(timezone.utc)
+
+
 def entry(update: Update, kind: str, **fields: object) -> InteractionEntry:
-    """An interaction row for this update: who, where, what."""
+    """An interaction row for this update: who, where, what, when."""
     chat = update.effective_chat
+    fields.setdefault("created_at", started_at(update))
     return InteractionEntry(
         kind=kind,
         user=user_info(update.effective_user),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
-from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide, user_info
+from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide, started_at, user_info
 from bot.payloads import guide_payload, parse_payload
 from bot.services import services
+from bot.storage.repository import UserStarted
 from bot.triggers import detect_trigger
 
 
@@ -17,8 +18,7 @@ async def start_with_payload(update: Update, context: Context) -> None:
     if payload is None:
         await start(update, context)
         return
-    s = services(context)
-    await s.repo.users.seen(user_info(update.effective_user), started=True)
+    await _started(update, context)
     await send_guide(context, update.effective_chat.id)
     await log_interaction(update, context, "guide", trigger=f"start:{payload.post_key or payload.kind}")
 
@@ -26,7 +26,7 @@ async def start_with_payload(update: Update, context: Context) -> None:
 async def start(update: Update, context: Context) -> None:
     s = services(context)
     user = update.effective_user
-    await s.repo.users.seen(user_info(user), started=True)
+    await _started(update, context)
     await update.effective_message.reply_html(
         s.renderer.html(
             "start",
@@ -82,6 +82,14 @@ async def guide_button(update: Update, context: Context) -> None:
     await query.answer()
     await send_guide(context, update.effective_chat.id)
     await log_interaction(update, context, "guide", trigger="button")
+
+
+async def _started(update: Update, context: Context) -> None:
+    """Remember that the user may be written to from now on: through the background writer, so a locked or
+    slow database delays the bookkeeping, never the greeting or the guide."""
+    user = user_info(update.effective_user)
+    if user is not None:
+        await services(context).log(UserStarted(user, started_at(update)))
 
 
 def _guide_and_inline_keyboard(context: Context) -> InlineKeyboardMarkup:

@@ -32,11 +32,12 @@ async def forget_button(update: Update, context: Context) -> None:
     query = update.callback_query
     await query.answer()
     deleted = query.data == "forget:yes"
+    pending = False
     if deleted:
-        await s.writer.flush()  # nothing of theirs may still be on its way to the database
-        await s.repo.users.forget(update.effective_user.id)
-        log.info("deleted everything stored about a user on their request")
-    await query.edit_message_text(s.renderer.html("forget_done", deleted=deleted))
+        # In order with every other write, and final: what of theirs is still on its way is dropped.
+        pending = not await s.writer.forget(update.effective_user.id)
+        log.info("deleted everything stored about a user on their request%s", " (still being written)" * pending)
+    await query.edit_message_text(s.renderer.html("forget_done", deleted=deleted, pending=pending))
 
 
 async def private_only(update: Update, context: Context) -> None:

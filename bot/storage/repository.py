@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -38,6 +39,52 @@ class InteractionEntry:
     latency_ms: float | None = None
     outcome: str = "ok"
     created_at: datetime | None = None  # now, unless given (imports, tests)
+
+
+@dataclass(frozen=True)
+class UserStarted:
+    """The user pressed Start (or opened a deep link): the bot may write to them from now on."""
+
+    user: UserInfo
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UserUnreachable:
+    """Telegram refused a DM (Forbidden): never started, or blocked the bot."""
+
+    user_id: int
+    blocked: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CommentClaimed:
+    """A keyword comment that was answered while the database could not record it (written later)."""
+
+    post_key: str
+    user_id: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Delete everything stored about a user (/forget)."""
+
+    user_id: int
+    created_at: datetime
+
+
+# What the background writer writes, in the order it was handed over.
+Write = InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | Forget
+
+
+def write_user_id(op: Write) -> int | None:
+    if isinstance(op, InteractionEntry):
+        return op.user.id if op.user is not None else None
+    if isinstance(op, UserStarted):
+        return op.user.id
+    return op.user_id
 
 
 def _insert(session: AsyncSession, table: type):
@@ -82,13 +129,40 @@ class Users:
         """Delete everything stored about the user: the user row, their interactions (cascade) and the comment
         triggers in their name."""
         async with self._db.sessions.begin() as session:
-            await session.execute(delete(Interaction).where(Interaction.user_id == user_id))
-            await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
-            await session.execute(delete(User).where(User.id == user_id))
+            await _forget(session, user_id)
 
     async def get(self, user_id: int) -> User | None:
         async with self._db.sessions() as session:
             return await session.get(User, user_id)
+
+
+async def _forget(session: AsyncSession, user_id: int) -> None:
+    await session.execute(delete(Interaction).where(Interaction.user_id == user_id))
+    await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
+    await session.execute(delete(User).where(User.id == user_id))
+
+
+async def write_all(db: Database, ops: Sequence[Write]) -> None:
+    """Everything the background writer hands over, in one transaction: the users (latest details win) first,
+    then the other writes in order, then the interaction rows."""
+    async with db.sessions.begin() as session:
+        entries = [op for op in ops if isinstance(op, InteractionEntry)]
+        users = {e.user.id: e.user for e in entries if e.user is not None}
+        for user in users.values():
+            await _upsert_user(session, user)
+        for op in ops:
+            if isinstance(op, UserStarted):
+                await _upsert_user(session, op.user, started=True)
+            elif isinstance(op, UserUnreachable):
+                values: dict[str, Any] = {"can_dm": False, **({"blocked": True} if op.blocked else {})}
+                await session.execute(update(User).where(User.id == op.user_id).values(**values))
+            elif isinstance(op, CommentClaimed):
+                claim = _insert(session, CommentTrigger).values(post_key=op.post_key, user_id=op.user_id)
+                await session.execute(claim.on_conflict_do_nothing())
+            elif isinstance(op, Forget):
+                await session.flush()
+                await _forget(session, op.user_id)
+        session.add_all([_row(e) for e in entries])
 
 
 class Interactions:
@@ -100,11 +174,7 @@ class Interactions:
 
     async def log_many(self, entries: Sequence[InteractionEntry]) -> None:
         """One transaction: the users (latest details win), then the interactions."""
-        async with self._db.sessions.begin() as session:
-            users = {e.user.id: e.user for e in entries if e.user is not None}
-            for user in users.values():
-                await _upsert_user(session, user)
-            session.add_all([_row(e) for e in entries])
+        await write_all(self._db, entries)
 
     async def all(self) -> list[Interaction]:
         async with self._db.sessions() as session:
@@ -127,6 +197,63 @@ class Interactions:
             users = await session.scalar(select(func.count(func.distinct(Interaction.user_id))))
         return {str(k): int(v) for k, v in per_kind.items()}, int(users or 0)
 
+    async def aggregate_since(self, start: datetime, *, percentiles: Sequence[int] = (50, 95)) -> WindowAggregates:
+        """What /stats shows about the interactions from ``start`` on, counted by the database: a handful of
+        GROUP BY queries over the (kind, created_at) index, whatever the window holds."""
+        recent = Interaction.created_at >= start
+        ok = Interaction.outcome.in_(("ok", "dm", "button"))
+        first = func.min(Interaction.id)
+        async with self._db.sessions() as session:
+            dialect = session.bind.dialect.name
+            day = (
+                func.date(func.timezone("UTC", Interaction.created_at))
+                if dialect == "postgresql"
+                else func.date(Interaction.created_at)
+            )
+            by_kind_outcome = (
+                await session.execute(
+                    select(Interaction.kind, Interaction.outcome, func.count())
+                    .where(recent)
+                    .group_by(Interaction.kind, Interaction.outcome)
+                )
+            ).all()
+            unique_users = await session.scalar(select(func.count(func.distinct(Interaction.user_id))).where(recent))
+            triggers = (
+                await session.execute(
+                    select(Interaction.kind, Interaction.trigger, func.count(), first)
+                    .where(recent, Interaction.kind.in_(("guide", "comment")), Interaction.trigger.is_not(None))
+                    .group_by(Interaction.kind, Interaction.trigger)
+                )
+            ).all()
+            top_words = (
+                await session.execute(
+                    select(Interaction.top_prediction, func.count(), first)
+                    .where(recent, ok, Interaction.top_prediction.is_not(None))
+                    .group_by(Interaction.top_prediction)
+                )
+            ).all()
+            daily = (
+                await session.execute(
+                    select(day, Interaction.kind, func.count()).where(recent).group_by(day, Interaction.kind)
+                )
+            ).all()
+            timed = (recent, ok, Interaction.kind == "prediction", Interaction.latency_ms.is_not(None))
+            count = int(await session.scalar(select(func.count()).where(*timed)) or 0)
+            latency: dict[int, float | None] = {}
+            for q in percentiles:
+                latency[q] = None
+                if count:
+                    query = select(Interaction.latency_ms).where(*timed).order_by(Interaction.latency_ms)
+                    latency[q] = await session.scalar(query.offset(nearest_rank(count, q) - 1).limit(1))
+        return WindowAggregates(
+            by_kind_outcome={(str(k), str(o)): int(c) for k, o, c in by_kind_outcome},
+            unique_users=int(unique_users or 0),
+            triggers=[(str(k), t, int(c), int(f)) for k, t, c, f in triggers],
+            top_words=[(str(w), int(c), int(f)) for w, c, f in top_words],
+            daily={(_as_date(d), str(k)): int(c) for d, k, c in daily},
+            latency_percentiles=latency,
+        )
+
     async def redact_older_than(self, cutoff: datetime) -> int:
         """Retention: older interactions keep their counts and timings but lose the texts people typed
         and what the model answered to them."""
@@ -138,6 +265,26 @@ class Interactions:
                 .values(input_text=None, predictions=None, top_prediction=None, trigger=None)
             )
             return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class WindowAggregates:
+    by_kind_outcome: dict[tuple[str, str], int]
+    unique_users: int
+    triggers: list[tuple[str, str | None, int, int]]  # kind, trigger, count, first id
+    top_words: list[tuple[str, int, int]]  # word, count, first id
+    daily: dict[tuple[date, str], int]
+    latency_percentiles: dict[int, float | None]
+
+
+def nearest_rank(count: int, q: float) -> int:
+    """The 1-based rank of the q-th percentile (0..100) among ``count`` sorted values: an observed value, no
+    interpolation."""
+    return max(1, math.ceil(count * q / 100))
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
 def _row(entry: InteractionEntry) -> Interaction:
