@@ -12,7 +12,6 @@ from datetime import timedelta
 from telegram import BotCommand, LinkPreviewOptions, Message
 from telegram.constants import ParseMode
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -24,6 +23,7 @@ from telegram.ext import (
 )
 
 from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy
+from bot.rate_limits import BotRateLimiter
 from bot.services import BotServices
 from bot.settings import BotSettings
 from bot.triggers import detect_trigger
@@ -67,8 +67,9 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
                 parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True), do_quote=True
             )
         )
-        # Paces sends to Telegram's limits (30/s overall, 20/min per group) and retries 429 RetryAfter.
-        .rate_limiter(AIORateLimiter(max_retries=5))
+        # Paces sends to Telegram's limits (30/s overall, 20/min per group; reactions outside the group's) and
+        # retries 429 RetryAfter.
+        .rate_limiter(BotRateLimiter(max_retries=5))
         # Model calls take a while: other users' updates must not wait behind them.
         .concurrent_updates(True)
         .build()

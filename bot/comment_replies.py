@@ -15,8 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from markupsafe import Markup
 from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.helpers import mention_html
 
 from bot.render import Renderer
 from bot.storage.repository import InteractionEntry
@@ -24,6 +26,8 @@ from bot.storage.repository import InteractionEntry
 log = logging.getLogger(__name__)
 
 MAX_NAMES = 20  # per reply; more waiting commenters get the next one
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -73,31 +77,55 @@ class CommentReplies:
                 log.error("shutdown: %d comment replies were not sent in time", sum(map(len, self._pending.values())))
 
     async def _serve(self, key: tuple[int, int]) -> None:
+        delay = RETRY_FIRST_S
         try:
             while self._pending.get(key):
                 await asyncio.sleep(self.gather_seconds)  # let the comments of the same moment come together
                 batch, self._pending[key] = self._pending[key][:MAX_NAMES], self._pending[key][MAX_NAMES:]
-                await self._reply(key, batch)
+                if await self._reply(key, batch):
+                    delay = RETRY_FIRST_S
+                    continue
+                # Telegram could not take it right now: the commenters wait for the next try, never dropped.
+                self._pending[key] = batch + self._pending[key]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
         finally:
             self._pending.pop(key, None)
             self._keyboards.pop(key, None)
             self._tasks.pop(key, None)
 
-    async def _reply(self, key: tuple[int, int], batch: list[Commenter]) -> None:
+    async def _reply(self, key: tuple[int, int], batch: list[Commenter]) -> bool:
+        """One reply naming the batch, under the latest of their comments; if that comment is gone, under the
+        thread's root (the group's copy of the post). Never into the group's main chat: a discussion group
+        without topics has no thread id, and a reply is the only way into the thread. False if Telegram could
+        not take it now (try again later)."""
         assert self._bot is not None, "CommentReplies.start(bot) was not called"
-        people = [{"name": c.name, "id": c.user_id} for c in batch if c.name]
+        mentions = [Markup(mention_html(c.user_id, c.name)) for c in batch if c.name and c.user_id is not None]
+        text = self._renderer.html("comment_reply", mentions=mentions)
         latest = max(c.message_id for c in batch)
-        try:
-            await self._bot.send_message(
-                key[0],
-                self._renderer.html("comment_reply", people=people),
-                reply_markup=self._keyboards[key],
-                reply_parameters=ReplyParameters(latest, allow_sending_without_reply=True),
-            )
-        except TelegramError:
-            log.exception("could not reply under post %s in chat %s", key[1], key[0])
-            outcome = "reply_failed"
+        outcome = "button"
+        for target in dict.fromkeys((latest, key[1])):  # the latest comment, then the thread's root
+            try:
+                await self._bot.send_message(
+                    key[0], text, reply_markup=self._keyboards[key], reply_parameters=ReplyParameters(target)
+                )
+                break
+            except BadRequest as exc:
+                if "replied not found" in exc.message.lower():
+                    continue
+                log.error("Telegram refused a reply under post %s in chat %s: %s", key[1], key[0], exc.message)
+                outcome = "reply_failed"
+                break
+            except Forbidden as exc:  # the bot was removed from the group: no later try can work
+                log.error("cannot write in chat %s any more (%s): dropping %d replies", key[0], exc.message, len(batch))
+                outcome = "reply_failed"
+                break
+            except TelegramError as exc:  # network trouble, Telegram's 5xx, flood limits past the retries
+                log.warning("reply under post %s in chat %s failed (%s); trying again", key[1], key[0], exc)
+                return False
         else:
-            outcome = "button"
+            log.warning("the post %s in chat %s and its comments are gone: no reply", key[1], key[0])
+            outcome = "thread_gone"
         for commenter in batch:
             await self._log(replace(commenter.entry, outcome=outcome))
+        return True

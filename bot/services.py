@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import OrderedDict
@@ -34,6 +35,8 @@ class BotServices:
     comment_replies: CommentReplies
     # Comment claims made while the database could not answer: the once-per-post rule holds meanwhile.
     claims_in_memory: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
+    # Per user, the model call of their newest inline query (a newer query cancels the older one).
+    inline_in_flight: dict[int, asyncio.Task] = field(default_factory=dict)
 
     @property
     def model_label(self) -> str:

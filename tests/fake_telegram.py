@@ -152,6 +152,8 @@ class FakeTelegram:
         self.never_started: set[int] = set()  # users who never pressed Start: DMs answer 403
         self.blocked_by: set[int] = set()  # users who blocked the bot
         self.too_many_requests = 0  # the next N sends answer 429
+        self.server_errors = 0  # the next N sends answer 502 (Telegram's servers having a moment)
+        self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) of messages their authors deleted
         self.retry_after = 1
         # (method, description) of every call refused as malformed (400): a bug in the bot. The 403s and 429s
         # a test asks for are not listed here; they show in ``calls`` with a "_rejected" key.
@@ -197,7 +199,8 @@ class FakeTelegram:
                 raise ApiError(404, f"Not Found: method {method} is not faked")
             result = await handler(params)
         except ApiError as exc:
-            if exc.code == 400:
+            # A reply to a message deleted meanwhile is refused too, but no bot can see that coming: not a bug.
+            if exc.code == 400 and "replied not found" not in exc.description:
                 self.rejections.append((method, exc.description))
             body: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
             if exc.retry_after is not None:
@@ -342,6 +345,9 @@ class FakeTelegram:
         return chat_id
 
     def _maybe_429(self) -> None:
+        if self.server_errors > 0:
+            self.server_errors -= 1
+            raise ApiError(502, "Bad Gateway")
         if self.too_many_requests > 0:
             self.too_many_requests -= 1
             raise ApiError(429, f"Too Many Requests: retry after {self.retry_after}", retry_after=self.retry_after)
@@ -363,11 +369,22 @@ class FakeTelegram:
             message["reply_markup"] = params["reply_markup"]
         return message
 
+    def _check_reply(self, chat_id: int, params: dict[str, Any]) -> None:
+        """A reply to a deleted message: refused, unless allow_sending_without_reply (then it is an ordinary
+        message in the chat: outside the comment thread, in a discussion group)."""
+        reply = params.get("reply_parameters") or {}
+        if reply and (chat_id, int(reply.get("message_id", 0))) in self.deleted:
+            if not reply.get("allow_sending_without_reply"):
+                raise ApiError(400, "Bad Request: message to be replied not found")
+            params["_sent_without_reply"] = True
+            params.pop("reply_parameters")
+
     async def api_sendmessage(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._check_chat(params)
         check_text(params.get("text"), params.get("parse_mode"), 4096)
         check_markup(params.get("reply_markup"))
         self._maybe_429()
+        self._check_reply(chat_id, params)
         return self._bot_message(chat_id, params, text=params["text"])
 
     async def api_senddocument(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -434,4 +451,6 @@ class FakeTelegram:
         button = params.get("button")
         if button and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", button.get("start_parameter", "")):
             raise ApiError(400, "Bad Request: START_PARAM_INVALID")
+        if button and not 1 <= len(button.get("text", "")) <= 64:
+            raise ApiError(400, "Bad Request: BUTTON_TEXT_INVALID")
         return True

@@ -340,7 +340,8 @@ async def test_inline_mode(fake: FakeTelegram, repo, bert_engine: FillMaskEngine
     await fake.wait_for(lambda f: len(f.sent("answerInlineQuery")) >= 4)
     empty, problem = (c.params for c in fake.sent("answerInlineQuery")[2:4])
     assert empty["results"] == []
-    assert "up to 5" in problem["results"][0]["description"]
+    # A refusal is said in the button above the results: no result that would post an error into the chat.
+    assert problem["results"] == [] and "up to 5" in problem["button"]["text"]
 
 
 # ----------------------------------------------------------------------- bad input
@@ -519,3 +520,28 @@ async def test_a_locked_database_delays_the_bookkeeping_never_the_reply(
 
 async def _claimed(repo, post_key: str, user_id: int) -> bool:
     return not await repo.comments.claim(post_key, user_id)  # taken already: the background write landed
+
+
+async def test_a_reply_whose_comment_was_deleted_goes_under_the_post_not_into_the_group(
+    fake: FakeTelegram, repo
+) -> None:
+    gil = fake.user(62, "Gil")
+    fake.never_started.add(62)
+    post = await automatic_forward(fake, post_id=30)
+    gone = await comment(fake, gil, post, "MLM")
+    fake.deleted.add((GROUP["id"], gone["message_id"]))  # Gil deletes the comment before the reply goes out
+    (reply,) = await replies(fake, GROUP["id"])
+    assert reply.params["reply_parameters"]["message_id"] == post["message_id"], "under the post: in the thread"
+    assert "_sent_without_reply" not in reply.params
+    assert '<a href="tg://user?id=62">Gil</a>' in reply.params["text"]
+
+
+async def test_commenters_wait_for_the_next_try_when_a_reply_fails(fake: FakeTelegram, repo) -> None:
+    hal = fake.user(63, "Hal")
+    fake.never_started.add(63)
+    fake.server_errors = 2  # Telegram answers 502 twice
+    await comment(fake, hal, await automatic_forward(fake, post_id=31), "MLM")
+    (reply,) = await replies(fake, GROUP["id"])
+    assert "Hal" in parse_html(reply.params["text"])
+    (logged,) = await interactions(repo, "comment")
+    assert logged.outcome == "button"

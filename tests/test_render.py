@@ -11,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from markupsafe import Markup
+from telegram.helpers import mention_html
 
 from bot.analytics import Stats
 from bot.render import Renderer, shorten
@@ -43,7 +45,7 @@ CONTEXTS = {
         "truncated": True,
         "mask_spelling": "[MASK]",
     },
-    "comment_reply": {"people": [{"name": HOSTILE, "id": 1}, {"name": "Bob", "id": 2}, {"name": "Cy", "id": 3}]},
+    "comment_reply": {"mentions": [Markup(mention_html(i, n)) for i, n in ((1, HOSTILE), (2, "Bob"), (3, "Cy"))]},
     "guide_in_group": {},
     "guide_document": {},
     "expired": {},
@@ -109,15 +111,17 @@ def test_every_error_code_has_its_own_readable_message(renderer: Renderer, code:
 
 
 def test_comment_reply_names_people_with_links(renderer: Renderer) -> None:
-    three = renderer.html("comment_reply", people=[{"name": n, "id": i} for i, n in enumerate(["Ann", "Bob", "Cy"])])
+    three = renderer.html(
+        "comment_reply", mentions=[Markup(mention_html(i, n)) for i, n in enumerate(["Ann", "Bob", "Cy"])]
+    )
     assert (
         '<a href="tg://user?id=0">Ann</a>, <a href="tg://user?id=1">Bob</a> and <a href="tg://user?id=2">Cy</a>'
         in three
     )
     assert "guides are ready" in three
-    one = parse_html(renderer.html("comment_reply", people=[{"name": "Ann", "id": 7}]))
+    one = parse_html(renderer.html("comment_reply", mentions=[Markup(mention_html(7, "Ann"))]))
     assert one.startswith("📘 Ann: your MLM guide is ready.")
-    assert parse_html(renderer.html("comment_reply", people=[])).startswith("📘 Your MLM guide is ready.")
+    assert parse_html(renderer.html("comment_reply", mentions=[])).startswith("📘 Your MLM guide is ready.")
 
 
 def test_worst_case_prediction_fits_one_message(renderer: Renderer) -> None:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from telegram import InlineQueryResultArticle, InlineQueryResultsButton, InputTextMessageContent, Update
 
 from bot.handlers.common import Context, log_interaction, open_bot_keyboard
 from bot.payloads import guide_payload
-from bot.predictions import answer_html, ask
+from bot.predictions import Answer, answer_html, ask
 from bot.render import percent
 from bot.services import BotServices, services
-from bot.telegram_html import visible_text
 from bot.triggers import detect_trigger
 from models.errors import FillMaskError
 
 CACHE_SECONDS = 300  # the same sentence gives the same answer: let Telegram cache it
+# Telegram drops inline answers after about 10 s, and people type on: an answer later than this is of no use.
+INLINE_DEADLINE_S = 5.0
 
 
 async def inline_query(update: Update, context: Context) -> None:
@@ -29,15 +34,22 @@ async def inline_query(update: Update, context: Context) -> None:
         await query.answer(results, button=button, cache_time=CACHE_SECONDS)
         return
 
-    refusal = s.inline_gate.check(update.effective_user.id)
+    user_id = update.effective_user.id
+    refusal = s.inline_gate.check(user_id)
     if refusal is not None:
-        await query.answer([_problem(s, refusal.code, retry_after=refusal.retry_after)], button=button, cache_time=0)
+        await query.answer([], button=_refusal(s, refusal.code, retry_after=refusal.retry_after), cache_time=0)
         return
     started = time.perf_counter()
     try:
-        answer = await ask(s, text, 5)
+        answer = await _latest_only(s, user_id, ask(s, text, 5))
+        if answer is None:
+            return  # the user typed on: a newer query replaces this one, which gets no answer
+    except asyncio.TimeoutError:
+        await query.answer([], button=_refusal(s, "timeout"), cache_time=0)
+        await log_interaction(update, context, "inline", input_text=text, outcome="timeout")
+        return
     except FillMaskError as exc:
-        await query.answer([_problem(s, exc.code, **exc.details)], button=button, cache_time=0)
+        await query.answer([], button=_refusal(s, exc.code, **exc.details), cache_time=0)
         await log_interaction(update, context, "inline", input_text=text, outcome=exc.code)
         return
 
@@ -89,20 +101,43 @@ def _guide_result(s: BotServices, bot_username: str) -> InlineQueryResultArticle
     )
 
 
-def _problem(s: BotServices, code: str, **details: object) -> InlineQueryResultArticle:
-    html = s.renderer.html(
-        "error",
+async def _latest_only(s: BotServices, user_id: int, work: Coroutine[Any, Any, Answer]) -> Answer | None:
+    """Run the model call for this user's newest inline query only: people type letter by letter, and each
+    letter is a new query, so a newer one cancels the call of the older one still in flight (None here).
+    Bounded by INLINE_DEADLINE_S (asyncio.TimeoutError past it)."""
+    task = asyncio.ensure_future(work)
+    previous = s.inline_in_flight.get(user_id)
+    if previous is not None and not previous.done():
+        previous.cancel()
+    s.inline_in_flight[user_id] = task
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), INLINE_DEADLINE_S)
+    except asyncio.CancelledError:
+        if task.cancelled() and s.inline_in_flight.get(user_id) is not task:
+            return None  # superseded by a newer query
+        task.cancel()  # this handler itself is being cancelled (the bot stops)
+        raise
+    except asyncio.TimeoutError:
+        task.cancel()
+        raise
+    finally:
+        if s.inline_in_flight.get(user_id) is task:
+            del s.inline_in_flight[user_id]
+        with contextlib.suppress(BaseException):
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved, so an abandoned failure is not reported as never retrieved
+
+
+def _refusal(s: BotServices, code: str, **details: object) -> InlineQueryResultsButton:
+    """A refusal as the button above the (empty) results: nothing the user could send into a chat."""
+    text = s.renderer.text(
+        "inline_refusal",
         code=code,
+        retry_after=details.get("retry_after", 0),
         count=details.get("count"),
         limit=details.get("limit"),
-        retry_after=details.get("retry_after", 0),
     )
-    return InlineQueryResultArticle(
-        id=f"problem-{code}"[:64],
-        title=s.renderer.text("inline_problem_title"),
-        description=visible_text(html)[:200],
-        input_message_content=InputTextMessageContent(html),
-    )
+    return InlineQueryResultsButton(text=text.strip()[:64], start_parameter="inline")
 
 
 def _result_id(kind: str, text: str) -> str:

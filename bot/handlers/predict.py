@@ -94,14 +94,19 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
         if refusal is not None:
             await query.answer(_plain_error(s, refusal.code, retry_after=refusal.retry_after), show_alert=True)
             return
+        # Answered at once: Telegram shows a spinner until then and drops answers after about 15 s; the model
+        # may take longer than that (a busy worker), so its answer comes as the edit, or an error message.
+        await query.answer()
         try:
             answer = await ask(s, sentence, top_k)
         except FillMaskError as exc:
-            await query.answer(_plain_error(s, exc.code, **exc.details), show_alert=True)
+            await shown.reply_html(_error_html(s, exc))
             return
-    await query.answer()
-    with contextlib.suppress(BadRequest):  # "message is not modified" when pressed twice
+    try:
         await shown.edit_text(answer_html(s, answer), reply_markup=_keyboard(s, more=top_k == TOP_K))
+    except BadRequest as exc:
+        if "message is not modified" not in exc.message.lower():  # pressed twice: the same text again
+            raise
     await log_interaction(update, context, "prediction", trigger=f"top{top_k}", input_text=sentence)
 
 
