@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
-from telegram import BotCommand, LinkPreviewOptions, Message
+from telegram import BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeDefault, LinkPreviewOptions, Message
 from telegram.constants import ParseMode
 from telegram.ext import (
     Application,
@@ -64,7 +64,12 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
         .base_file_url(settings.telegram_api_base_url.replace("/bot", "/file/bot"))
         .defaults(
             Defaults(
-                parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True), do_quote=True
+                parse_mode=ParseMode.HTML,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+                do_quote=True,
+                # A reply to a message its author deleted meanwhile still goes out (in a private chat that is
+                # what they want; comment replies in groups set it off, to stay in the thread).
+                allow_sending_without_reply=True,
             )
         )
         # Paces sends to Telegram's limits (30/s overall, 20/min per group; reactions outside the group's) and
@@ -87,19 +92,21 @@ def register_handlers(application: Application, settings: BotSettings, services:
     mask = MaskFilter(services.has_mask)
     add = application.add_handler
 
+    # Commands answer new messages only: editing "/predict ..." or "/guide" must not run them again.
     # /start with a payload (a deep link the bot handed out) must come before the plain /start.
-    add(CommandHandler("start", guide.start_with_payload, filters=private & filters.Regex(r"^/start\s+\S")))
+    add(CommandHandler("start", guide.start_with_payload, filters=new & private & filters.Regex(r"^/start\s+\S")))
     # /start alone: greeting, and the user can now receive DMs.
-    add(CommandHandler("start", guide.start, filters=private))
-    add(CommandHandler("help", guide.help_command))
+    add(CommandHandler("start", guide.start, filters=new & private))
+    add(CommandHandler("help", guide.help_command, filters=new))
     # /guide: the guide in private; in a group, a button to get it privately.
-    add(CommandHandler("guide", guide.guide_command))
-    add(CommandHandler("predict", predict.predict_command, filters=private))
-    # Admin statistics (the handler refuses non-admins politely).
-    add(CommandHandler("stats", admin.stats_command))
+    add(CommandHandler("guide", guide.guide_command, filters=new))
+    add(CommandHandler("predict", predict.predict_command, filters=new & private))
+    # Admin statistics in private (the handler refuses non-admins politely); in a group, never the numbers in
+    # public: a pointer to the private chat.
+    add(CommandHandler("stats", admin.stats_command, filters=new & private))
     # /forget in private asks for confirmation; in a group it points to the private chat.
-    add(CommandHandler("forget", privacy.forget_command, filters=private))
-    add(CommandHandler("forget", privacy.private_only))
+    add(CommandHandler("forget", privacy.forget_command, filters=new & private))
+    add(CommandHandler(["forget", "stats"], privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     add(CallbackQueryHandler(predict.more_button, pattern="^more$"))
     add(CallbackQueryHandler(predict.fewer_button, pattern="^fewer$"))
@@ -129,14 +136,15 @@ def schedule_jobs(application: Application) -> None:
 
 
 async def register_commands(application: Application, services: BotServices) -> None:
-    """The command list Telegram shows in the menu."""
+    """The command lists Telegram shows in the menu: everywhere the ones that work everywhere; in private chats
+    also /predict and /forget, which work only there."""
     text = services.renderer.text
-    await application.bot.set_my_commands(
-        [
-            BotCommand("start", text("command_start")),
-            BotCommand("guide", text("command_guide")),
-            BotCommand("predict", text("command_predict")),
-            BotCommand("help", text("command_help")),
-            BotCommand("forget", text("command_forget")),
-        ]
-    )
+    everywhere = [
+        BotCommand("start", text("command_start")),
+        BotCommand("guide", text("command_guide")),
+        BotCommand("help", text("command_help")),
+    ]
+    private = [*everywhere[:2], BotCommand("predict", text("command_predict")), *everywhere[2:]]
+    private.append(BotCommand("forget", text("command_forget")))
+    await application.bot.set_my_commands(everywhere, scope=BotCommandScopeDefault())
+    await application.bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())

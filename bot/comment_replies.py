@@ -107,7 +107,10 @@ class CommentReplies:
         for target in dict.fromkeys((latest, key[1])):  # the latest comment, then the thread's root
             try:
                 await self._bot.send_message(
-                    key[0], text, reply_markup=self._keyboards[key], reply_parameters=ReplyParameters(target)
+                    key[0],
+                    text,
+                    reply_markup=self._keyboards[key],
+                    reply_parameters=ReplyParameters(target, allow_sending_without_reply=False),
                 )
                 break
             except BadRequest as exc:

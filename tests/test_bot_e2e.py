@@ -86,8 +86,10 @@ async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram
     (greeting,) = await replies(fake, 42)
     visible = parse_html(greeting.params["text"])
     assert "masked language models" in visible and "[MASK]" in visible and f"@{BOT_USERNAME}" in visible
-    commands = fake.sent("setMyCommands")[0].params["commands"]
-    assert [c["command"] for c in commands] == ["start", "guide", "predict", "help", "forget"]
+    menus = {c.params.get("scope", {}).get("type", "default"): c.params["commands"] for c in fake.sent("setMyCommands")}
+    # /predict and /forget work in private chats only: only their menu shows them.
+    assert [c["command"] for c in menus["default"]] == ["start", "guide", "help"]
+    assert [c["command"] for c in menus["all_private_chats"]] == ["start", "guide", "predict", "help", "forget"]
     assert await eventually(lambda: _can_dm(repo, 42))
 
 
@@ -545,3 +547,42 @@ async def test_commenters_wait_for_the_next_try_when_a_reply_fails(fake: FakeTel
     assert "Hal" in parse_html(reply.params["text"])
     (logged,) = await interactions(repo, "comment")
     assert logged.outcome == "button"
+
+
+async def test_editing_a_command_does_not_run_it_again(fake: FakeTelegram, repo) -> None:
+    ivy = fake.user(64)
+    sent = await fake.send_text(ivy, "/predict the cat sat on the [MASK] .")
+    await replies(fake, 64)
+    edited = {**sent, "text": "/predict the dog sat on the [MASK] .", "edit_date": sent["date"] + 5}
+    await fake.push("edited_message", edited)
+    guide = {**(await fake.send_text(ivy, "/guide")), "edit_date": 1}
+    await guide_received(fake, 64)
+    await fake.push("edited_message", {**guide, "text": "/guide please"})
+    await fake.settle(1.0)
+    assert len(fake.sent("sendDocument", 64)) == 1, "the edit of /guide sent no second guide"
+    assert sum("Best guess" in parse_html(t) for t in texts(fake, 64)) == 1
+
+
+async def test_stats_in_a_group_points_to_the_private_chat(fake: FakeTelegram, bert_dir: Path, tmp_path: Path) -> None:
+    admin = fake.user(65, "Admin")
+    settings = bot_settings(fake, bert_dir, tmp_path, admin_user_ids="65")
+    async with running_bot(settings, fake):
+        await fake.push("message", fake.message(GROUP, admin, "/stats"))
+        (reply,) = await replies(fake, GROUP["id"])
+        assert "private chat" in parse_html(reply.params["text"])
+        assert not fake.sent("sendPhoto"), "no numbers or charts in public"
+
+
+async def test_a_reply_to_a_message_deleted_meanwhile_still_goes_out(fake: FakeTelegram, repo) -> None:
+    jo = fake.user(66)
+    question = await fake.send_text(jo, "The cat sat on the [MASK].")
+    fake.deleted.add((66, question["message_id"]))
+    (answer,) = await replies(fake, 66)
+    assert "Best guess" in parse_html(answer.params["text"])
+
+
+async def test_a_burst_of_predictions_spends_the_allowance_on_replies_not_typing(fake: FakeTelegram, repo) -> None:
+    users = [fake.user(2000 + i) for i in range(40)]
+    await asyncio.gather(*(fake.send_text(u, f"The {i} cat sat on the [MASK].") for i, u in enumerate(users)))
+    await fake.wait_for(lambda f: len(f.sent("sendMessage")) >= 40, timeout=60)
+    assert len(fake.sent("sendChatAction")) <= 10, "typing actions would take replies' places in 30 calls/s"

@@ -53,8 +53,10 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
             await message.reply_html(s.renderer.html("error", code=refusal.code, retry_after=refusal.retry_after))
             await log_interaction(update, context, "prediction", input_text=sentence, outcome=refusal.code)
             return
-        with contextlib.suppress(TelegramError):  # "typing..." is a courtesy, never a reason to fail
-            await context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)
+        limiter = context.bot.rate_limiter
+        if not getattr(limiter, "busy", False):  # in a burst the reply itself is better than "typing..."
+            with contextlib.suppress(TelegramError):  # a courtesy, never a reason to fail
+                await context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)
         started = time.perf_counter()
         try:
             answer = await ask(s, sentence, TOP_K)
