@@ -24,7 +24,7 @@ from telegram.ext import (
 
 from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy
 from bot.rate_limits import BotRateLimiter
-from bot.services import BotServices
+from bot.services import CONTEXT_TYPES, BotServices
 from bot.settings import BotSettings
 from bot.triggers import detect_trigger
 
@@ -60,6 +60,7 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
     application = (
         ApplicationBuilder()
         .token(settings.token())
+        .context_types(CONTEXT_TYPES)  # context.bot_data is a BotData: its .services is typed
         .base_url(settings.telegram_api_base_url)
         .base_file_url(settings.telegram_api_base_url.replace("/bot", "/file/bot"))
         .defaults(
@@ -79,7 +80,7 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
         .concurrent_updates(True)
         .build()
     )
-    application.bot_data["services"] = services
+    application.bot_data.attach(services)
     register_handlers(application, settings, services)
     return application
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from bot.telegram_html import MESSAGE_LIMIT, escape, split_html
+from bot.telegram_html import MESSAGE_LIMIT, escape, split_html, visible_text
+
+# What error.html and the inline refusal may say about an error, from its details.
+ERROR_FIELDS = ("count", "limit", "retry_after")
 
 
 def _default_loader() -> jinja2.BaseLoader:
@@ -112,6 +115,20 @@ class Renderer:
     def html(self, name: str, **context: Any) -> str:
         """One Telegram HTML message from ``messages/<name>.html``."""
         return self._html.get_template(f"messages/{name}.html").render(**context).strip()
+
+    def error(self, code: str, details: Mapping[str, Any] | None = None, *, plain: bool = False) -> str:
+        """The one path from an error code and its details (a mask count and limit, seconds to wait) to words:
+        ``messages/error.html`` as a message, or as plain text of at most 200 characters (a callback answer)."""
+        fields = {name: (details or {}).get(name) for name in ERROR_FIELDS}
+        fields["retry_after"] = fields["retry_after"] or 0
+        html = self.html("error", code=code, **fields)
+        return visible_text(html)[:200] if plain else html
+
+    def inline_refusal(self, code: str, details: Mapping[str, Any] | None = None) -> str:
+        """The same, as the text of the button above inline results (at most 64 characters)."""
+        fields = {name: (details or {}).get(name) for name in ERROR_FIELDS}
+        fields["retry_after"] = fields["retry_after"] or 0
+        return self.text("inline_refusal", code=code, **fields).strip()[:64]
 
     def text(self, macro: str, **context: Any) -> str:
         """A plain-text string (a button label, a title) from a macro in ``strings.txt``."""

@@ -1,4 +1,8 @@
-"""What every handler needs, built once at start-up and kept in ``application.bot_data``."""
+"""What every handler needs, built once at start-up, and the typed ``bot_data`` that carries it to them.
+
+Handlers are typed with :data:`Context`: ``context.bot_data`` is a :class:`BotData` (``ContextTypes(bot_data=
+BotData)``), so ``context.bot_data.services`` is a :class:`BotServices`, not a value fetched from a dict by key.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from telegram.ext import CallbackContext
+from telegram.ext import CallbackContext, ContextTypes, ExtBot
 
 from bot.comment_replies import CommentReplies
 from bot.limits import UserGate
@@ -73,5 +77,23 @@ class BotServices:
         return True
 
 
-def services(context: CallbackContext) -> BotServices:
-    return context.application.bot_data["services"]
+class BotData:
+    """``application.bot_data``: PTB creates it with no arguments; ``bot.app`` attaches the services."""
+
+    def __init__(self) -> None:
+        self._services: BotServices | None = None
+        # The channel post behind each discussion thread: (group id, thread root) -> (channel id, post id).
+        self.posts: dict[tuple[int, int], tuple[int, int]] = {}
+
+    @property
+    def services(self) -> BotServices:
+        if self._services is None:
+            raise RuntimeError("the bot's services are not attached (bot.app.build_application does that)")
+        return self._services
+
+    def attach(self, services: BotServices) -> None:
+        self._services = services
+
+
+Context = CallbackContext[ExtBot[None], dict, dict, BotData]
+CONTEXT_TYPES = ContextTypes(bot_data=BotData)

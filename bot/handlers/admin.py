@@ -8,13 +8,12 @@ from telegram import InputFile, Update
 
 from bot.analytics import gather_stats, render_chart
 from bot.handlers.common import Context
-from bot.services import services
 
 STATS_DAYS = 7
 
 
 async def stats_command(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     message = update.effective_message
     if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
         await message.reply_html(s.renderer.html("stats_refused"))

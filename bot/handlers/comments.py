@@ -17,7 +17,6 @@ from telegram.error import Forbidden, TelegramError
 from bot.comment_replies import Commenter
 from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, send_guide, started_at
 from bot.payloads import post_payload
-from bot.services import services
 from bot.storage.repository import CommentClaimed, UserUnreachable
 from bot.storage.writer import is_transient
 from bot.triggers import detect_trigger
@@ -41,20 +40,19 @@ async def remember_post(update: Update, context: Context) -> None:
     """The automatic forward of a channel post into its discussion group: learn which post a thread is."""
     message = update.effective_message
     if isinstance(message.forward_origin, MessageOriginChannel):
-        posts = context.bot_data.setdefault("posts", {})
-        posts[(message.chat_id, message.message_id)] = (
+        context.bot_data.posts[(message.chat_id, message.message_id)] = (
             message.forward_origin.chat.id,
             message.forward_origin.message_id,
         )
 
 
 async def keyword_comment(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     message = update.effective_message
     keyword = detect_trigger(message.text or message.caption, s.settings.trigger_keywords)
     root = thread_root(message)
     post_key = f"{message.chat_id}:{root}"
-    channel_post = context.bot_data.get("posts", {}).get((message.chat_id, root))
+    channel_post = context.bot_data.posts.get((message.chat_id, root))
     user = message.from_user
     as_channel = message.sender_chat is not None or user is None or user.id in SERVICE_USER_IDS
     actor = message.sender_chat.id if message.sender_chat else user.id
@@ -91,7 +89,7 @@ async def keyword_comment(update: Update, context: Context) -> None:
 async def _claim(update: Update, context: Context, post_key: str, actor: int) -> bool:
     """The once-per-post rule: the database's unique constraint decides. While the database is locked or away,
     this process remembers the claim and the writer records it later: the comment is still answered, once."""
-    s = services(context)
+    s = context.bot_data.services
     if (post_key, actor) in s.claims_in_memory:
         return False
     try:
@@ -110,7 +108,7 @@ async def _may_dm(context: Context, user_id: int) -> bool:
     """Whether the user started the bot; if the database cannot say right now, try the DM (Telegram answers
     Forbidden if it is not allowed, and the public reply follows)."""
     try:
-        return await services(context).repo.users.can_dm(user_id)
+        return await context.bot_data.services.repo.users.can_dm(user_id)
     except Exception as exc:
         if not is_transient(exc):
             raise

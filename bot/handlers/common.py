@@ -6,16 +6,13 @@ import logging
 from datetime import datetime, timezone
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters, Update, User
-from telegram.ext import ContextTypes
 from telegram.helpers import create_deep_linked_url
 
 from bot.render import Renderer
-from bot.services import services
+from bot.services import Context
 from bot.storage.repository import InteractionEntry, UserInfo
 
 log = logging.getLogger(__name__)
-
-Context = ContextTypes.DEFAULT_TYPE
 
 
 def user_info(user: User | None) -> UserInfo | None:
@@ -60,7 +57,7 @@ async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None
     """The guide as HTML messages (links as text links, the last one with URL buttons), then as a .md file.
 
     Raises ``telegram.error.Forbidden`` if the user never started the bot or blocked it."""
-    s = services(context)
+    s = context.bot_data.services
     pages = s.renderer.guide_messages(model_name=s.model_label)
     for number, page in enumerate(pages):
         last = number == len(pages) - 1
@@ -80,4 +77,4 @@ async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None
 
 
 async def log_interaction(update: Update, context: Context, kind: str, **fields: object) -> None:
-    await services(context).log(entry(update, kind, **fields))
+    await context.bot_data.services.log(entry(update, kind, **fields))

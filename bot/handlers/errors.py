@@ -9,7 +9,6 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from bot.handlers.common import Context, log_interaction
-from bot.services import services
 
 log = logging.getLogger("bot.errors")
 
@@ -38,7 +37,7 @@ async def error_handler(update: object, context: Context) -> None:
             await update.callback_query.answer()
     if chat is not None and chat.type == chat.PRIVATE:
         with contextlib.suppress(TelegramError):
-            await context.bot.send_message(chat.id, services(context).renderer.html("error", code="internal"))
+            await context.bot.send_message(chat.id, context.bot_data.services.renderer.error("internal"))
 
 
 def _kind(update: Update) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from telegram import Update
 
 from bot.handlers.common import Context
-from bot.services import services
 
 
 async def private_fallback(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     message = update.effective_message
     await message.reply_html(
         s.renderer.html("fallback", non_text=not message.text, keyword=s.settings.trigger_keywords[0])

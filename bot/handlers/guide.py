@@ -6,7 +6,6 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide, started_at, user_info
 from bot.payloads import guide_payload, parse_payload
-from bot.services import services
 from bot.storage.repository import UserStarted
 from bot.triggers import detect_trigger
 
@@ -24,7 +23,7 @@ async def start_with_payload(update: Update, context: Context) -> None:
 
 
 async def start(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     user = update.effective_user
     await _started(update, context)
     await update.effective_message.reply_html(
@@ -41,7 +40,7 @@ async def start(update: Update, context: Context) -> None:
 
 
 async def help_command(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     await update.effective_message.reply_html(
         s.renderer.html(
             "help",
@@ -56,7 +55,7 @@ async def help_command(update: Update, context: Context) -> None:
 
 async def guide_command(update: Update, context: Context) -> None:
     """/guide: the guide in a private chat; in a group, a button to get it privately (no wall of text)."""
-    s = services(context)
+    s = context.bot_data.services
     chat = update.effective_chat
     if chat.type != chat.PRIVATE:
         await update.effective_message.reply_html(
@@ -70,7 +69,7 @@ async def guide_command(update: Update, context: Context) -> None:
 
 async def keyword_message(update: Update, context: Context) -> None:
     """The keyword ("MLM", "send me mlm please", "#MLM") in a private chat."""
-    s = services(context)
+    s = context.bot_data.services
     keyword = detect_trigger(update.effective_message.text, s.settings.trigger_keywords)
     await send_guide(context, update.effective_chat.id, reply_to=update.effective_message)
     await log_interaction(update, context, "guide", trigger=keyword, input_text=update.effective_message.text)
@@ -89,11 +88,11 @@ async def _started(update: Update, context: Context) -> None:
     slow database delays the bookkeeping, never the greeting or the guide."""
     user = user_info(update.effective_user)
     if user is not None:
-        await services(context).log(UserStarted(user, started_at(update)))
+        await context.bot_data.services.log(UserStarted(user, started_at(update)))
 
 
 def _guide_and_inline_keyboard(context: Context) -> InlineKeyboardMarkup:
-    text = services(context).renderer.text
+    text = context.bot_data.services.renderer.text
     return InlineKeyboardMarkup(
         [
             [InlineKeyboardButton(text("button_guide"), callback_data="guide")],

@@ -15,7 +15,7 @@ from bot.handlers.common import Context, log_interaction, open_bot_keyboard
 from bot.payloads import guide_payload
 from bot.predictions import Answer, answer_html, ask
 from bot.render import percent
-from bot.services import BotServices, services
+from bot.services import BotServices
 from bot.triggers import detect_trigger
 from models.errors import FillMaskError
 
@@ -25,7 +25,7 @@ INLINE_DEADLINE_S = 5.0
 
 
 async def inline_query(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     query = update.inline_query
     text = query.query.strip()
     button = InlineQueryResultsButton(text=s.renderer.text("inline_button"), start_parameter="inline")
@@ -37,7 +37,7 @@ async def inline_query(update: Update, context: Context) -> None:
     user_id = update.effective_user.id
     refusal = s.inline_gate.check(user_id)
     if refusal is not None:
-        await query.answer([], button=_refusal(s, refusal.code, retry_after=refusal.retry_after), cache_time=0)
+        await query.answer([], button=_refusal(s, refusal.code, {"retry_after": refusal.retry_after}), cache_time=0)
         return
     started = time.perf_counter()
     try:
@@ -49,7 +49,7 @@ async def inline_query(update: Update, context: Context) -> None:
         await log_interaction(update, context, "inline", input_text=text, outcome="timeout")
         return
     except FillMaskError as exc:
-        await query.answer([], button=_refusal(s, exc.code, **exc.details), cache_time=0)
+        await query.answer([], button=_refusal(s, exc.code, exc.details), cache_time=0)
         await log_interaction(update, context, "inline", input_text=text, outcome=exc.code)
         return
 
@@ -128,16 +128,9 @@ async def _latest_only(s: BotServices, user_id: int, work: Coroutine[Any, Any, A
                 task.exception()  # retrieved, so an abandoned failure is not reported as never retrieved
 
 
-def _refusal(s: BotServices, code: str, **details: object) -> InlineQueryResultsButton:
+def _refusal(s: BotServices, code: str, details: dict[str, object] | None = None) -> InlineQueryResultsButton:
     """A refusal as the button above the (empty) results: nothing the user could send into a chat."""
-    text = s.renderer.text(
-        "inline_refusal",
-        code=code,
-        retry_after=details.get("retry_after", 0),
-        count=details.get("count"),
-        limit=details.get("limit"),
-    )
-    return InlineQueryResultsButton(text=text.strip()[:64], start_parameter="inline")
+    return InlineQueryResultsButton(text=s.renderer.inline_refusal(code, details), start_parameter="inline")
 
 
 def _result_id(kind: str, text: str) -> str:

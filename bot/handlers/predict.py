@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
 from telegram.constants import ChatAction
@@ -13,8 +12,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.handlers.common import Context, log_interaction
 from bot.predictions import answer_html, ask
-from bot.services import BotServices, services
-from bot.telegram_html import visible_text
+from bot.services import BotServices
 from models.errors import FillMaskError
 
 log = logging.getLogger(__name__)
@@ -32,7 +30,7 @@ async def predict_command(update: Update, context: Context) -> None:
     """``/predict <sentence>``; the sentence keeps its own spacing and line breaks."""
     sentence = _after_command(update.effective_message)
     if not sentence:
-        await update.effective_message.reply_html(services(context).renderer.html("predict_usage"))
+        await update.effective_message.reply_html(context.bot_data.services.renderer.html("predict_usage"))
         return
     await _predict(update, context, sentence)
 
@@ -46,11 +44,11 @@ async def fewer_button(update: Update, context: Context) -> None:
 
 
 async def _predict(update: Update, context: Context, sentence: str) -> None:
-    s = services(context)
+    s = context.bot_data.services
     message = update.effective_message
     with s.predict_gate.enter(update.effective_user.id) as refusal:
         if refusal is not None:
-            await message.reply_html(s.renderer.html("error", code=refusal.code, retry_after=refusal.retry_after))
+            await message.reply_html(s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}))
             await log_interaction(update, context, "prediction", input_text=sentence, outcome=refusal.code)
             return
         limiter = context.bot.rate_limiter
@@ -61,7 +59,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
         try:
             answer = await ask(s, sentence, TOP_K)
         except FillMaskError as exc:
-            await message.reply_html(_error_html(s, exc))
+            await message.reply_html(s.renderer.error(exc.code, exc.details))
             await log_interaction(
                 update, context, "prediction", input_text=sentence, model_name=s.model.model_name, outcome=exc.code
             )
@@ -82,7 +80,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
 async def _expand(update: Update, context: Context, top_k: int) -> None:
     """Show more (or fewer) candidates for the sentence an answer belongs to, by editing that answer. The
     sentence is read back from the user's message the answer replies to, so buttons survive restarts."""
-    s = services(context)
+    s = context.bot_data.services
     query = update.callback_query
     shown = query.message if isinstance(query.message, Message) else None
     original = shown.reply_to_message if shown else None
@@ -94,7 +92,9 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
         return
     with s.predict_gate.enter(update.effective_user.id) as refusal:
         if refusal is not None:
-            await query.answer(_plain_error(s, refusal.code, retry_after=refusal.retry_after), show_alert=True)
+            await query.answer(
+                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
+            )
             return
         # Answered at once: Telegram shows a spinner until then and drops answers after about 15 s; the model
         # may take longer than that (a busy worker), so its answer comes as the edit, or an error message.
@@ -102,7 +102,7 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
         try:
             answer = await ask(s, sentence, top_k)
         except FillMaskError as exc:
-            await shown.reply_html(_error_html(s, exc))
+            await shown.reply_html(s.renderer.error(exc.code, exc.details))
             return
     try:
         await shown.edit_text(answer_html(s, answer), reply_markup=_keyboard(s, more=top_k == TOP_K))
@@ -121,24 +121,6 @@ def _keyboard(s: BotServices, *, more: bool) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[toggle, InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")]]
     )
-
-
-def _error_html(s: BotServices, exc: FillMaskError) -> str:
-    return s.renderer.html("error", code=exc.code, **_error_details(exc))
-
-
-def _plain_error(s: BotServices, code: str, **details: Any) -> str:
-    """The same message as plain text, for a callback answer (at most 200 characters, no HTML)."""
-    return visible_text(s.renderer.html("error", code=code, **_details(details)))[:200]
-
-
-def _error_details(exc: FillMaskError) -> dict[str, Any]:
-    return _details(exc.details)
-
-
-def _details(details: dict[str, Any]) -> dict[str, Any]:
-    """What error.html may use: the mask count and limit, and how long to wait."""
-    return {"count": details.get("count"), "limit": details.get("limit"), "retry_after": details.get("retry_after", 0)}
 
 
 def _after_command(message: Message | None) -> str:

@@ -8,13 +8,12 @@ from datetime import datetime, timedelta, timezone
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot.handlers.common import Context
-from bot.services import services
 
 log = logging.getLogger(__name__)
 
 
 async def forget_command(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     text = s.renderer.text
     keyboard = InlineKeyboardMarkup(
         [
@@ -28,7 +27,7 @@ async def forget_command(update: Update, context: Context) -> None:
 
 
 async def forget_button(update: Update, context: Context) -> None:
-    s = services(context)
+    s = context.bot_data.services
     query = update.callback_query
     await query.answer()
     deleted = query.data == "forget:yes"
@@ -42,13 +41,13 @@ async def forget_button(update: Update, context: Context) -> None:
 
 async def private_only(update: Update, context: Context) -> None:
     await update.effective_message.reply_html(
-        services(context).renderer.html("private_only", bot_username=context.bot.username)
+        context.bot_data.services.renderer.html("private_only", bot_username=context.bot.username)
     )
 
 
 async def retention_job(context: Context) -> None:
     """Daily (and at start-up): texts older than RETENTION_DAYS are removed; counts and timings stay."""
-    s = services(context)
+    s = context.bot_data.services
     cutoff = datetime.now(timezone.utc) - timedelta(days=s.settings.retention_days)
     await s.writer.flush()
     redacted = await s.repo.interactions.redact_older_than(cutoff)
