@@ -586,3 +586,19 @@ async def test_a_burst_of_predictions_spends_the_allowance_on_replies_not_typing
     await asyncio.gather(*(fake.send_text(u, f"The {i} cat sat on the [MASK].") for i, u in enumerate(users)))
     await fake.wait_for(lambda f: len(f.sent("sendMessage")) >= 40, timeout=60)
     assert len(fake.sent("sendChatAction")) <= 10, "typing actions would take replies' places in 30 calls/s"
+
+
+async def test_an_edit_telegram_refuses_is_reported_not_swallowed(
+    fake: FakeTelegram, repo, caplog: pytest.LogCaptureFixture
+) -> None:
+    kim = fake.user(67)
+    question = await fake.send_text(kim, "The cat sat on the [MASK].")
+    await replies(fake, 67)
+    answer = next(m for m in reversed(list(fake._messages.values())) if m["chat"]["id"] == 67)
+    fake._messages.pop((67, answer["message_id"]))  # the answer is gone by the time the button is pressed
+    await fake.press(kim, {**answer, "reply_to_message": question}, "more")
+    await fake.wait_for(lambda f: bool(f.rejections))
+    await fake.settle(0.5)
+    assert "message to edit not found" in caplog.text.lower(), "only 'message is not modified' may pass in silence"
+    assert len(fake.sent("answerCallbackQuery")) >= 1
+    fake.rejections.clear()  # that refusal is this test's subject
