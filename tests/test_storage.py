@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from bot.analytics import gather_stats
 from bot.storage import Database, Repository
 from bot.storage.database import upgrade
-from bot.storage.repository import InteractionEntry, UserInfo, nearest_rank
+from bot.storage.repository import Forget, InteractionEntry, UserInfo, UserStarted, nearest_rank, write_all
 from bot.storage.writer import InteractionWriter
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
@@ -195,10 +195,10 @@ async def test_comment_claims_are_once_per_user_and_post(repo: Repository) -> No
 
 
 async def test_forget_deletes_the_user_and_everything_about_them(repo: Repository) -> None:
-    await repo.users.seen(UserInfo(1001, "ann"), started=True)
-    await repo.interactions.log_many([entry(1), entry(2), entry(38)])  # users 1001, 1002, 1001
-    await repo.comments.claim("-100:5", 1001)
-    await repo.users.forget(1001)
+    now = datetime.now(timezone.utc)
+    await write_all(repo.db, [UserStarted(UserInfo(1001, "ann"), now), entry(1), entry(2), entry(38)])
+    await repo.comments.claim("-100:5", 1001)  # users 1001, 1002, 1001 above; the claim in 1001's name
+    await write_all(repo.db, [Forget(1001, now)])
     assert await repo.users.get(1001) is None
     assert [r.user_id for r in await repo.interactions.all()] == [1002]
     assert await repo.comments.claim("-100:5", 1001)  # no record of the old claim either

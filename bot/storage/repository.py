@@ -107,29 +107,10 @@ class Users:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def seen(self, user: UserInfo, *, started: bool = False) -> None:
-        """Record that the user showed up; ``started=True`` when they pressed Start (DMs allowed from now)."""
-        async with self._db.sessions.begin() as session:
-            await _upsert_user(session, user, started=started)
-
     async def can_dm(self, user_id: int) -> bool:
         async with self._db.sessions() as session:
             row = await session.get(User, user_id)
             return bool(row and row.can_dm and not row.blocked)
-
-    async def unreachable(self, user_id: int, *, blocked: bool) -> None:
-        """Telegram refused a DM (Forbidden): never started, or blocked the bot."""
-        async with self._db.sessions.begin() as session:
-            values: dict[str, Any] = {"can_dm": False}
-            if blocked:
-                values["blocked"] = True
-            await session.execute(update(User).where(User.id == user_id).values(**values))
-
-    async def forget(self, user_id: int) -> None:
-        """Delete everything stored about the user: the user row, their interactions (cascade) and the comment
-        triggers in their name."""
-        async with self._db.sessions.begin() as session:
-            await _forget(session, user_id)
 
     async def get(self, user_id: int) -> User | None:
         async with self._db.sessions() as session:
@@ -168,9 +149,6 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
 class Interactions:
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    async def log(self, entry: InteractionEntry) -> None:
-        await self.log_many([entry])
 
     async def log_many(self, entries: Sequence[InteractionEntry]) -> None:
         """One transaction: the users (latest details win), then the interactions."""
