@@ -113,6 +113,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CallbackQueryHandler(predict.fewer_button, pattern="^fewer$"))
     add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
     add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
+    # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
+    add(CallbackQueryHandler(guide.stale_button))
     # Inline mode: @bot <sentence with [MASK]>, @bot mlm.
     add(InlineQueryHandler(inline.inline_query))
     # A channel post forwarded into its discussion group: remember the post, never answer it.

@@ -84,6 +84,13 @@ class BotData:
         self._services: BotServices | None = None
         # The channel post behind each discussion thread: (group id, thread root) -> (channel id, post id).
         self.posts: dict[tuple[int, int], tuple[int, int]] = {}
+        # Callback queries already answered (the newest ones), so the error handler never answers twice.
+        self.answered: OrderedDict[str, None] = OrderedDict()
+
+    def mark_answered(self, query_id: str, *, keep: int = 10_000) -> None:
+        self.answered[query_id] = None
+        while len(self.answered) > keep:
+            self.answered.popitem(last=False)
 
     @property
     def services(self) -> BotServices:

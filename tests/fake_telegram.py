@@ -117,6 +117,14 @@ def check_text(text: Any, parse_mode: str | None, limit: int, what: str = "messa
     return visible
 
 
+def _as_sent(params: dict[str, Any]) -> dict[str, Any]:
+    """A message as Telegram keeps it: the visible text (formatting becomes entities, which this fake does not
+    model), and here also the HTML it was sent as, to tell a real edit from "message is not modified"."""
+    html = params["text"]
+    text = parse_html(html) if params.get("parse_mode") == "HTML" else html
+    return {"text": text, "_html": html}
+
+
 def check_markup(markup: Any) -> None:
     if not markup:
         return
@@ -154,6 +162,7 @@ class FakeTelegram:
         self.too_many_requests = 0  # the next N sends answer 429
         self.server_errors = 0  # the next N sends answer 502 (Telegram's servers having a moment)
         self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) of messages their authors deleted
+        self._answered_queries: set[str] = set()
         self.retry_after = 1
         # (method, description) of every call refused as malformed (400): a bug in the bot. The 403s and 429s
         # a test asks for are not listed here; they show in ``calls`` with a "_rejected" key.
@@ -385,7 +394,7 @@ class FakeTelegram:
         check_markup(params.get("reply_markup"))
         self._maybe_429()
         self._check_reply(chat_id, params)
-        return self._bot_message(chat_id, params, text=params["text"])
+        return self._bot_message(chat_id, params, **_as_sent(params))
 
     async def api_senddocument(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._check_chat(params)
@@ -417,9 +426,10 @@ class FakeTelegram:
             raise ApiError(400, "Bad Request: message to edit not found")
         check_text(params.get("text"), params.get("parse_mode"), 4096)
         check_markup(params.get("reply_markup"))
-        if stored.get("text") == params["text"] and stored.get("reply_markup") == params.get("reply_markup"):
+        sent = _as_sent(params)
+        if stored.get("_html") == sent["_html"] and stored.get("reply_markup") == params.get("reply_markup"):
             raise ApiError(400, "Bad Request: message is not modified")
-        stored["text"] = params["text"]
+        stored.update(sent)
         stored["reply_markup"] = params.get("reply_markup")
         return stored
 
@@ -430,6 +440,9 @@ class FakeTelegram:
     async def api_answercallbackquery(self, params: dict[str, Any]) -> bool:
         if len(params.get("text") or "") > 200:
             raise ApiError(400, "Bad Request: callback answer text is too long")
+        if params["callback_query_id"] in self._answered_queries:  # Telegram takes one answer per press
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        self._answered_queries.add(params["callback_query_id"])
         return True
 
     async def api_setmessagereaction(self, params: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from bot.storage.tables import Interaction
 from models.client import LocalFillMask
 from models.engine import FillMaskEngine
 from tests.bot_harness import bot_settings, eventually, running_bot
-from tests.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram, parse_html
+from tests.fake_telegram import BOT_ID, BOT_USERNAME, TOKEN, FakeTelegram, parse_html
 from tests.test_storage import hold_write_lock
 
 GROUP = {"id": -1001555000111, "type": "supergroup", "title": "Creator's discussion"}
@@ -602,3 +602,92 @@ async def test_an_edit_telegram_refuses_is_reported_not_swallowed(
     assert "message to edit not found" in caplog.text.lower(), "only 'message is not modified' may pass in silence"
     assert len(fake.sent("answerCallbackQuery")) >= 1
     fake.rejections.clear()  # that refusal is this test's subject
+
+
+async def test_an_unreachable_model_worker_reads_as_offline_not_busy(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    settings = bot_settings(fake, bert_dir, tmp_path, model_worker_url=f"http://127.0.0.1:{port}", model_deadline_s=2)
+    async with running_bot(settings, fake):
+        await fake.send_text(fake.user(68), "The cat sat on the [MASK].")
+        (reply,) = await replies(fake, 68)
+        text = parse_html(reply.params["text"])
+        assert "offline" in text and "busy" not in text
+        await fake.inline(fake.user(68), "a [MASK] here")
+        await fake.wait_for(lambda f: bool(f.sent("answerInlineQuery")))
+        assert "offline" in fake.sent("answerInlineQuery")[0].params["button"]["text"]
+
+
+# ----------------------------------------------------------------------- buttons: one answer each
+
+
+def _bot_messages(fake: FakeTelegram, chat_id: int) -> list[dict]:
+    return [m for m in fake._messages.values() if m["chat"]["id"] == chat_id and m.get("from", {}).get("is_bot")]
+
+
+async def test_unknown_or_old_button_data_is_answered_once(fake: FakeTelegram, repo) -> None:
+    lee = fake.user(95)
+    await fake.send_text(lee, "/start")
+    await replies(fake, 95)
+    await fake.press(lee, _bot_messages(fake, 95)[-1], "v1:some-old-button")
+    await fake.wait_for(lambda f: bool(f.sent("answerCallbackQuery")))
+    await fake.settle(0.3)
+    (answer,) = fake.sent("answerCallbackQuery")
+    assert "no longer works" in answer.params["text"]
+
+
+async def test_pressing_more_twice_makes_no_edit_telegram_would_refuse(fake: FakeTelegram, repo) -> None:
+    mo = fake.user(96)
+    await fake.send_text(mo, "The cat sat on the [MASK].")
+    await replies(fake, 96)
+    shown = _bot_messages(fake, 96)[-1]
+    await fake.press(mo, shown, "more")
+    await replies(fake, 96, 1, "editMessageText")
+    await fake.press(mo, fake.stored(96, shown["message_id"]), "more")  # the same answer again
+    await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) >= 2)
+    await fake.settle(0.5)
+    assert len(fake.sent("editMessageText")) == 1 and len(fake.sent("answerCallbackQuery")) == 2
+
+
+async def test_forget_on_a_message_the_bot_can_no_longer_see(fake: FakeTelegram, repo) -> None:
+    ned = fake.user(97)
+    old = {"chat": {"id": 97, "type": "private", "first_name": "Ned"}, "message_id": 3, "date": 0}  # inaccessible
+    await fake.press(ned, old, "forget:no")
+    (told,) = await replies(fake, 97)
+    assert "Nothing was deleted" in parse_html(told.params["text"])
+    assert len(fake.sent("answerCallbackQuery")) == 1 and not fake.sent("editMessageText")
+
+
+async def test_the_guide_button_in_a_group_opens_the_bot_instead_of_posting_the_guide(fake: FakeTelegram, repo) -> None:
+    oz = fake.user(98)
+    shared = fake.message(GROUP, {"id": BOT_ID, "is_bot": True, "first_name": "MLM Bot"}, "an inline answer")
+    await fake.press(oz, shared, "guide")
+    await fake.wait_for(lambda f: bool(f.sent("answerCallbackQuery")))
+    await fake.settle(0.3)
+    (answer,) = fake.sent("answerCallbackQuery")
+    assert answer.params["url"] == f"https://t.me/{BOT_USERNAME}?start=mlm"
+    assert not fake.sent("sendMessage", GROUP["id"]) and not fake.sent("sendDocument", GROUP["id"])
+
+
+async def test_an_error_after_the_answer_does_not_answer_the_press_again(
+    fake: FakeTelegram, settings, bert_dir: Path, tmp_path: Path
+) -> None:
+    class BreaksOnMore(LocalFillMask):
+        async def fill_mask(self, text: str, **kwargs: Any):
+            if kwargs.get("top_k") == 15:
+                raise RuntimeError("the model fell over")
+            return await super().fill_mask(text, **kwargs)
+
+    async with running_bot(settings, fake, model=BreaksOnMore(settings)):
+        pat = fake.user(99)
+        await fake.send_text(pat, "The cat sat on the [MASK].")
+        await replies(fake, 99)
+        await fake.press(pat, _bot_messages(fake, 99)[-1], "more")
+        await replies(fake, 99, 2)  # the polite "something went wrong"
+        await fake.settle(0.5)
+    assert len(fake.sent("answerCallbackQuery")) == 1

@@ -76,5 +76,22 @@ async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None
     )
 
 
+def visible_message(update: Update) -> Message | None:
+    """The message a button is under, if the bot can still see it: Telegram sends an "inaccessible" stand-in
+    (date 0) for old ones, which cannot be edited or read."""
+    message = update.callback_query.message if update.callback_query else None
+    return message if isinstance(message, Message) and message.is_accessible else None
+
+
+async def answer_query(
+    update: Update, context: Context, text: str | None = None, *, show_alert: bool = False, url: str | None = None
+) -> None:
+    """Answer the button press, once: Telegram shows a spinner until then, and the error handler answers only
+    the presses that were not answered here."""
+    query = update.callback_query
+    context.bot_data.mark_answered(query.id)
+    await query.answer(text, show_alert=show_alert, url=url)
+
+
 async def log_interaction(update: Update, context: Context, kind: str, **fields: object) -> None:
     await context.bot_data.services.log(entry(update, kind, **fields))

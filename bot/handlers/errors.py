@@ -32,7 +32,7 @@ async def error_handler(update: object, context: Context) -> None:
     )
     with contextlib.suppress(Exception):
         await log_interaction(update, context, "error", outcome=type(error).__name__[:32])
-    if update.callback_query is not None:
+    if update.callback_query is not None and update.callback_query.id not in context.bot_data.answered:
         with contextlib.suppress(TelegramError):
             await update.callback_query.answer()
     if chat is not None and chat.type == chat.PRIVATE:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.helpers import create_deep_linked_url
 
-from bot.handlers.common import Context, log_interaction, open_bot_keyboard, send_guide, started_at, user_info
+from bot.handlers.common import (
+    Context,
+    answer_query,
+    log_interaction,
+    open_bot_keyboard,
+    send_guide,
+    started_at,
+    user_info,
+)
 from bot.payloads import guide_payload, parse_payload
 from bot.storage.repository import UserStarted
 from bot.triggers import detect_trigger
@@ -76,11 +85,20 @@ async def keyword_message(update: Update, context: Context) -> None:
 
 
 async def guide_button(update: Update, context: Context) -> None:
-    """The "What is MLM?" button under a prediction or the greeting."""
-    query = update.callback_query
-    await query.answer()
-    await send_guide(context, update.effective_chat.id)
+    """The "What is MLM?" button under a prediction or the greeting. In a group (a shared inline answer), the
+    whole guide would be a wall of text for everyone: the press opens the bot instead, whose /start sends it."""
+    chat = update.effective_chat
+    if chat is None or chat.type != chat.PRIVATE:
+        await answer_query(update, context, url=create_deep_linked_url(context.bot.username, guide_payload()))
+        return
+    await answer_query(update, context)
+    await send_guide(context, chat.id)
     await log_interaction(update, context, "guide", trigger="button")
+
+
+async def stale_button(update: Update, context: Context) -> None:
+    """Any other button data: from an old version of the bot, or made up. Answered, so the spinner stops."""
+    await answer_query(update, context, context.bot_data.services.renderer.text("button_stale"))
 
 
 async def _started(update: Update, context: Context) -> None:

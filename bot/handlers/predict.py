@@ -10,9 +10,10 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Messag
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot.handlers.common import Context, log_interaction
+from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.predictions import answer_html, ask
 from bot.services import BotServices
+from bot.telegram_html import visible_text
 from models.errors import FillMaskError
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,12 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     sentence is read back from the user's message the answer replies to, so buttons survive restarts."""
     s = context.bot_data.services
     query = update.callback_query
-    shown = query.message if isinstance(query.message, Message) else None
+    shown = visible_message(update)
     original = shown.reply_to_message if shown else None
     sentence = _after_command(original) if original and original.text and original.text.startswith("/") else None
     sentence = sentence or (original.text if original else None)
     if not sentence or not s.has_mask(sentence):
-        await query.answer()
+        await answer_query(update, context)
         await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
         return
     with s.predict_gate.enter(update.effective_user.id) as refusal:
@@ -98,14 +99,17 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
             return
         # Answered at once: Telegram shows a spinner until then and drops answers after about 15 s; the model
         # may take longer than that (a busy worker), so its answer comes as the edit, or an error message.
-        await query.answer()
+        await answer_query(update, context)
         try:
             answer = await ask(s, sentence, top_k)
         except FillMaskError as exc:
             await shown.reply_html(s.renderer.error(exc.code, exc.details))
             return
+    html, keyboard = answer_html(s, answer), _keyboard(s, more=top_k == TOP_K)
+    if shown.text == visible_text(html) and shown.reply_markup == keyboard:
+        return  # pressed twice: Telegram would refuse the same text again ("message is not modified")
     try:
-        await shown.edit_text(answer_html(s, answer), reply_markup=_keyboard(s, more=top_k == TOP_K))
+        await shown.edit_text(html, reply_markup=keyboard)
     except BadRequest as exc:
         if "message is not modified" not in exc.message.lower():  # pressed twice: the same text again
             raise

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
-from bot.handlers.common import Context
+from bot.handlers.common import Context, answer_query, visible_message
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,18 @@ async def forget_command(update: Update, context: Context) -> None:
 async def forget_button(update: Update, context: Context) -> None:
     s = context.bot_data.services
     query = update.callback_query
-    await query.answer()
+    await answer_query(update, context)
     deleted = query.data == "forget:yes"
     pending = False
     if deleted:
         # In order with every other write, and final: what of theirs is still on its way is dropped.
         pending = not await s.writer.forget(update.effective_user.id)
         log.info("deleted everything stored about a user on their request%s", " (still being written)" * pending)
-    await query.edit_message_text(s.renderer.html("forget_done", deleted=deleted, pending=pending))
+    done = s.renderer.html("forget_done", deleted=deleted, pending=pending)
+    if visible_message(update) is not None:
+        await query.edit_message_text(done)
+    else:  # the question is too old for the bot to see (or edit): say it in a new message
+        await context.bot.send_message(update.effective_user.id, done)
 
 
 async def private_only(update: Update, context: Context) -> None:
