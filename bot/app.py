@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
-from telegram import BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeDefault, LinkPreviewOptions, Message
+from telegram import (
+    BotCommand,
+    BotCommandScopeAllPrivateChats,
+    BotCommandScopeDefault,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
 from telegram.constants import ParseMode
 from telegram.ext import (
     Application,
@@ -19,9 +26,11 @@ from telegram.ext import (
     Defaults,
     InlineQueryHandler,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
+from bot import inbox
 from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy
 from bot.rate_limits import BotRateLimiter
 from bot.services import CONTEXT_TYPES, BotServices
@@ -85,6 +94,9 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
     return application
 
 
+LAST_GROUP = 100
+
+
 def register_handlers(application: Application, settings: BotSettings, services: BotServices) -> None:
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
@@ -127,6 +139,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(MessageHandler(private & new & keyword & ~filters.COMMAND, guide.keyword_message))
     # Anything else in private (text, stickers, photos, unknown commands): a short hint. Groups: silence.
     add(MessageHandler(private & new, fallback.private_fallback))
+    # Last group: the update's handling has finished; the inbox stops replaying it after a restart.
+    add(TypeHandler(Update, inbox.mark_done), group=LAST_GROUP)
     application.add_error_handler(errors.error_handler)
 
 

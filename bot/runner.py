@@ -19,6 +19,8 @@ from telegram.ext import Application
 
 from bot.app import build_application, register_commands, schedule_jobs
 from bot.comment_replies import CommentReplies
+from bot.inbox import install as install_inbox
+from bot.inbox import replay_unfinished
 from bot.limits import UserGate
 from bot.render import Renderer
 from bot.services import BotServices
@@ -116,6 +118,7 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
         comment_replies=comment_replies,
     )
     application = build_application(settings, services)
+    install_inbox(application, repo.inbox)  # every fetched update is stored before the next poll confirms it
     # The token is checked before the model loads: a wrong token should cost a second, not a minute of loading.
     if not await connect_to_telegram(application, settings, stop):
         return
@@ -133,6 +136,7 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
             await register_commands(application, services)
             await application.start()
             schedule_jobs(application)
+            await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s)
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
             log.info("@%s is up (model %s)", application.bot.username, model.model_name)
             await stop.wait()

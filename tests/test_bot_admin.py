@@ -221,3 +221,54 @@ async def test_retention_is_scheduled_every_day(bert_dir: Path, tmp_path: Path) 
     (job,) = application.job_queue.get_jobs_by_name("retention")
     assert job.job.trigger.interval == timedelta(days=1)
     await repo.db.close()
+
+
+async def test_a_killed_bot_answers_every_request_after_a_restart(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL in the middle of a burst (no shutdown code runs), a restart on the same database: every request
+    gets its answer and its interaction row. The fake forgets confirmed updates, as Telegram does."""
+    database = tmp_path / "bot.sqlite3"
+    env = dict(
+        os.environ,
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=fake.url,
+        MODEL_NAME=str(bert_dir),
+        DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        MODEL_WORKER_URL="",
+        PREDICTIONS_PER_MINUTE="100",
+        LOG_LEVEL="WARNING",
+    )
+
+    async def start() -> asyncio.subprocess.Process:
+        calls = len(fake.sent("deleteWebhook"))
+        process = await asyncio.create_subprocess_exec(
+            MLM_BOT, "run", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        await fake.wait_for(lambda f: len(f.sent("deleteWebhook")) > calls, timeout=60)
+        return process
+
+    users = [fake.user(3000 + i) for i in range(60)]
+    process = await start()
+    try:
+        for user in users:
+            await fake.send_text(user, f"Person {user['id']} says the cat sat on the [MASK].")
+        await fake.wait_for(lambda f: sum(bool(f.sent("sendMessage", u["id"])) for u in users) >= 5, timeout=60)
+        process.kill()  # SIGKILL: no handler, no flush, no goodbye
+        await process.wait()
+        before = {u["id"] for u in users if fake.sent("sendMessage", u["id"])}
+        still_at_telegram = {u["message"]["from"]["id"] for u in fake._updates if "message" in u}
+        # Confirmed to Telegram (so never sent again) yet unanswered: only the inbox can bring these back.
+        confirmed_unanswered = {u["id"] for u in users} - before - still_at_telegram
+        assert confirmed_unanswered, "the kill must come mid-burst for this test to mean anything"
+        process = await start()
+        await fake.wait_for(lambda f: all(f.sent("sendMessage", u["id"]) for u in users), timeout=120)
+        await fake.settle(1.0)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.communicate(), 60)
+    rows = sqlite3.connect(database).execute("SELECT user_id FROM interactions WHERE kind='prediction'")
+    assert {u["id"] for u in users} <= {user_id for (user_id,) in rows}
+    pending = sqlite3.connect(database).execute("SELECT count(*) FROM inbox WHERE status='pending'").fetchone()[0]
+    assert pending == 0

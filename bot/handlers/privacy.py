@@ -56,4 +56,6 @@ async def retention_job(context: Context) -> None:
     await s.writer.flush()
     redacted = await s.repo.interactions.redact_older_than(cutoff)
     forgotten = await s.repo.comments.delete_older_than(cutoff)
+    pruned = await s.repo.inbox.prune(datetime.now(timezone.utc) - timedelta(days=1))  # finished updates
+    log.info("retention: pruned %d finished updates from the inbox", pruned)
     log.info("retention: removed the texts of %d interactions and %d old comment records", redacted, forgotten)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.database import Database
-from bot.storage.tables import CommentTrigger, Interaction, User, utcnow
+from bot.storage.tables import CommentTrigger, InboxUpdate, Interaction, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,14 @@ class CommentClaimed:
 
 
 @dataclass(frozen=True)
+class UpdateDone:
+    """The handling of an update has finished: it is not replayed after a restart."""
+
+    update_id: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Forget:
     """Delete everything stored about a user (/forget)."""
 
@@ -76,7 +84,7 @@ class Forget:
 
 
 # What the background writer writes, in the order it was handed over.
-Write = InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | Forget
+Write = InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | UpdateDone | Forget
 
 
 def write_user_id(op: Write) -> int | None:
@@ -84,6 +92,8 @@ def write_user_id(op: Write) -> int | None:
         return op.user.id if op.user is not None else None
     if isinstance(op, UserStarted):
         return op.user.id
+    if isinstance(op, UpdateDone):
+        return None
     return op.user_id
 
 
@@ -140,6 +150,12 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
             elif isinstance(op, CommentClaimed):
                 claim = _insert(session, CommentTrigger).values(post_key=op.post_key, user_id=op.user_id)
                 await session.execute(claim.on_conflict_do_nothing())
+            elif isinstance(op, UpdateDone):
+                await session.execute(
+                    update(InboxUpdate)
+                    .where(InboxUpdate.update_id == op.update_id)
+                    .values(status="done", finished_at=op.created_at)
+                )
             elif isinstance(op, Forget):
                 await session.flush()
                 await _forget(session, op.user_id)
@@ -309,9 +325,52 @@ class Comments:
             return int(result.rowcount or 0)
 
 
+class Inbox:
+    """Updates stored as they are fetched, before Telegram is told they were received."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def store(self, updates: Sequence[tuple[int, str]]) -> set[int]:
+        """Store (update_id, JSON) pairs in one transaction; returns the ids that were new (Telegram sends an
+        update again if the bot stopped before confirming it, and the stored copy is already being handled)."""
+        if not updates:
+            return set()
+        ids = [update_id for update_id, _ in updates]
+        async with self._db.sessions.begin() as session:
+            known = set(
+                (await session.scalars(select(InboxUpdate.update_id).where(InboxUpdate.update_id.in_(ids)))).all()
+            )
+            session.add_all([InboxUpdate(update_id=i, payload=payload) for i, payload in updates if i not in known])
+        return set(ids) - known
+
+    async def unfinished(self) -> list[InboxUpdate]:
+        """Updates whose handling had not finished when the bot stopped, oldest first."""
+        async with self._db.sessions() as session:
+            query = select(InboxUpdate).where(InboxUpdate.status == "pending").order_by(InboxUpdate.update_id)
+            return list((await session.scalars(query)).all())
+
+    async def expire(self, update_ids: Sequence[int]) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(InboxUpdate)
+                .where(InboxUpdate.update_id.in_(list(update_ids)))
+                .values(status="expired", finished_at=utcnow())
+            )
+
+    async def prune(self, cutoff: datetime) -> int:
+        """Delete finished updates older than ``cutoff``."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                delete(InboxUpdate).where(InboxUpdate.status != "pending", InboxUpdate.received_at < cutoff)
+            )
+            return int(result.rowcount or 0)
+
+
 class Repository:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.users = Users(db)
         self.interactions = Interactions(db)
         self.comments = Comments(db)
+        self.inbox = Inbox(db)

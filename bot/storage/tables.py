@@ -83,3 +83,17 @@ class CommentTrigger(Base):
     post_key: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int] = mapped_column(BigInteger)  # the user, or the channel a comment was sent as
     handled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class InboxUpdate(Base):
+    """An update as fetched from Telegram, stored before the next poll confirms it (so a crash loses none):
+    ``pending`` until its handling has finished (``done``), or ``expired`` if it waited too long to be worth
+    answering."""
+
+    __tablename__ = "inbox"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,53 @@
+"""The inbox: updates stored before Telegram is told they were received, replayed after a crash unless too old,
+never handed on twice."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bot.storage import Database, Repository
+from tests.bot_harness import bot_settings, running_bot
+from tests.fake_telegram import FakeTelegram
+
+
+async def test_store_keeps_each_update_once(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3")
+    await database.migrate()
+    inbox = Repository(database).inbox
+    assert await inbox.store([(1, "{}"), (2, "{}")]) == {1, 2}
+    assert await inbox.store([(2, "{}"), (3, "{}")]) == {3}, "a re-sent update is not handed on again"
+    assert [row.update_id for row in await inbox.unfinished()] == [1, 2, 3]
+    await database.close()
+
+
+async def test_unfinished_updates_are_answered_after_a_restart_unless_too_old(bert_dir: Path, tmp_path: Path) -> None:
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path, inbox_max_age_s=600)
+        database = Database(settings.database_url)
+        await database.migrate()
+        inbox = Repository(database).inbox
+        fresh = {"update_id": 50, "message": fake.message(fake.private_chat(fake.user(71)), fake.user(71), "MLM")}
+        stale = {"update_id": 51, "message": fake.message(fake.private_chat(fake.user(72)), fake.user(72), "MLM")}
+        await inbox.store([(50, json.dumps(fresh)), (51, json.dumps(stale))])
+        async with database.engine.begin() as connection:
+            old = datetime.now(timezone.utc) - timedelta(minutes=20)
+            await connection.execute(sa.text("UPDATE inbox SET received_at = :old WHERE update_id = 51"), {"old": old})
+        async with running_bot(settings, fake):
+            await fake.wait_for(lambda f: bool(f.sent("sendDocument", 71)))  # the guide, from the stored update
+            await fake.settle(1.0)
+        assert not fake.sent("sendMessage", 72), "an update that waited 20 minutes is not answered late"
+        statuses = {row.update_id: row.status for row in await _all(database)}
+        assert statuses == {50: "done", 51: "expired"}
+        await database.close()
+
+
+async def _all(database: Database):
+    from bot.storage.tables import InboxUpdate
+
+    async with database.sessions() as session:
+        return list((await session.scalars(sa.select(InboxUpdate))).all())
