@@ -126,12 +126,9 @@ async def test_retention_runs_at_start_up_and_daily(fake: FakeTelegram, bert_dir
         assert [r.top_prediction for r in rows] == [None, "b"]
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-async def test_a_stop_signal_mid_burst_loses_no_answered_interaction(
-    fake: FakeTelegram, bert_dir: Path, tmp_path: Path, stop_signal: signal.Signals
-) -> None:
-    database = tmp_path / "bot.sqlite3"
-    env = dict(
+def bot_process_env(fake: FakeTelegram, bert_dir: Path, database: Path, **extra: str) -> dict[str, str]:
+    """The environment of a real ``mlm-bot run`` process against the fake Bot API."""
+    return dict(
         os.environ,
         TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_BASE_URL=fake.url,
@@ -139,7 +136,16 @@ async def test_a_stop_signal_mid_burst_loses_no_answered_interaction(
         DATABASE_URL=f"sqlite+aiosqlite:///{database}",
         MODEL_WORKER_URL="",
         PREDICTIONS_PER_MINUTE="100",
+        **extra,
     )
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_mid_burst_loses_no_answered_interaction(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    database = tmp_path / "bot.sqlite3"
+    env = bot_process_env(fake, bert_dir, database)
     process = await asyncio.create_subprocess_exec(
         MLM_BOT, "run", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -229,16 +235,7 @@ async def test_a_killed_bot_answers_every_request_after_a_restart(
     """SIGKILL in the middle of a burst (no shutdown code runs), a restart on the same database: every request
     gets its answer and its interaction row. The fake forgets confirmed updates, as Telegram does."""
     database = tmp_path / "bot.sqlite3"
-    env = dict(
-        os.environ,
-        TELEGRAM_BOT_TOKEN=TOKEN,
-        TELEGRAM_API_BASE_URL=fake.url,
-        MODEL_NAME=str(bert_dir),
-        DATABASE_URL=f"sqlite+aiosqlite:///{database}",
-        MODEL_WORKER_URL="",
-        PREDICTIONS_PER_MINUTE="100",
-        LOG_LEVEL="WARNING",
-    )
+    env = bot_process_env(fake, bert_dir, database, LOG_LEVEL="WARNING")
 
     async def start() -> asyncio.subprocess.Process:
         calls = len(fake.sent("deleteWebhook"))
