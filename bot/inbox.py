@@ -28,6 +28,10 @@ from bot.storage.repository import Inbox, UpdateDone
 
 log = logging.getLogger(__name__)
 
+# Inline queries and button presses can be answered only for a few seconds: replayed later, the answer fails.
+SHORT_LIVED = ("inline_query", "callback_query")
+SHORT_LIVED_MAX_AGE_S = 10.0
+
 
 class InboxBot:
     """The bot as the Updater sees it: every other call goes to the real bot; ``get_updates`` stores the batch
@@ -66,7 +70,9 @@ async def replay_unfinished(application: Application, inbox: Inbox, *, max_age_s
     replay, expired = [], []
     for row in await inbox.unfinished():
         received = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=timezone.utc)
-        (expired if now - received > timedelta(seconds=max_age_s) else replay).append(row)
+        payload = json.loads(row.payload)
+        limit = SHORT_LIVED_MAX_AGE_S if any(kind in payload for kind in SHORT_LIVED) else max_age_s
+        (expired if now - received > timedelta(seconds=min(limit, max_age_s)) else replay).append(row)
     if expired:
         await inbox.expire([row.update_id for row in expired])
         log.warning("%d updates from before the restart are older than %.0f s: not answered", len(expired), max_age_s)

@@ -33,16 +33,23 @@ async def test_unfinished_updates_are_answered_after_a_restart_unless_too_old(be
         inbox = Repository(database).inbox
         fresh = {"update_id": 50, "message": fake.message(fake.private_chat(fake.user(71)), fake.user(71), "MLM")}
         stale = {"update_id": 51, "message": fake.message(fake.private_chat(fake.user(72)), fake.user(72), "MLM")}
-        await inbox.store([(50, json.dumps(fresh)), (51, json.dumps(stale))])
+        press = {
+            "update_id": 52,
+            "callback_query": {"id": "q", "from": fake.user(73), "chat_instance": "1", "data": "more"},
+        }
+        await inbox.store([(50, json.dumps(fresh)), (51, json.dumps(stale)), (52, json.dumps(press))])
         async with database.engine.begin() as connection:
             old = datetime.now(timezone.utc) - timedelta(minutes=20)
             await connection.execute(sa.text("UPDATE inbox SET received_at = :old WHERE update_id = 51"), {"old": old})
+            a_minute = datetime.now(timezone.utc) - timedelta(minutes=1)  # too late to answer a button press
+            await connection.execute(sa.text("UPDATE inbox SET received_at = :t WHERE update_id = 52"), {"t": a_minute})
         async with running_bot(settings, fake):
             await fake.wait_for(lambda f: bool(f.sent("sendDocument", 71)))  # the guide, from the stored update
             await fake.settle(1.0)
         assert not fake.sent("sendMessage", 72), "an update that waited 20 minutes is not answered late"
         statuses = {row.update_id: row.status for row in await _all(database)}
-        assert statuses == {50: "done", 51: "expired"}
+        assert statuses == {50: "done", 51: "expired", 52: "expired"}
+        assert not fake.sent("answerCallbackQuery")
         await database.close()
 
 
