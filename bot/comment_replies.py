@@ -11,9 +11,12 @@ everyone who asked since the previous reply. The "get the guide" button is the s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 
 from markupsafe import Markup
 from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
@@ -21,7 +24,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.helpers import mention_html
 
 from bot.render import Renderer
-from bot.storage.repository import InteractionEntry
+from bot.storage.repository import InteractionEntry, OwedReply, UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,16 @@ class Commenter:
     name: str | None  # None for a comment sent as a channel: no one to mention
     user_id: int | None
     entry: InteractionEntry  # logged once the reply is out
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """A reply still owed when the bot stopped: written to the outbox, sent after the next start."""
+
+    chat_id: int
+    thread: int
+    commenter: Commenter
+    keyboard: InlineKeyboardMarkup
 
 
 class CommentReplies:
@@ -53,6 +66,7 @@ class CommentReplies:
         self._pending: dict[tuple[int, int], list[Commenter]] = {}
         self._keyboards: dict[tuple[int, int], InlineKeyboardMarkup] = {}
         self._tasks: dict[tuple[int, int], asyncio.Task] = {}
+        self._sending: dict[tuple[int, int], list[Commenter]] = {}
 
     def start(self, bot: Bot) -> None:
         self._bot = bot
@@ -65,16 +79,26 @@ class CommentReplies:
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._serve(key), name=f"comment-replies-{chat_id}-{thread}")
 
-    async def close(self, timeout: float = 30.0) -> None:
-        """Send what is waiting without the gathering pause, then stop."""
+    async def close(self, timeout: float = 30.0) -> list[Unsent]:
+        """Send what is waiting without the gathering pause, for at most ``timeout`` seconds (Telegram allows
+        about 20 messages a minute per group: a backlog can take minutes), then stop. Returns the replies not
+        sent by then (those being sent at that moment too: at least once), for the next start to send."""
         self.gather_seconds = 0
         tasks = list(self._tasks.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                log.error("shutdown: %d comment replies were not sent in time", sum(map(len, self._pending.values())))
+        if not tasks:
+            return []
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        unsent = [
+            Unsent(key[0], key[1], commenter, self._keyboards[key])
+            for key in list(self._tasks)
+            for commenter in self._sending.get(key, []) + self._pending.get(key, [])
+        ]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if unsent:
+            log.warning("shutdown: %d comment replies kept for the next start", len(unsent))
+        return unsent
 
     async def _serve(self, key: tuple[int, int]) -> None:
         delay = RETRY_FIRST_S
@@ -82,7 +106,10 @@ class CommentReplies:
             while self._pending.get(key):
                 await asyncio.sleep(self.gather_seconds)  # let the comments of the same moment come together
                 batch, self._pending[key] = self._pending[key][:MAX_NAMES], self._pending[key][MAX_NAMES:]
-                if await self._reply(key, batch):
+                self._sending[key] = batch
+                sent = await self._reply(key, batch)
+                self._sending.pop(key, None)
+                if sent:
                     delay = RETRY_FIRST_S
                     continue
                 # Telegram could not take it right now: the commenters wait for the next try, never dropped.
@@ -91,6 +118,7 @@ class CommentReplies:
                 delay = min(delay * 2, RETRY_MAX_S)
         finally:
             self._pending.pop(key, None)
+            self._sending.pop(key, None)
             self._keyboards.pop(key, None)
             self._tasks.pop(key, None)
 
@@ -132,3 +160,27 @@ class CommentReplies:
         for commenter in batch:
             await self._log(replace(commenter.entry, outcome=outcome))
         return True
+
+
+def owed(unsent: Unsent) -> OwedReply:
+    """An unsent reply as a write for the outbox."""
+    c = unsent.commenter
+    entry = dataclasses.asdict(c.entry)
+    payload = {
+        "message_id": c.message_id,
+        "name": c.name,
+        "user_id": c.user_id,
+        "entry": {**entry, "created_at": c.entry.created_at.isoformat() if c.entry.created_at else None},
+        "keyboard": unsent.keyboard.to_dict(),
+    }
+    return OwedReply(unsent.chat_id, unsent.thread, c.user_id, json.dumps(payload), datetime.now(timezone.utc))
+
+
+def restore(replies: CommentReplies, chat_id: int, thread: int, payload: str) -> None:
+    """Queue a reply owed from the last run."""
+    data = json.loads(payload)
+    entry = data["entry"]
+    entry["user"] = UserInfo(**entry["user"]) if entry.get("user") else None
+    entry["created_at"] = datetime.fromisoformat(entry["created_at"]) if entry.get("created_at") else None
+    commenter = Commenter(data["message_id"], data["name"], data["user_id"], InteractionEntry(**entry))
+    replies.add(chat_id, thread, commenter, InlineKeyboardMarkup.de_json(data["keyboard"], None))

@@ -18,7 +18,7 @@ from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application
 
 from bot.app import build_application, register_commands, schedule_jobs
-from bot.comment_replies import CommentReplies
+from bot.comment_replies import CommentReplies, owed, restore
 from bot.inbox import install as install_inbox
 from bot.inbox import replay_unfinished
 from bot.limits import UserGate
@@ -131,21 +131,31 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
         raise
     comment_replies.start(application.bot)
     await writer.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1e9  # set when the stop comes: one budget for the whole shutdown
     try:
         async with application:  # initialize (done above, so a no-op) ... shutdown
             await register_commands(application, services)
             await application.start()
             schedule_jobs(application)
+            for row in await repo.outbox.take_all():  # replies owed since the last run
+                restore(comment_replies, row.chat_id, row.thread, row.payload)
             await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s)
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
             log.info("@%s is up (model %s)", application.bot.username, model.model_name)
             await stop.wait()
-            log.info("stopping: no new updates; finishing the ones in progress")
+            deadline = loop.time() + settings.shutdown_budget_s
+            log.info(
+                "stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s
+            )
             await application.updater.stop()
-            await application.stop()  # lets every update already fetched finish
-            await comment_replies.close()  # the public replies those updates queued
+            await application.stop()  # lets every update already fetched finish (the model has a deadline)
+            # The public replies those updates queued, as far as the groups' allowances let them go in the
+            # budget; the rest go to the outbox and out after the next start.
+            for unsent in await comment_replies.close(timeout=max(0.0, deadline - loop.time() - 2)):
+                await writer.log(owed(unsent))
     finally:
-        await writer.close()  # flush the interaction log
+        await writer.close(timeout=max(1.0, deadline - loop.time()))  # flush the interaction log
         log.info("interaction log flushed (%d written)", writer.written)
         await model.close()
 

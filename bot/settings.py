@@ -43,6 +43,9 @@ class BotSettings(ModelSettings):
     predictions_per_minute: int = Field(20, ge=1, description="per user, DMs and /predict")
     inline_queries_per_minute: int = Field(60, ge=1, description="per user, inline mode")
     retention_days: int = Field(90, ge=1, description="interaction texts older than this are removed daily")
+    shutdown_budget_s: float = Field(
+        20, gt=0, description="SIGTERM to exit, at most (below compose's stop_grace_period); owed replies are kept"
+    )
     inbox_max_age_s: float = Field(
         600, gt=0, description="updates left unfinished by a crash are answered after a restart if younger than this"
     )

@@ -140,6 +140,16 @@ def bot_process_env(fake: FakeTelegram, bert_dir: Path, database: Path, **extra:
     )
 
 
+async def start_bot_process(fake: FakeTelegram, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """A real ``mlm-bot run``, returned once it polls the fake Bot API."""
+    calls = len(fake.sent("deleteWebhook"))
+    process = await asyncio.create_subprocess_exec(
+        MLM_BOT, "run", env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    await fake.wait_for(lambda f: len(f.sent("deleteWebhook")) > calls, timeout=60)
+    return process
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 async def test_a_stop_signal_mid_burst_loses_no_answered_interaction(
     fake: FakeTelegram, bert_dir: Path, tmp_path: Path, stop_signal: signal.Signals
@@ -237,13 +247,8 @@ async def test_a_killed_bot_answers_every_request_after_a_restart(
     database = tmp_path / "bot.sqlite3"
     env = bot_process_env(fake, bert_dir, database, LOG_LEVEL="WARNING")
 
-    async def start() -> asyncio.subprocess.Process:
-        calls = len(fake.sent("deleteWebhook"))
-        process = await asyncio.create_subprocess_exec(
-            MLM_BOT, "run", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        await fake.wait_for(lambda f: len(f.sent("deleteWebhook")) > calls, timeout=60)
-        return process
+    def start():
+        return start_bot_process(fake, env, tmp_path)
 
     users = [fake.user(3000 + i) for i in range(60)]
     process = await start()
@@ -269,3 +274,42 @@ async def test_a_killed_bot_answers_every_request_after_a_restart(
     assert {u["id"] for u in users} <= {user_id for (user_id,) in rows}
     pending = sqlite3.connect(database).execute("SELECT count(*) FROM inbox WHERE status='pending'").fetchone()[0]
     assert pending == 0
+
+
+async def test_sigterm_during_a_group_backlog_exits_in_budget_and_the_backlog_follows_the_restart(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    """40 keyword comments under 40 posts of one group: Telegram allows about 20 messages a minute there, so
+    replies queue. SIGTERM ends the bot within SHUTDOWN_BUDGET_S with exit 0; the replies still owed are sent
+    after the next start."""
+    from tests.test_bot_e2e import GROUP, automatic_forward, comment
+
+    database = tmp_path / "bot.sqlite3"
+    env = bot_process_env(fake, bert_dir, database, LOG_LEVEL="WARNING", SHUTDOWN_BUDGET_S="4")
+
+    def start():
+        return start_bot_process(fake, env, tmp_path)
+
+    commenters = [fake.user(4000 + i, f"Fan{i}") for i in range(40)]
+    fake.never_started.update(u["id"] for u in commenters)
+    process = await start()
+    try:
+        for i, user in enumerate(commenters):
+            await comment(fake, user, await automatic_forward(fake, post_id=500 + i), "MLM")
+        await fake.wait_for(lambda f: len(f.sent("sendMessage", GROUP["id"])) >= 10, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        stopped = asyncio.get_running_loop().time()
+        output = (await asyncio.wait_for(process.communicate(), 30))[0].decode()
+        took = asyncio.get_running_loop().time() - stopped
+        assert process.returncode == 0, output
+        assert took < 4 + 5, f"the shutdown took {took:.1f} s, over its budget"
+        owed = len(commenters) - len(fake.sent("sendMessage", GROUP["id"]))
+        assert owed > 0, "the group's allowance must still hold replies back for this test to mean anything"
+        process = await start()
+        await fake.wait_for(lambda f: len(f.sent("sendMessage", GROUP["id"])) >= len(commenters), timeout=120)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.communicate(), 60)
+    named = "".join(c.params["text"] for c in fake.sent("sendMessage", GROUP["id"]))
+    assert all(f"tg://user?id={u['id']}" in named for u in commenters), "every commenter got their reply"

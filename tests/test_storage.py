@@ -69,10 +69,12 @@ async def table_names(url: str) -> set[str]:
 
 async def test_migrations_from_an_empty_database(database_url: str) -> None:
     await asyncio.to_thread(upgrade, database_url)
-    assert {"users", "interactions", "comment_triggers", "inbox", "alembic_version"} <= await table_names(database_url)
+    assert {"users", "interactions", "comment_triggers", "inbox", "outbox", "alembic_version"} <= await table_names(
+        database_url
+    )
     database = Database(database_url)
     async with database.engine.connect() as connection:
-        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0003"
+        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0004"
         columns = await connection.run_sync(
             lambda c: {col["name"] for col in sa.inspect(c).get_columns("interactions")}
         )

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.database import Database
-from bot.storage.tables import CommentTrigger, InboxUpdate, Interaction, User, utcnow
+from bot.storage.tables import CommentTrigger, InboxUpdate, Interaction, OutboxReply, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,17 @@ class UpdateDone:
 
 
 @dataclass(frozen=True)
+class OwedReply:
+    """A public comment reply not sent before the bot stopped (``bot.comment_replies`` encodes the payload)."""
+
+    chat_id: int
+    thread: int
+    user_id: int | None
+    payload: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Forget:
     """Delete everything stored about a user (/forget)."""
 
@@ -84,7 +95,7 @@ class Forget:
 
 
 # What the background writer writes, in the order it was handed over.
-Write = InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | UpdateDone | Forget
+Write = InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | UpdateDone | OwedReply | Forget
 
 
 def write_user_id(op: Write) -> int | None:
@@ -150,6 +161,8 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
             elif isinstance(op, CommentClaimed):
                 claim = _insert(session, CommentTrigger).values(post_key=op.post_key, user_id=op.user_id)
                 await session.execute(claim.on_conflict_do_nothing())
+            elif isinstance(op, OwedReply):
+                session.add(OutboxReply(chat_id=op.chat_id, thread=op.thread, payload=op.payload))
             elif isinstance(op, UpdateDone):
                 await session.execute(
                     update(InboxUpdate)
@@ -367,6 +380,19 @@ class Inbox:
             return int(result.rowcount or 0)
 
 
+class Outbox:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def take_all(self) -> list[OutboxReply]:
+        """The replies owed from the last run, oldest first, removed from the table (the caller sends them)."""
+        async with self._db.sessions.begin() as session:
+            rows = list((await session.scalars(select(OutboxReply).order_by(OutboxReply.id))).all())
+            if rows:
+                await session.execute(delete(OutboxReply).where(OutboxReply.id.in_([r.id for r in rows])))
+            return rows
+
+
 class Repository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -374,3 +400,4 @@ class Repository:
         self.interactions = Interactions(db)
         self.comments = Comments(db)
         self.inbox = Inbox(db)
+        self.outbox = Outbox(db)

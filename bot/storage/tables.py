@@ -97,3 +97,16 @@ class InboxUpdate(Base):
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxReply(Base):
+    """A public comment reply still owed when the bot stopped (its group's allowance ran out before the
+    shutdown budget did); the next start sends it and deletes the row."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    thread: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)
