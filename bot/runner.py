@@ -149,7 +149,10 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
                 "stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s
             )
             await application.updater.stop()
-            await application.stop()  # lets every update already fetched finish (the model has a deadline)
+            try:  # lets the updates already fetched finish, leaving a few seconds for the replies and the log
+                await asyncio.wait_for(application.stop(), max(0.5, deadline - loop.time() - 4))
+            except asyncio.TimeoutError:
+                log.warning("updates still being handled when the budget ran out stay in the inbox for next time")
             # The public replies those updates queued, as far as the groups' allowances let them go in the
             # budget; the rest go to the outbox and out after the next start.
             for unsent in await comment_replies.close(timeout=max(0.0, deadline - loop.time() - 2)):

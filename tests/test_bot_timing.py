@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.handlers import inline
+from bot.runner import serve
 from models.client import LocalFillMask
 from tests.bot_harness import bot_settings, running_bot
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import FakeTelegram, parse_html
 
 
 class HeldModel(LocalFillMask):
@@ -84,3 +85,27 @@ async def test_an_inline_answer_comes_in_time_or_says_busy(
     (answer,) = fake.sent("answerInlineQuery")
     assert answer.params["inline_query_id"] == query and answer.params["results"] == []
     assert "busy" in answer.params["button"]["text"]
+
+
+async def test_a_stop_does_not_wait_past_its_budget_for_a_stuck_handler(bert_dir: Path, tmp_path: Path) -> None:
+    """The model never answers one sentence: a stop still ends within SHUTDOWN_BUDGET_S, the update stays in
+    the inbox, and the next start answers it."""
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path, shutdown_budget_s=3)
+        stuck = HeldModel(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, stop, model=stuck))
+        await fake.wait_for(lambda f: bool(f.sent("deleteWebhook")), timeout=60)
+        await fake.send_text(fake.user(93), "the slow cat sat on the [MASK] .")
+        await asyncio.sleep(1.0)  # the handler is waiting for the model now
+        loop = asyncio.get_running_loop()
+        stopped = loop.time()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert loop.time() - stopped < 3 + 2, "the stop waited past its budget"
+        assert not fake.sent("sendMessage", 93)
+
+        async with running_bot(settings, fake):  # the next start, with a model that answers
+            await fake.wait_for(lambda f: bool(f.sent("sendMessage", 93)), timeout=30)
+        assert "Best guess" in parse_html(fake.sent("sendMessage", 93)[0].params["text"])
