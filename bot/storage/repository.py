@@ -163,16 +163,15 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
                 await session.execute(claim.on_conflict_do_nothing())
             elif isinstance(op, OwedReply):
                 session.add(OutboxReply(chat_id=op.chat_id, thread=op.thread, payload=op.payload))
-            elif isinstance(op, UpdateDone):
-                await session.execute(
-                    update(InboxUpdate)
-                    .where(InboxUpdate.update_id == op.update_id)
-                    .values(status="done", finished_at=op.created_at)
-                )
             elif isinstance(op, Forget):
                 await session.flush()
                 await _forget(session, op.user_id)
         session.add_all([_row(e) for e in entries])
+        done = [op.update_id for op in ops if isinstance(op, UpdateDone)]
+        if done:  # one statement for the batch: every update the bot handles ends here
+            await session.execute(
+                update(InboxUpdate).where(InboxUpdate.update_id.in_(done)).values(status="done", finished_at=utcnow())
+            )
 
 
 class Interactions:
