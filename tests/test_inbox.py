@@ -58,3 +58,41 @@ async def _all(database: Database):
 
     async with database.sessions() as session:
         return list((await session.scalars(sa.select(InboxUpdate))).all())
+
+
+async def test_a_locked_database_pauses_polling_but_never_ends_it(bert_dir: Path, tmp_path: Path) -> None:
+    """The inbox cannot store a batch while another process holds the write lock past the busy timeout (5 s):
+    the batch is not confirmed (python-telegram-bot logs the failure and keeps its offset), polling goes on, the
+    batch is fetched again, and the message is answered once the lock is gone."""
+    import asyncio
+    import threading
+
+    from tests.test_storage import hold_write_lock
+
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path)
+        async with running_bot(settings, fake):
+            locked = threading.Event()
+            holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "bot.sqlite3", 7.0, locked))
+            holder.start()
+            await asyncio.to_thread(locked.wait)
+            await fake.send_text(fake.user(74), "MLM")
+            await asyncio.to_thread(holder.join)
+            await fake.wait_for(lambda f: bool(f.sent("sendDocument", 74)), timeout=30)
+
+
+async def test_finished_updates_are_pruned_pending_ones_kept(tmp_path: Path) -> None:
+    from bot.storage.repository import UpdateDone, write_all
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3")
+    await database.migrate()
+    inbox = Repository(database).inbox
+    await inbox.store([(1, "{}"), (2, "{}"), (3, "{}")])
+    await write_all(database, [UpdateDone(1, datetime.now(timezone.utc)), UpdateDone(3, datetime.now(timezone.utc))])
+    async with database.engine.begin() as connection:
+        await connection.execute(sa.text("UPDATE inbox SET received_at = :t WHERE update_id IN (1, 2)"),
+                                 {"t": datetime.now(timezone.utc) - timedelta(days=2)})  # fmt: skip
+    assert await inbox.prune(datetime.now(timezone.utc) - timedelta(days=1)) == 1  # 1: done and old
+    assert [row.update_id for row in await inbox.unfinished()] == [2]  # pending stays, however old
+    await database.close()
