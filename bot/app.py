@@ -30,8 +30,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot import inbox
+from bot import inbox, tracking
 from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy
+from bot.metrics import CountingRequest
 from bot.rate_limits import BotRateLimiter
 from bot.services import CONTEXT_TYPES, BotServices
 from bot.settings import BotSettings
@@ -72,6 +73,9 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
         .context_types(CONTEXT_TYPES)  # context.bot_data is a BotData: its .services is typed
         .base_url(settings.telegram_api_base_url)
         .base_file_url(settings.telegram_api_base_url.replace("/bot", "/file/bot"))
+        # PTB's own HTTP layer and pool sizes, counting Telegram's refusals (429s included) for /metrics.
+        .request(CountingRequest(services.metrics, connection_pool_size=256))
+        .get_updates_request(CountingRequest(services.metrics, connection_pool_size=1))
         .defaults(
             Defaults(
                 parse_mode=ParseMode.HTML,
@@ -105,6 +109,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     mask = MaskFilter(services.has_mask)
     add = application.add_handler
 
+    # First group: follow the update (metrics; its ids on every log line written while it is handled).
+    add(TypeHandler(Update, tracking.begin), group=tracking.FIRST_GROUP)
     # Commands answer new messages only: editing "/predict ..." or "/guide" must not run them again.
     # /start with a payload (a deep link the bot handed out) must come before the plain /start.
     add(CommandHandler("start", guide.start_with_payload, filters=new & private & filters.Regex(r"^/start\s+\S")))
@@ -139,7 +145,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(MessageHandler(private & new & keyword & ~filters.COMMAND, guide.keyword_message))
     # Anything else in private (text, stickers, photos, unknown commands): a short hint. Groups: silence.
     add(MessageHandler(private & new, fallback.private_fallback))
-    # Last group: the update's handling has finished; the inbox stops replaying it after a restart.
+    # Last groups: the update's handling has finished: its latency and log line; the inbox stops replaying it.
+    add(TypeHandler(Update, tracking.finish), group=LAST_GROUP - 1)
     add(TypeHandler(Update, inbox.mark_done), group=LAST_GROUP)
     application.add_error_handler(errors.error_handler)
 

@@ -22,8 +22,13 @@ log = logging.getLogger("mlm_bot")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    from bot.tracking import UpdateFields, formatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(log_format))  # never prints the bot token, whichever format
+    handler.addFilter(UpdateFields())  # update id, user id, chat type on lines written while handling one
+    logging.basicConfig(level=level, handlers=[handler])
     _progress_bars(logging.getLevelName(level) <= logging.INFO)
     # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token (bot.runner repeats this).
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -69,7 +74,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_load_failure=stop_on_load_failure)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+        log_config=None,  # uvicorn's lines go through the root handler: LOG_FORMAT applies to them too
+    )
     server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM, then raises the signal again; once drained, that is a clean exit (0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -130,7 +142,7 @@ def _table(result, joint) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot.runner import TokenRefused, run
+    from bot.runner import StartupError, run
     from bot.settings import SettingsError, load_settings
 
     try:
@@ -140,9 +152,62 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         run(settings)
-    except TokenRefused as exc:
+    except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Asks the running bot (or, with --url, a worker) whether it is healthy: exit 0 if so, else 1. Docker's
+    healthchecks run this inside the container."""
+    import httpx
+
+    from bot.settings import HealthSettings
+
+    url = args.url or HealthSettings().healthz_url()
+    if url is None:
+        print("error: METRICS_PORT=0: the bot serves no /healthz (set METRICS_PORT, or pass --url)", file=sys.stderr)
+        return 2
+    try:
+        response = httpx.get(url, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"unhealthy: no answer from {url} ({type(exc).__name__})")
+        return 1
+    print(f"{'healthy' if response.status_code == 200 else 'unhealthy'}: {response.text.strip()}")
+    return 0 if response.status_code == 200 else 1
+
+
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of the SQLite interaction log while the bot runs (SQLite's online backup: the bot keeps
+    writing meanwhile, and the copy is a complete database, not a file copied halfway through a write)."""
+    import sqlite3
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from bot.settings import StorageSettings
+
+    url = make_url(StorageSettings().database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        print("error: db backup copies an SQLite file; for PostgreSQL use pg_dump", file=sys.stderr)
+        return 2
+    source_path, target = Path(url.database), Path(args.file)
+    if not source_path.is_file():
+        print(f"error: no database at {source_path.resolve()}", file=sys.stderr)
+        return 2
+    if target.exists():
+        print(f"error: {target} exists; give a new file name", file=sys.stderr)
+        return 2
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(source_path, timeout=30)
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+    print(f"backed up {source_path.resolve()} to {target.resolve()}")
     return 0
 
 
@@ -225,6 +290,25 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _setting(name: str, default: str) -> str:
+    """A setting the command line needs before the settings object exists: the environment, then ``.env``
+    (where every other setting may come from as well)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    from dotenv import dotenv_values
+
+    return dotenv_values(".env").get(name) or default
+
+
+def _log_format(value: str) -> str:
+    from bot.tracking import LOG_FORMATS
+
+    kind = value.strip().lower()
+    if kind not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
+    return kind
+
+
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -236,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --log-level DEBUG): the subcommands share it through a parent parser that sets nothing unless given.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", type=_log_level, default=argparse.SUPPRESS, help=", ".join(LOG_LEVELS))
+    common.add_argument("--log-format", type=_log_format, default=argparse.SUPPRESS, help="text or json")
     parser = argparse.ArgumentParser(
         prog="mlm-bot", description="MLM Bot: a Telegram bot that teaches masked language models."
     )
@@ -243,22 +328,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         type=_log_level,
-        default=os.environ.get("LOG_LEVEL", "INFO"),
+        default=_setting("LOG_LEVEL", "INFO"),
         help=f"{', '.join(LOG_LEVELS)} (default: LOG_LEVEL or INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=_log_format,
+        default=_setting("LOG_FORMAT", "text"),
+        help="text, or json for log shippers: one object a line (default: LOG_FORMAT or text)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, **kwargs) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kwargs)
 
-    run = add("run", help="run the Telegram bot (long polling)")
+    run = add("run", help="run the Telegram bot (long polling, or a webhook when WEBHOOK_URL is set)")
     run.set_defaults(func=cmd_run)
+
+    health = add("health", help="ask the running bot's /healthz (exit 0 when healthy): for Docker's healthcheck")
+    health.add_argument("--url", help="another address, e.g. a worker's http://127.0.0.1:8000/readyz")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    health.set_defaults(func=cmd_health)
 
     db = add("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", parents=[common], help="apply the migrations (start-up does this too)")
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(func=cmd_db_upgrade)
+    backup = db_sub.add_parser("backup", parents=[common], help="copy the SQLite log safely while the bot runs")
+    backup.add_argument("file", help="where the copy goes, e.g. data/backup-2026-11-28.sqlite3")
+    backup.set_defaults(func=cmd_db_backup)
 
     stats = add("stats", help="usage statistics of the bot (what /stats shows admins)")
     stats.add_argument("--since", type=_days, default=7, metavar="DAYS", help="the last DAYS days (default 7)")
@@ -299,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.loading import ModelLoadError
 
     args = build_parser().parse_args(argv)  # LOG_LEVEL from the environment is checked too: it is the default
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     try:
         return args.func(args)
     except ModelLoadError as exc:

@@ -7,7 +7,8 @@ flight: Telegram does not send a confirmed update again.
 
 Here the polling bot's ``get_updates`` writes each fetched batch to the ``inbox`` table, in one transaction,
 before returning it, so before the next poll can confirm it. A handler in the last group marks the update done
-(through the background writer, in order with its interaction rows) once its handling has finished. At
+(through the background writer, in order with its interaction rows) once its handling has finished. In webhook
+mode ``bot.web`` stores each update the same way before answering Telegram's request. At
 start-up, updates left pending are handled first, oldest first; those older than ``INBOX_MAX_AGE_S`` are marked
 expired and logged instead of answered late. Semantics: at least once (a reply can repeat after a crash), never
 silently dropped. Telegram re-sends what was fetched but not confirmed: stored ids are not handed on twice.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -37,24 +39,28 @@ class InboxBot:
     """The bot as the Updater sees it: every other call goes to the real bot; ``get_updates`` stores the batch
     first (and drops updates already stored), so a failure to store means the batch is fetched again."""
 
-    def __init__(self, bot: Bot, inbox: Inbox) -> None:
+    def __init__(self, bot: Bot, inbox: Inbox, on_poll: Callable[[], None] | None = None) -> None:
         self._bot = bot
         self._inbox = inbox
+        self._on_poll = on_poll  # told of every answer from Telegram (the health check: updates are flowing)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bot, name)
 
     async def get_updates(self, *args: Any, **kwargs: Any) -> tuple[Update, ...]:
         updates = await self._bot.get_updates(*args, **kwargs)
+        if self._on_poll is not None:
+            self._on_poll()
         if not updates:
             return updates
         new = await self._inbox.store([(u.update_id, json.dumps(u.to_dict(recursive=True))) for u in updates])
         return tuple(u for u in updates if u.update_id in new)
 
 
-def install(application: Application, inbox: Inbox) -> None:
+def install(application: Application, inbox: Inbox, on_poll: Callable[[], None] | None = None) -> None:
     """Give the application an Updater that polls through :class:`InboxBot`."""
-    application.updater = Updater(InboxBot(application.bot, inbox), application.update_queue)  # type: ignore[arg-type]
+    bot = InboxBot(application.bot, inbox, on_poll)
+    application.updater = Updater(bot, application.update_queue)  # type: ignore[arg-type]
 
 
 async def mark_done(update: object, context: Context) -> None:

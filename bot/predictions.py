@@ -30,8 +30,12 @@ class Answer:
 
 async def ask(s: BotServices, sentence: str, top_k: int) -> Answer:
     """Per-mask candidates (words only, no ## pieces or special tokens), plus the joint fill for several masks."""
-    result = await s.model.fill_mask(sentence, top_k=top_k, words_only=True)
-    joint = await s.model.fill_joint(sentence, words_only=True) if len(result.masks) > 1 else None
+    with s.metrics.model_seconds.labels("fill_mask").time():
+        result = await s.model.fill_mask(sentence, top_k=top_k, words_only=True)
+    joint = None
+    if len(result.masks) > 1:
+        with s.metrics.model_seconds.labels("fill_joint").time():
+            joint = await s.model.fill_joint(sentence, words_only=True)
     return Answer(sentence, result, joint)
 
 

@@ -22,12 +22,16 @@ from bot.comment_replies import CommentReplies, owed, restore
 from bot.inbox import install as install_inbox
 from bot.inbox import replay_unfinished
 from bot.limits import UserGate
+from bot.metrics import BotMetrics
 from bot.render import Renderer
 from bot.services import BotServices
-from bot.settings import BotSettings
+from bot.settings import BotSettings, StartupError
 from bot.storage import Database, Repository
 from bot.storage.repository import write_all
 from bot.storage.writer import InteractionWriter, dead_letter_path_for
+from bot.tracking import redact
+from bot.web import Health, HttpServer, create_app
+from bot.webhook import Webhook, register_webhook
 from models.client import FillMaskService, create_fill_mask_service
 
 log = logging.getLogger(__name__)
@@ -44,8 +48,8 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
 
 
-class TokenRefused(Exception):
-    """Telegram answered that the token is not valid: retrying cannot help."""
+class TokenRefused(StartupError):
+    """Telegram answered that the token is not valid."""
 
 
 async def connect_to_telegram(application: Application, settings: BotSettings, stop: asyncio.Event) -> bool:
@@ -101,12 +105,15 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
 
 
 async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database, model: FillMaskService) -> None:
+    redact(settings.token())
     repo = Repository(database)
     writer = InteractionWriter(
         functools.partial(write_all, database), dead_letter_path=dead_letter_path_for(settings.database_url)
     )
     renderer = Renderer()
     comment_replies = CommentReplies(renderer, writer.log)
+    metrics = BotMetrics()
+    metrics.watch_writer(writer)
     services = BotServices(
         settings=settings,
         model=model,
@@ -116,9 +123,43 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
         predict_gate=UserGate(settings.predictions_per_minute),
         inline_gate=UserGate(settings.inline_queries_per_minute, one_at_a_time=False),
         comment_replies=comment_replies,
+        metrics=metrics,
     )
     application = build_application(settings, services)
-    install_inbox(application, repo.inbox)  # every fetched update is stored before the next poll confirms it
+    health = Health(database, model, webhook=settings.webhook_url is not None)
+    webhook: Webhook | None = None
+    if settings.webhook_url:
+        webhook = Webhook(
+            settings.webhook_url, settings.webhook_path, settings.ensure_webhook_secret(), application, repo.inbox
+        )
+        redact(webhook.secret)
+        server = HttpServer(create_app(health, metrics, webhook), settings.webhook_listen, settings.webhook_port)
+    else:
+        # every fetched update is stored before the next poll confirms it
+        install_inbox(application, repo.inbox, on_poll=health.polled)
+        server = HttpServer(create_app(health, metrics), settings.metrics_listen, settings.metrics_port)
+    if webhook is not None or settings.metrics_port:
+        try:
+            await server.start()  # /healthz says "starting" while the model loads
+        except OSError as exc:
+            which = "WEBHOOK_PORT" if webhook else "METRICS_PORT (0 turns the server off)"
+            raise StartupError(f"{exc}: is another program using the port? Set {which}") from None
+        log.info("health and metrics on http://%s:%d/healthz and /metrics", server.host, server.port)
+    try:
+        await _run(settings, stop, services, application, health, webhook)
+    finally:
+        await server.close()
+
+
+async def _run(
+    settings: BotSettings,
+    stop: asyncio.Event,
+    services: BotServices,
+    application: Application,
+    health: Health,
+    webhook: Webhook | None,
+) -> None:
+    model, writer, repo, comment_replies = services.model, services.writer, services.repo, services.comment_replies
     # The token is checked before the model loads: a wrong token should cost a second, not a minute of loading.
     if not await connect_to_telegram(application, settings, stop):
         return
@@ -141,14 +182,29 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
             for row in await repo.outbox.take_all():  # replies owed since the last run
                 restore(comment_replies, row.chat_id, row.thread, row.payload)
             await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s)
-            await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
-            log.info("@%s is up (model %s)", application.bot.username, model.model_name)
+            try:
+                if webhook is not None:
+                    webhook.accepting = True
+                    await register_webhook(application, webhook, health)
+                else:
+                    await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+            except BaseException:
+                await application.stop()  # the context's shutdown refuses a running application
+                raise
+            health.started = True
+            services.metrics.up.set(1)
+            how = f"webhook {settings.webhook_url}" if webhook is not None else "polling"
+            log.info("@%s is up (model %s; %s)", application.bot.username, model.model_name, how)
             await stop.wait()
+            services.metrics.up.set(0)
             deadline = loop.time() + settings.shutdown_budget_s
             log.info(
                 "stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s
             )
-            await application.updater.stop()
+            if webhook is not None:
+                webhook.accepting = False  # Telegram keeps what comes now and sends it to the next run
+            if application.updater is not None and application.updater.running:
+                await application.updater.stop()
             try:  # lets the updates already fetched finish, leaving a few seconds for the replies and the log
                 await asyncio.wait_for(application.stop(), max(0.5, deadline - loop.time() - 4))
             except asyncio.TimeoutError:

@@ -16,11 +16,13 @@ from telegram.ext import CallbackContext, ContextTypes, ExtBot
 
 from bot.comment_replies import CommentReplies
 from bot.limits import UserGate
+from bot.metrics import BotMetrics
 from bot.render import Renderer
 from bot.settings import BotSettings
 from bot.storage import Repository
 from bot.storage.repository import InteractionEntry, Write
 from bot.storage.writer import InteractionWriter
+from bot.tracking import record_outcome
 from models.client import FillMaskService
 from models.engine import MASK_ALIASES
 
@@ -37,6 +39,7 @@ class BotServices:
     predict_gate: UserGate
     inline_gate: UserGate
     comment_replies: CommentReplies
+    metrics: BotMetrics = field(default_factory=BotMetrics)
     # Comment claims made while the database could not answer: the once-per-post rule holds meanwhile.
     claims_in_memory: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
     # Per user, the model call of their newest inline query (a newer query cancels the older one).
@@ -61,6 +64,9 @@ class BotServices:
     async def log(self, entry: InteractionEntry | Write) -> None:
         """Hand an interaction (or other bookkeeping) to the background writer: the reply never waits for the
         database, and a database that is locked or away only delays the write."""
+        if isinstance(entry, InteractionEntry):
+            self.metrics.replies.labels(entry.kind, entry.outcome).inc()
+            record_outcome(entry.kind, entry.outcome)
         try:
             await self.writer.log(entry)
         except Exception:

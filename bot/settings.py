@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,6 +30,25 @@ class StorageSettings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
 
 
+class HealthSettings(BaseSettings):
+    """Where the running bot answers ``/healthz`` (``mlm-bot health``; no token needed)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    webhook_url: str | None = None
+    webhook_port: int = 8443
+    metrics_port: int = 9090
+
+    def healthz_url(self) -> str | None:
+        port = self.webhook_port if (self.webhook_url or "").strip() else self.metrics_port
+        return f"http://127.0.0.1:{port}/healthz" if port else None
+
+
+class StartupError(Exception):
+    """Something the bot cannot start with (a refused token, a port in use, a webhook URL Telegram refuses):
+    its message says which and what to do; retrying as it is cannot help."""
+
+
 class SettingsError(Exception):
     """A setting is missing or wrong; the message names it and says how to fix it."""
 
@@ -49,6 +70,15 @@ class BotSettings(ModelSettings):
     inbox_max_age_s: float = Field(
         600, gt=0, description="updates left unfinished by a crash are answered after a restart if younger than this"
     )
+    # Webhook mode (polling is the default): Telegram posts updates to WEBHOOK_URL, the bot serves them on
+    # WEBHOOK_LISTEN:WEBHOOK_PORT at the URL's path, behind a TLS reverse proxy.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = Field(8443, ge=1, le=65535)
+    # /healthz and /metrics in polling mode (in webhook mode they are on the webhook server). 0: no server.
+    metrics_listen: str = "127.0.0.1"  # this machine only; compose sets 0.0.0.0 inside the container
+    metrics_port: int = Field(9090, ge=0, le=65535)
 
     @field_validator("telegram_bot_token")
     @classmethod
@@ -87,8 +117,43 @@ class BotSettings(ModelSettings):
             raise ValueError("must start with http:// or https:// (default https://api.telegram.org/bot)")
         return value
 
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip() or None
+        if isinstance(value, str):
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    "must be the public https:// address Telegram posts updates to, e.g. https://bot.example.com/telegram"
+                )
+        return value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.strip()):
+                raise ValueError("must be 1-256 characters: letters, digits, _ and - (Telegram's rule)")
+            return value.strip()
+        return value
+
     def token(self) -> str:
         return self.telegram_bot_token.get_secret_value()
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the webhook server answers on: the public URL's path (a reverse proxy passes it on)."""
+        return urlsplit(self.webhook_url or "").path or "/"
+
+    def ensure_webhook_secret(self) -> str:
+        """WEBHOOK_SECRET, or a random one made once for this run (Telegram gets it with setWebhook)."""
+        if self.webhook_secret is None:
+            self.webhook_secret = SecretStr(secrets.token_urlsafe(32))
+        return self.webhook_secret.get_secret_value()
 
 
 def load_settings(**overrides: object) -> BotSettings:

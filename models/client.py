@@ -41,6 +41,10 @@ class FillMaskService(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ready(self) -> str | None:
+        """None when predictions can be served now, else why not (for a health check)."""
+        ...
+
     async def fill_mask(
         self, text: str, *, top_k: int = 5, targets: Sequence[str] | None = None, words_only: bool = False
     ) -> FillMaskResult: ...
@@ -92,6 +96,9 @@ class LocalFillMask:
         if self.batcher is not None:
             await self.batcher.close()
             self.batcher = None
+
+    async def ready(self) -> str | None:
+        return None if self.batcher is not None else "the model is loading"
 
     def _batcher(self) -> MicroBatcher:
         if self.batcher is None:
@@ -188,6 +195,18 @@ class RemoteFillMask:
     ) -> JointFill:
         body = {"inputs": text, "parameters": _parameters(None, targets, words_only)}
         return JointFill.from_dict(await self._call("POST", "/v1/fill-mask/joint", body))
+
+    async def ready(self, timeout: float = 3.0) -> str | None:
+        """The worker's own ``/readyz``, asked once."""
+        if self._client is None:
+            return "the model client is not started"
+        try:
+            response = await self._client.get("/readyz", timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"the model worker at {self.base_url} cannot be reached ({type(exc).__name__})"
+        if response.status_code != 200:
+            return f"the model worker at {self.base_url} is not ready (HTTP {response.status_code})"
+        return None
 
     async def _call(self, method: str, path: str, body: Any = None, *, with_headers: bool = False) -> Any:
         if self._client is None:

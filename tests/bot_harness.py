@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ def bot_settings(fake: FakeTelegram, model_dir: Path, tmp_path: Path, **override
         "model_name": str(model_dir),
         "model_worker_url": None,
         "trigger_keywords": "MLM",
+        "metrics_port": 0,  # no HTTP server unless a test asks for one (tests run side by side)
     }
     values.update(overrides)
     return BotSettings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -34,7 +36,9 @@ async def running_bot(
 ) -> AsyncIterator[Repository]:
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop, model=model))
-    ready = asyncio.create_task(fake.wait_for(lambda f: bool(f.sent("deleteWebhook")), timeout=60))
+    # Up once it polls (PTB deletes any webhook first) or has set its webhook.
+    up = lambda f: bool(f.sent("deleteWebhook") or f.sent("setWebhook"))  # noqa: E731
+    ready = asyncio.create_task(fake.wait_for(up, timeout=60))
     done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         ready.cancel()
@@ -46,6 +50,13 @@ async def running_bot(
         stop.set()
         await asyncio.wait_for(task, 30)
         await database.close()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 async def eventually(check: Any, timeout: float = 10.0) -> Any:

@@ -16,6 +16,7 @@ os.environ.setdefault("MODEL_DEVICE", "cpu")
 
 from models.engine import FillMaskEngine
 from models.random_models import BUILDERS
+from tests.fake_telegram import FakeTelegram
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,13 @@ def engine(
     request: pytest.FixtureRequest, bert_engine: FillMaskEngine, roberta_engine: FillMaskEngine
 ) -> FillMaskEngine:
     return {"bert": bert_engine, "roberta": roberta_engine}[request.param]
+
+
+@pytest.fixture
+async def fake() -> FakeTelegram:
+    """The fake Bot API server on 127.0.0.1, for one test; the test fails if the bot sent it anything Telegram
+    would refuse."""
+    telegram = FakeTelegram()
+    async with telegram.running():
+        yield telegram
+    assert telegram.rejections == [], "the bot sent something Telegram would refuse"

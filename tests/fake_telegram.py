@@ -4,8 +4,11 @@ It speaks the Bot API's HTTP shape (``/bot<token>/<method>``, form or multipart 
 hands out updates through ``getUpdates`` long polling, keeps every call the bot makes, and refuses what the
 real Telegram refuses: malformed HTML, text over 4096 characters (or captions over 1024) after entity
 parsing, callback data over 64 bytes, more than 50 inline results, DMs to users who never started the bot.
-It can also answer 429 Too Many Requests on demand. Its HTML checker is written independently of the bot's
-own (``html.parser`` here), so a formatting bug in the bot fails the tests instead of agreeing with itself.
+It can also answer 429 Too Many Requests on demand. Like Telegram, once ``setWebhook`` is called it refuses
+``getUpdates`` (409) and POSTs each update to the webhook with the ``X-Telegram-Bot-Api-Secret-Token``
+header, again until the webhook answers 2xx, and reports the last failure in ``getWebhookInfo``. Its HTML
+checker is written independently of the bot's own (``html.parser`` here), so a formatting bug in the bot
+fails the tests instead of agreeing with itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -174,28 +178,67 @@ class FakeTelegram:
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._changed = asyncio.Condition()
         self.url = ""
+        self.webhook: dict[str, Any] | None = None  # url, secret_token: set by setWebhook
+        self.webhook_error: tuple[int, str] | None = None  # (date, message) of the last failed delivery
+        self.webhook_retry_s = 0.2  # Telegram waits longer before sending again
+        self.deliveries: list[tuple[int, int | str]] = []  # (update_id, HTTP status or error) of every POST
 
     # ------------------------------------------------------------- server life
     @contextlib.asynccontextmanager
-    async def running(self, port: int = 0) -> AsyncIterator[FakeTelegram]:
+    async def running(self, port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[FakeTelegram]:
+        """Serve until the block ends. ``host="0.0.0.0"`` lets a container reach it (the deployment test)."""
         app = Starlette(routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])])
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+        sock.bind((host, port))
         server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
             await asyncio.sleep(0.01)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/bot"
+        delivery = asyncio.create_task(self._deliver())
         try:
             yield self
         finally:
             async with self._changed:  # release a pending long poll, so the server stops at once
                 self._closing = True
                 self._changed.notify_all()
+            await delivery
             server.should_exit = True
             await task
             sock.close()
+
+    async def _deliver(self) -> None:
+        """Webhook mode: POST pending updates (up to 8 at once, as Telegram opens several connections) until
+        each one is answered 2xx."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            while True:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self._closing or bool(self.webhook and self._updates))
+                    if self._closing:
+                        return
+                    hook, batch = dict(self.webhook or {}), list(self._updates[:8])
+                results = await asyncio.gather(*(self._post(client, hook, update) for update in batch))
+                delivered = {u["update_id"] for u, ok in zip(batch, results, strict=True) if ok}
+                async with self._changed:
+                    self._updates = [u for u in self._updates if u["update_id"] not in delivered]
+                    self._changed.notify_all()
+                if len(delivered) < len(batch):
+                    await asyncio.sleep(self.webhook_retry_s)
+
+    async def _post(self, client: httpx.AsyncClient, hook: dict[str, Any], update: dict[str, Any]) -> bool:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": hook["secret_token"]} if hook.get("secret_token") else {}
+        try:
+            response = await client.post(hook["url"], json=update, headers=headers)
+        except httpx.HTTPError as exc:
+            self.deliveries.append((update["update_id"], type(exc).__name__))
+            self.webhook_error = (int(time.time()), f"Connection failed: {type(exc).__name__}")
+            return False
+        self.deliveries.append((update["update_id"], response.status_code))
+        if 200 <= response.status_code < 300:
+            return True
+        self.webhook_error = (int(time.time()), f"Wrong response from the webhook: {response.status_code}")
+        return False
 
     async def _endpoint(self, request: Request) -> JSONResponse:
         method = request.path_params["method"]
@@ -325,9 +368,36 @@ class FakeTelegram:
         }  # fmt: skip
 
     async def api_deletewebhook(self, params: dict[str, Any]) -> bool:
+        async with self._changed:
+            self.webhook = None
+            self._changed.notify_all()
         return True
 
+    async def api_setwebhook(self, params: dict[str, Any]) -> bool:
+        url, secret = params.get("url", ""), params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        if url and not re.match(r"https?://[^/]+", url):
+            raise ApiError(400, "Bad Request: bad webhook: invalid webhook URL specified")
+        async with self._changed:
+            self.webhook = {"url": url, "secret_token": secret} if url else None
+            self.webhook_error = None
+            self._changed.notify_all()
+        return True
+
+    async def api_getwebhookinfo(self, params: dict[str, Any]) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "url": self.webhook["url"] if self.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates) if self.webhook else 0,
+        }
+        if self.webhook_error is not None:
+            info["last_error_date"], info["last_error_message"] = self.webhook_error
+        return info
+
     async def api_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook")
         offset = int(params.get("offset") or 0)
         timeout = min(float(params.get("timeout") or 0), 2.0)
         async with self._changed:

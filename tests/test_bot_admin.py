@@ -28,14 +28,6 @@ MLM_BOT = str(Path(sys.executable).with_name("mlm-bot"))
 ADMIN = 4242
 
 
-@pytest.fixture
-async def fake() -> FakeTelegram:
-    telegram = FakeTelegram()
-    async with telegram.running():
-        yield telegram
-    assert telegram.rejections == []
-
-
 def assert_png(data: bytes) -> tuple[int, int]:
     """A real PNG: signature, an IHDR chunk with a valid CRC; returns (width, height)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -136,6 +128,7 @@ def bot_process_env(fake: FakeTelegram, bert_dir: Path, database: Path, **extra:
         DATABASE_URL=f"sqlite+aiosqlite:///{database}",
         MODEL_WORKER_URL="",
         PREDICTIONS_PER_MINUTE="100",
+        METRICS_PORT="0",
         **extra,
     )
 

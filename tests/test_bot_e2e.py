@@ -24,14 +24,6 @@ GROUP = {"id": -1001555000111, "type": "supergroup", "title": "Creator's discuss
 CHANNEL = {"id": -1001999000222, "type": "channel", "title": "Creator's channel"}
 
 
-@pytest.fixture
-async def fake() -> FakeTelegram:
-    telegram = FakeTelegram()
-    async with telegram.running():
-        yield telegram
-    assert telegram.rejections == [], "the bot sent something Telegram would refuse"
-
-
 @pytest.fixture(autouse=True)
 def no_token_in_logs(caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.DEBUG)

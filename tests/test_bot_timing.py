@@ -34,14 +34,6 @@ class HeldModel(LocalFillMask):
 
 
 @pytest.fixture
-async def fake():
-    telegram = FakeTelegram()
-    async with telegram.running():
-        yield telegram
-    assert telegram.rejections == [], "the bot sent something Telegram would refuse"
-
-
-@pytest.fixture
 async def bot(fake: FakeTelegram, bert_dir: Path, tmp_path: Path):
     settings = bot_settings(fake, bert_dir, tmp_path)
     model = HeldModel(settings)

@@ -103,3 +103,37 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     tables = {r[0] for r in sqlite3.connect(tmp_path / "sub" / "log.sqlite3").execute("select name from sqlite_master")}
     assert {"users", "interactions", "comment_triggers", "alembic_version"} <= tables
+
+
+def test_db_backup_copies_the_sqlite_log_while_the_bot_writes(tmp_path: Path) -> None:
+    """A complete database even while another connection holds an open write transaction, and never over an
+    existing file."""
+    import sqlite3
+    import threading
+
+    env = dict(os.environ, DATABASE_URL="sqlite+aiosqlite:///data/log.sqlite3")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([MLM_BOT, *args], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    assert cli("db", "upgrade").returncode == 0
+    database = tmp_path / "data" / "log.sqlite3"
+    with sqlite3.connect(database) as db:
+        db.executemany(
+            "INSERT INTO interactions (kind, outcome, created_at) VALUES ('guide', 'ok', '2026-11-28 10:00:00')",
+            [()] * 25,
+        )
+    writing = sqlite3.connect(database, check_same_thread=False)
+    writing.execute("BEGIN IMMEDIATE")  # the bot in the middle of a write: not in the copy, and not blocking it
+    writing.execute("INSERT INTO interactions (kind, outcome, created_at) VALUES ('x', 'ok', '2026-11-28')")
+    done = cli("db", "backup", "backups/monday.sqlite3")
+    threading.Thread(target=writing.rollback).start()
+    assert done.returncode == 0, done.stderr
+    copy = sqlite3.connect(tmp_path / "backups" / "monday.sqlite3")
+    assert copy.execute("SELECT count(*) FROM interactions").fetchone() == (25,)
+    assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    again = cli("db", "backup", "backups/monday.sqlite3")
+    assert again.returncode == 2 and "exists" in again.stderr
+    env["DATABASE_URL"] = "postgresql+asyncpg://bot@localhost/bot"
+    other = cli("db", "backup", "x.sqlite3")
+    assert other.returncode == 2 and "pg_dump" in other.stderr

@@ -349,12 +349,22 @@ class Inbox:
         if not updates:
             return set()
         ids = [update_id for update_id, _ in updates]
-        async with self._db.sessions.begin() as session:
-            known = set(
-                (await session.scalars(select(InboxUpdate.update_id).where(InboxUpdate.update_id.in_(ids)))).all()
-            )
-            session.add_all([InboxUpdate(update_id=i, payload=payload) for i, payload in updates if i not in known])
-        return set(ids) - known
+        for attempt in range(2):
+            try:
+                async with self._db.sessions.begin() as session:
+                    known = set(
+                        (
+                            await session.scalars(select(InboxUpdate.update_id).where(InboxUpdate.update_id.in_(ids)))
+                        ).all()
+                    )
+                    session.add_all(
+                        [InboxUpdate(update_id=i, payload=payload) for i, payload in updates if i not in known]
+                    )
+                return set(ids) - known
+            except IntegrityError:  # the same update stored meanwhile (two webhook deliveries at once): look again
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def unfinished(self) -> list[InboxUpdate]:
         """Updates whose handling had not finished when the bot stopped, oldest first."""

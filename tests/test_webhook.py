@@ -1,0 +1,229 @@
+"""Webhook mode end to end: the real bot (``bot.runner.serve``) with ``WEBHOOK_URL`` set, the fake Bot API POSTing
+each update to it as Telegram does (with the secret token, again until it gets a 2xx)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.storage.tables import Interaction
+from tests.bot_harness import bot_settings, eventually, free_port, running_bot
+from tests.fake_telegram import TOKEN, FakeTelegram
+from tests.test_storage import hold_write_lock
+
+SECRET = "s3cret_token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    yield
+    assert TOKEN.split(":")[1] not in caplog.text
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def settings(fake: FakeTelegram, bert_dir: Path, tmp_path: Path, port: int):
+    return bot_settings(
+        fake,
+        bert_dir,
+        tmp_path,
+        webhook_url=f"http://127.0.0.1:{port}/telegram/hook",
+        webhook_secret=SECRET,
+        webhook_listen="127.0.0.1",
+        webhook_port=port,
+    )
+
+
+def update_body(fake: FakeTelegram, user_id: int, text: str, update_id: int) -> dict:
+    user = fake.user(user_id)
+    return {"update_id": update_id, "message": fake.message(fake.private_chat(user), user, text)}
+
+
+async def test_updates_posted_to_the_webhook_get_their_answers(fake: FakeTelegram, settings, port: int) -> None:
+    async with running_bot(settings, fake) as repo:
+        (hook,) = fake.sent("setWebhook")
+        assert hook.params["url"] == f"http://127.0.0.1:{port}/telegram/hook"
+        assert hook.params["secret_token"] == SECRET
+        assert not fake.sent("deleteWebhook")  # no polling: getUpdates would be refused while a webhook is set
+
+        ann = fake.user(501)
+        await fake.send_text(ann, "/start")
+        await fake.send_text(ann, "MLM")
+        await fake.send_text(ann, "The cat sat on the [MASK].")
+        await fake.wait_for(lambda f: any("Best guess" in c.params.get("text", "") for c in f.sent("sendMessage", 501)))
+        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 501)))  # the guide, as a file too
+        kinds = await eventually(
+            lambda: _kinds(repo, 501),
+        )
+        assert {"start", "guide", "prediction"} <= set(kinds)
+        assert {status for _, status in fake.deliveries} == {200}
+
+
+async def _kinds(repo, user_id: int) -> list[str]:
+    rows = await repo.interactions.all()
+    kinds = [row.kind for row in rows if isinstance(row, Interaction) and row.user_id == user_id]
+    return kinds if len(set(kinds)) >= 3 else []
+
+
+async def test_a_request_without_the_right_secret_is_refused_and_not_handled(
+    fake: FakeTelegram, settings, port: int
+) -> None:
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    async with running_bot(settings, fake) as repo, httpx.AsyncClient() as client:
+        body = update_body(fake, 502, "MLM", update_id=9001)
+        wrong = await client.post(url, json=body, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+        missing = await client.post(url, json=body)
+        assert (wrong.status_code, missing.status_code) == (403, 403)
+        # The right secret on another update: answered, and the refused one never was.
+        right = await client.post(
+            url, json=update_body(fake, 503, "MLM", update_id=9002), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        )
+        assert right.status_code == 200
+        await fake.wait_for(lambda f: bool(f.sent("sendMessage", 503)))
+        await fake.settle()
+        assert not fake.sent("sendMessage", 502)
+        stored = {row.update_id for row in await repo.inbox.unfinished()} | await _finished_ids(repo)
+        assert 9001 not in stored and 9002 in stored
+
+
+async def _finished_ids(repo) -> set[int]:
+    from sqlalchemy import select
+
+    from bot.storage.tables import InboxUpdate
+
+    async with repo.db.sessions() as session:
+        return set((await session.scalars(select(InboxUpdate.update_id))).all())
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{not json", {}, 400),
+        (b"[1, 2, 3]", {}, 400),
+        (b'{"update_id": "seven"}', {}, 400),
+        (b'{"message": {"text": "no update id"}}', {}, 400),
+        (b'{"update_id": 7, "message": "not a message"}', {}, 400),
+        (b"\xff\xfe not utf-8", {}, 400),
+        (b"x" * (1024 * 1024 + 1), {}, 413),
+        (b"{}", {"content-length": "99999999999"}, 413),
+    ],
+    ids=["not-json", "a-list", "id-not-a-number", "no-id", "message-not-an-object", "not-utf8", "too-big", "lies"],
+)
+async def test_a_malformed_or_oversized_body_gets_a_4xx_and_the_bot_keeps_serving(
+    fake: FakeTelegram, settings, port: int, body: bytes, headers: dict, status: int
+) -> None:
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    async with running_bot(settings, fake), httpx.AsyncClient() as client:
+        if "content-length" in headers:  # a header that promises more than is sent: refused before reading
+            answer = await _raw_post(
+                port, "/telegram/hook", body, {**headers, "X-Telegram-Bot-Api-Secret-Token": SECRET}
+            )
+        else:
+            answer = (
+                await client.post(url, content=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+            ).status_code
+        assert answer == status
+        await fake.send_text(fake.user(504), "MLM")  # and the next real update is answered
+        await fake.wait_for(lambda f: bool(f.sent("sendMessage", 504)))
+
+
+async def _raw_post(port: int, path: str, body: bytes, headers: dict) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    writer.write("\r\n".join(lines).encode() + body)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_the_same_update_delivered_twice_is_answered_once(fake: FakeTelegram, settings, port: int) -> None:
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    body = update_body(fake, 505, "MLM", update_id=9100)
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    async with running_bot(settings, fake), httpx.AsyncClient() as client:
+        first, second = await asyncio.gather(
+            client.post(url, json=body, headers=headers), client.post(url, json=body, headers=headers)
+        )
+        assert (first.status_code, second.status_code) == (200, 200)
+        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 505)))
+        await fake.settle()
+        assert len(fake.sent("sendDocument", 505)) == 1
+
+
+async def test_an_update_the_database_cannot_store_is_refused_and_telegram_sends_it_again(
+    fake: FakeTelegram, settings, tmp_path: Path
+) -> None:
+    """Stored before the 200: while SQLite's write lock is held past the busy timeout (5 s), the webhook answers
+    503 and handles nothing; Telegram sends the update again and, once the lock is gone, it is answered."""
+    async with running_bot(settings, fake):
+        locked = threading.Event()
+        holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "bot.sqlite3", 6.5, locked))
+        holder.start()
+        await asyncio.to_thread(locked.wait)
+        await fake.send_text(fake.user(506), "MLM")
+        await fake.wait_for(lambda f: any(status == 503 for _, status in f.deliveries), timeout=15)
+        assert not fake.sent("sendMessage", 506)
+        await asyncio.to_thread(holder.join)
+        await fake.wait_for(lambda f: bool(f.sent("sendMessage", 506)), timeout=15)
+    statuses = [status for update_id, status in fake.deliveries]
+    assert statuses[0] == 503 and statuses[-1] == 200
+
+
+async def test_a_get_or_another_path_is_not_the_webhook(fake: FakeTelegram, settings, port: int) -> None:
+    async with running_bot(settings, fake), httpx.AsyncClient() as client:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        assert (await client.get(f"http://127.0.0.1:{port}/telegram/hook", headers=headers)).status_code == 405
+        assert (await client.post(f"http://127.0.0.1:{port}/", json={}, headers=headers)).status_code == 404
+
+
+async def test_health_and_metrics_are_on_the_webhook_server(fake: FakeTelegram, settings, port: int) -> None:
+    async with running_bot(settings, fake), httpx.AsyncClient() as client:
+
+        async def healthy():
+            answer = await client.get(f"http://127.0.0.1:{port}/healthz")
+            return answer if answer.status_code == 200 else None
+
+        health = await eventually(healthy)  # "starting" until setWebhook has answered
+        assert health is not None
+        assert health.json()["checks"] == {"updates": "ok", "database": "ok", "model": "ok"}
+        await fake.send_text(fake.user(507), "MLM")
+        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 507)))
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert 'mlm_bot_updates_total{type="message"} 1.0' in metrics
+
+
+async def test_telegram_refusing_the_webhook_url_stops_the_start_with_one_line(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    from bot.runner import StartupError
+
+    settings = bot_settings(
+        fake, bert_dir, tmp_path, webhook_url="https://bot.example.com/hook", webhook_port=free_port(),
+        webhook_listen="127.0.0.1",
+    )  # fmt: skip
+    settings.webhook_secret = None
+    original = fake.api_setwebhook
+
+    async def refuse(params):
+        from tests.fake_telegram import ApiError
+
+        raise ApiError(400, "Bad Request: bad webhook: Failed to resolve host: Name or service not known")
+
+    fake.api_setwebhook = refuse  # type: ignore[method-assign]
+    refused = r"(?i)Telegram refused WEBHOOK_URL https://bot\.example\.com/hook: .*resolve host"
+    with pytest.raises(StartupError, match=refused):
+        async with running_bot(settings, fake):
+            pass
+    fake.api_setwebhook = original  # type: ignore[method-assign]
+    fake.rejections.clear()  # refused on purpose
