@@ -20,16 +20,16 @@ log = logging.getLogger("mlm_bot")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MODEL_COMMANDS = ("run", "worker", "predict", "bench")  # the ones that may load a model
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
-    from bot.tracking import UpdateFields, formatter
+    from bot.logs import UpdateFields, formatter
 
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))  # never prints the bot token, whichever format
     handler.addFilter(UpdateFields())  # update id, user id, chat type on lines written while handling one
     logging.basicConfig(level=level, handlers=[handler])
-    _progress_bars(logging.getLevelName(level) <= logging.INFO)
     # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token (bot.runner repeats this).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -301,7 +301,7 @@ def _setting(name: str, default: str) -> str:
 
 
 def _log_format(value: str) -> str:
-    from bot.tracking import LOG_FORMATS
+    from bot.logs import LOG_FORMATS
 
     kind = value.strip().lower()
     if kind not in LOG_FORMATS:
@@ -399,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)  # LOG_LEVEL from the environment is checked too: it is the default
     _setup_logging(args.log_level, args.log_format)
+    if args.command in MODEL_COMMANDS:  # importing transformers costs a second: not for `health` every 30 s
+        _progress_bars(logging.getLevelName(args.log_level) <= logging.INFO)
     try:
         return args.func(args)
     except ModelLoadError as exc:

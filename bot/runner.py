@@ -22,6 +22,7 @@ from bot.comment_replies import CommentReplies, owed, restore
 from bot.inbox import install as install_inbox
 from bot.inbox import replay_unfinished
 from bot.limits import UserGate
+from bot.logs import redact
 from bot.metrics import BotMetrics
 from bot.render import Renderer
 from bot.services import BotServices
@@ -29,7 +30,6 @@ from bot.settings import BotSettings, StartupError
 from bot.storage import Database, Repository
 from bot.storage.repository import write_all
 from bot.storage.writer import InteractionWriter, dead_letter_path_for
-from bot.tracking import redact
 from bot.web import Health, HttpServer, create_app
 from bot.webhook import Webhook, register_webhook
 from models.client import FillMaskService, create_fill_mask_service

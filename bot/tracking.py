@@ -5,21 +5,18 @@ while the update is handled carries its update id, user id, chat type and type);
 one ends it: the handler-latency histogram, and one "update handled" line with the outcome. Interactions the
 handlers log (``BotServices.log``) count as replies by kind and outcome, and give the trace its outcome.
 
-``LOG_FORMAT=json`` writes these fields as JSON keys for log shippers; the text format stays short. Whatever the
-format, the bot token (and the webhook secret) are replaced by ``<token>`` in every formatted line, traceback
-included.
+The log side (the fields on each line, the formats, redaction) is in ``bot.logs``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pythonjsonlogger.json import JsonFormatter
 from telegram import Update
+
+from bot.logs import CURRENT, UpdateTrace
 
 if TYPE_CHECKING:
     from bot.services import Context
@@ -27,20 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bot.updates")
 
 FIRST_GROUP = -100
-
-
-@dataclass
-class UpdateTrace:
-    update_id: int
-    type: str
-    user_id: int | None
-    chat_type: str | None
-    started: float
-    kind: str | None = None  # of the last interaction logged for it
-    outcome: str | None = None
-
-
-CURRENT: ContextVar[UpdateTrace | None] = ContextVar("mlm_bot_update", default=None)
 
 
 def update_type(update: Update) -> str:
@@ -90,54 +73,3 @@ def record_outcome(kind: str, outcome: str) -> None:
     trace = CURRENT.get()
     if trace is not None:
         trace.kind, trace.outcome = kind, outcome
-
-
-# ------------------------------------------------------------------------------------------------ log format
-_secrets: set[str] = set()
-
-
-def redact(*secrets: str) -> None:
-    """Never print these (the bot token, the webhook secret) in a log line."""
-    _secrets.update(s for s in secrets if s)
-
-
-def _redacted(text: str) -> str:
-    for secret in _secrets:
-        text = text.replace(secret, "<token>")
-    return text
-
-
-class UpdateFields(logging.Filter):
-    """Adds ``update_id``, ``user_id``, ``chat_type`` and ``update_type`` to records written while an update
-    is being handled."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        trace = CURRENT.get()
-        if trace is not None:
-            record.update_id = trace.update_id
-            record.user_id = trace.user_id
-            record.chat_type = trace.chat_type
-            record.update_type = trace.type
-        return True
-
-
-class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return _redacted(super().format(record))
-
-
-class JSONFormatter(JsonFormatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return _redacted(super().format(record))
-
-
-LOG_FORMATS = ("text", "json")
-
-
-def formatter(kind: str) -> logging.Formatter:
-    if kind == "json":
-        return JSONFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "traceback"},
-        )
-    return TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -204,7 +204,7 @@ def test_the_log_format_is_checked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_a_line_with_the_token_is_redacted(log_format: str) -> None:
-    from bot.tracking import formatter, redact
+    from bot.logs import formatter, redact
 
     redact(TOKEN)
     record = logging.LogRecord(
