@@ -108,7 +108,14 @@ class HttpServer:
     def __init__(self, app: Starlette, host: str, port: int) -> None:
         self.host, self.port = host, port
         self._server = _Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                log_config=None,  # its lines go through the bot's own handler, in LOG_FORMAT
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=2,
+            )
         )
         self._socket: socket.socket | None = None
         self._task: asyncio.Task | None = None

@@ -181,6 +181,7 @@ class FakeTelegram:
         self.webhook: dict[str, Any] | None = None  # url, secret_token: set by setWebhook
         self.webhook_error: tuple[int, str] | None = None  # (date, message) of the last failed delivery
         self.webhook_retry_s = 0.2  # Telegram waits longer before sending again
+        self.webhook_connections = 8  # updates POSTed at once (Telegram's max_connections: 40 by default)
         self.deliveries: list[tuple[int, int | str]] = []  # (update_id, HTTP status or error) of every POST
 
     # ------------------------------------------------------------- server life
@@ -209,15 +210,15 @@ class FakeTelegram:
             sock.close()
 
     async def _deliver(self) -> None:
-        """Webhook mode: POST pending updates (up to 8 at once, as Telegram opens several connections) until
-        each one is answered 2xx."""
+        """Webhook mode: POST pending updates (``webhook_connections`` at once, as Telegram opens several
+        connections) until each one is answered 2xx."""
         async with httpx.AsyncClient(timeout=10) as client:
             while True:
                 async with self._changed:
                     await self._changed.wait_for(lambda: self._closing or bool(self.webhook and self._updates))
                     if self._closing:
                         return
-                    hook, batch = dict(self.webhook or {}), list(self._updates[:8])
+                    hook, batch = dict(self.webhook or {}), list(self._updates[: self.webhook_connections])
                 results = await asyncio.gather(*(self._post(client, hook, update) for update in batch))
                 delivered = {u["update_id"] for u, ok in zip(batch, results, strict=True) if ok}
                 async with self._changed:
