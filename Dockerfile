@@ -8,6 +8,8 @@
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Optional dependency groups of pyproject.toml to include: postgres (the default), ray (for `mlm-bot serve`).
+ARG EXTRAS=postgres
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -17,12 +19,14 @@ ENV PYTHONUNBUFFERED=1 \
 # 1. torch alone, from the index that matches the hardware: the biggest layer, and the one that changes least.
 RUN pip install "torch>=2.6" --index-url "${TORCH_INDEX}"
 
-# 2. The other dependencies, read from pyproject.toml (PostgreSQL's driver included): rebuilt only when the
+# 2. The other dependencies, read from pyproject.toml (with the EXTRAS groups): rebuilt only when the
 #    dependencies change, not when the code does.
 WORKDIR /app
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
+extras = [e for e in '${EXTRAS}'.split(',') if e]; \
+print('\n'.join(p['dependencies'] + sum((p['optional-dependencies'][e] for e in extras), [])))" \
+    > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 

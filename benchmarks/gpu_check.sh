@@ -6,6 +6,7 @@
 # Results go to $OUT (default ./gpu-results): logs, and JSON with the device info.
 # Usage: bash benchmarks/gpu_check.sh            (takes about 5 minutes on an H100/H200)
 #        STEPS="tests bench" bash benchmarks/gpu_check.sh   (a subset of: tests correctness bench)
+#        RAY=1 bash benchmarks/gpu_check.sh         (the bench also measures Ray Serve; needs mlm-bot[ray])
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -40,6 +41,8 @@ bench=(--sentences 8192 --serial-sentences 512 --baseline-sentences 1024 --concu
 step "bench, eager"
 timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs off --json-out "$OUT/bench-eager.json" 2>&1 \
   | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/bench-eager.log" || status=1
+# RAY=1 adds the Ray Serve row (one replica, one GPU) to the CUDA-graphs run: needs `pip install "mlm-bot[ray]"`.
+[[ "${RAY:-0}" == 1 ]] && bench+=(--ray-serve --ray-cpus-per-replica 4)
 step "bench, CUDA graphs"
 timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs on --json-out "$OUT/bench-graphs.json" \
   2>&1 | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/bench-graphs.log" || status=1

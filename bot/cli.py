@@ -20,7 +20,7 @@ log = logging.getLogger("mlm_bot")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-MODEL_COMMANDS = ("run", "worker", "predict", "bench")  # the ones that may load a model
+MODEL_COMMANDS = ("run", "worker", "serve", "predict", "bench")  # the ones that may load a model
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -90,6 +90,44 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if load_error:
         print(f"error: {load_error}", file=sys.stderr)
         return 1  # a supervisor (compose's restart:, systemd, Kubernetes) starts the worker again
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The worker's API on Ray Serve (``models.ray_serve``): a local Ray instance, or the cluster at
+    ``--address``/``RAY_ADDRESS``; runs until SIGTERM or Ctrl-C, then takes the application down."""
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        print('error: Ray Serve is not installed: pip install "mlm-bot[ray]"', file=sys.stderr)
+        return 2
+    import threading
+
+    from models.ray_serve import APP_NAME, build
+
+    settings = _model_settings(args)
+    ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        app = build(
+            settings,
+            replicas=args.replicas,
+            max_replicas=args.max_replicas,
+            gpus_per_replica=args.gpus_per_replica,
+            cpus_per_replica=args.cpus_per_replica,
+        )
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        log.info("Ray Serve: %s on http://%s:%d/v1/fill-mask", settings.model_name, args.host, args.port)
+        stop.wait()
+        log.info("stopping: taking the Serve application down")
+        serve.delete(APP_NAME)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
     return 0
 
 
@@ -376,6 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--model", help="hub id or local directory (default: MODEL_NAME or bert-base-uncased)")
     worker.add_argument("--device", help="auto, cpu, cuda ... (default: MODEL_DEVICE or auto)")
     worker.set_defaults(func=cmd_worker)
+
+    ray_serve = add("serve", help="serve the worker's API on Ray Serve: replicas, GPUs, autoscaling, a cluster")
+    ray_serve.add_argument("--host", default="127.0.0.1", help="address Serve's HTTP proxy listens on")
+    ray_serve.add_argument("--port", type=int, default=8000)
+    ray_serve.add_argument("--replicas", type=int, default=1, help="replicas (the fewest, with --max-replicas)")
+    ray_serve.add_argument("--max-replicas", type=int, help="autoscale up to this many replicas")
+    ray_serve.add_argument(
+        "--gpus-per-replica", type=float, help="GPUs each replica reserves (default: 1 if MODEL_DEVICE is cuda)"
+    )
+    ray_serve.add_argument("--cpus-per-replica", type=float, default=1.0)
+    ray_serve.add_argument("--address", help="a Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
+    ray_serve.add_argument("--model", help="hub id or local directory (default: MODEL_NAME or bert-base-uncased)")
+    ray_serve.add_argument("--device", help="auto, cpu, cuda ... (default: MODEL_DEVICE or auto)")
+    ray_serve.set_defaults(func=cmd_serve)
 
     predict = add("predict", help="fill the masks of one sentence and print the answer")
     predict.add_argument("text", help='a sentence with [MASK], e.g. "The cat sat on the [MASK]."')

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replay the encoder as CUDA graphs: auto (on CUDA), on, off",
     )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
+    parser.add_argument("--ray-serve", action="store_true", help="also measure the API on Ray Serve (mlm-bot serve)")
+    parser.add_argument("--ray-replicas", type=int, default=1, help="Ray Serve replicas (with --ray-serve)")
+    parser.add_argument("--ray-cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
     parser.add_argument("--json-out", help="also write the results as JSON to this file")
 
 
@@ -154,7 +157,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _worker_process(model: str, args: argparse.Namespace) -> Iterator[tuple[str, subprocess.Popen]]:
+def _worker_process(model: str, args: argparse.Namespace, server: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``mlm-bot worker`` (``server="worker"``) or ``mlm-bot serve`` (Ray Serve) with the model under test."""
     port = _free_port()
     env = dict(
         os.environ,
@@ -167,14 +171,16 @@ def _worker_process(model: str, args: argparse.Namespace) -> Iterator[tuple[str,
         REQUEST_TIMEOUT_S="600",
         MODEL_CUDA_GRAPHS={"auto": "auto", "on": "1", "off": "0"}[args.cuda_graphs],
     )
-    cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "worker", "--port", str(port)]
+    cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", server, "--port", str(port)]
+    if server == "serve":
+        cmd += ["--replicas", str(args.ray_replicas), "--cpus-per-replica", str(args.ray_cpus_per_replica)]
     process = subprocess.Popen(cmd, env=env)
     try:
         yield f"http://127.0.0.1:{port}", process
     finally:
         process.terminate()
         try:
-            process.wait(30)
+            process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
 
@@ -183,10 +189,11 @@ MAX_HTTP_CONNECTIONS = 256  # more callers than this share connections (and 1024
 
 
 async def bench_http(
-    model: str, sentences: list[str], levels: list[int], args: argparse.Namespace
+    model: str, sentences: list[str], levels: list[int], args: argparse.Namespace, server: str = "worker"
 ) -> list[Measurement]:
-    """The load comes from aiohttp: httpx, which the bot itself uses, tops out at about 350 requests/s per
-    process here and falls to 100/s with 64 connections, so it would measure the client, not the worker."""
+    """The same API served by ``mlm-bot worker`` or by Ray Serve (``server="serve"``). The load comes from
+    aiohttp: httpx, which the bot itself uses, tops out at about 350 requests/s per process here and falls to
+    100/s with 64 connections, so it would measure the client, not the worker."""
     try:
         import aiohttp
     except ImportError:
@@ -194,7 +201,8 @@ async def bench_http(
             "the HTTP measurement needs aiohttp: pip install 'mlm-bot[bench]' (or pass --no-http)"
         ) from None
 
-    with _worker_process(model, args) as (url, process):
+    path = "http worker" if server == "worker" else f"ray serve x{args.ray_replicas}"
+    with _worker_process(model, args, server) as (url, process):
         connector = aiohttp.TCPConnector(limit=min(max(levels), MAX_HTTP_CONNECTIONS))
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
@@ -219,7 +227,7 @@ async def bench_http(
             out = []
             for c in levels:
                 latencies, seconds = await _run_callers(call, _sample(sentences, c, args), c)
-                out.append(_measure("http worker", c, latencies, seconds))
+                out.append(_measure(path, c, latencies, seconds))
             return out
 
 
@@ -256,6 +264,8 @@ def describe_device(device: str) -> str:
 def environment(device: str) -> dict[str, object]:
     """What the figures were measured on, for the JSON report."""
     import platform
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
 
     import torch
     import transformers
@@ -271,6 +281,8 @@ def environment(device: str) -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+    with contextlib.suppress(PackageNotFoundError):
+        info["ray"] = package_version("ray")
     if d.type == "cuda":
         props = torch.cuda.get_device_properties(d)
         info.update(
@@ -316,6 +328,9 @@ def main(args: argparse.Namespace) -> int:
         if not args.no_http:
             print("measuring over HTTP ...", file=sys.stderr)
             results += asyncio.run(bench_http(model, sentences, levels, args))
+        if args.ray_serve:
+            print("measuring Ray Serve ...", file=sys.stderr)
+            results += asyncio.run(bench_http(model, sentences, levels, args, server="serve"))
     print(_report(results, baseline, device))
     if args.json_out:
         Path(args.json_out).write_text(
