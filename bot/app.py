@@ -129,6 +129,7 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # Buttons under a prediction and the greeting.
     add(CallbackQueryHandler(predict.more_button, pattern="^more$"))
     add(CallbackQueryHandler(predict.fewer_button, pattern="^fewer$"))
+    add(CallbackQueryHandler(predict.chart_button, pattern="^chart$"))
     add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
     add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.

@@ -50,11 +50,16 @@ class BotServices:
         """The model's name as people know it: ``bert-base-uncased``, not a hub org or a local path."""
         return self.model.model_name.rstrip("/").rsplit("/", 1)[-1]
 
+    @property
+    def mask_pattern(self) -> re.Pattern[str]:
+        """A mask in any spelling the engine accepts, or the model's own mask token (the engine's own rule)."""
+        return re.compile(f"{MASK_ALIASES}|{re.escape(self.model.mask_token)}", re.IGNORECASE)
+
     def mask_spelling(self, text: str | None) -> str | None:
         """The first mask in ``text`` as the user wrote it (``[mask]``, ``<mask>`` ...), or None."""
         if not text:
             return None
-        found = re.search(f"{MASK_ALIASES}|{re.escape(self.model.mask_token)}", text, re.IGNORECASE)
+        found = self.mask_pattern.search(text)
         return found.group() if found else None
 
     def has_mask(self, text: str | None) -> bool:

@@ -174,10 +174,15 @@ async def test_a_dm_with_a_mask_gets_typing_then_the_predictions(
     for p in expected:
         assert p.token_str in visible
     assert f"{expected[0].score * 100:.1f}%" in visible
-    assert f"Best guess: {expected[0].sequence}" in visible
+    # The person's own sentence, capitals and spacing kept (the uncased model's sequence is all lower case).
+    assert f"Best guess: The cat sat on the {expected[0].token_str}." in visible
+    # Bars on one absolute scale: a 12% guess does not draw the full bar a 62% one would.
+    bars = [line.split()[2] for line in visible.splitlines() if line[:2] in ("1.", "2.", "3.", "4.", "5.")]
+    assert [bar.count("▓") for bar in bars] == [round(p.score * 10) for p in expected]
+    assert "whole vocabulary" in visible
     assert answer.params["reply_parameters"]["message_id"] == question["message_id"]
-    buttons = [b["callback_data"] for b in answer.params["reply_markup"]["inline_keyboard"][0]]
-    assert buttons == ["more", "guide"]
+    rows = [[b["callback_data"] for b in row] for row in answer.params["reply_markup"]["inline_keyboard"]]
+    assert rows == [["more", "chart"], ["guide"]]
 
     sent = [m for m in fake._messages.values() if m["chat"]["id"] == 50 and m.get("from", {}).get("is_bot")]
     await fake.press(ann, sent[-1], "more")
@@ -199,12 +204,15 @@ async def test_a_dm_with_a_mask_gets_typing_then_the_predictions(
 async def test_several_masks_show_each_list_and_the_best_sentence(
     fake: FakeTelegram, repo, bert_engine: FillMaskEngine
 ) -> None:
-    sentence = "the [MASK] sat on the [mask] ."
+    sentence = "[MASK] sat on the [mask] ."
     await fake.send_text(fake.user(51), sentence)
     (answer,) = await replies(fake, 51)
     visible = parse_html(answer.params["text"])
     assert "[MASK] 1" in visible and "[MASK] 2" in visible
-    assert f"Best sentence: {bert_engine.fill_joint(sentence, words_only=True).sequence}" in visible
+    steps = sorted(bert_engine.fill_joint(sentence, words_only=True).steps, key=lambda step: step.mask_index)
+    first, second = (step.token_str for step in steps)
+    # Filled into the person's text; the word that starts the sentence gets its capital.
+    assert f"Best sentence: {first[:1].upper() + first[1:]} sat on the {second} ." in visible
 
 
 async def test_predict_command(fake: FakeTelegram, repo) -> None:
@@ -683,3 +691,33 @@ async def test_an_error_after_the_answer_does_not_answer_the_press_again(
         await replies(fake, 99, 2)  # the polite "something went wrong"
         await fake.settle(0.5)
     assert len(fake.sent("answerCallbackQuery")) == 1
+
+
+async def test_the_chart_button_sends_a_picture_of_the_candidates(
+    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+) -> None:
+    from io import BytesIO
+
+    from matplotlib.image import imread
+
+    ann = fake.user(58)
+    sentence = "The [MASK] costs $5 🙂"
+    await fake.send_text(ann, sentence)
+    await replies(fake, 58)
+    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 58 and m.get("from", {}).get("is_bot")][-1]
+    await fake.press(ann, shown, "chart")
+    (photo,) = await replies(fake, 58, method="sendPhoto")
+    png = photo.params["photo"]["content"]
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    height, width, _ = imread(BytesIO(png)).shape  # a real picture, not just a header
+    assert width == 840 and height > 200
+    assert photo.params["reply_parameters"]["message_id"] == shown["message_id"]
+    assert "0-100%" in parse_html(photo.params["caption"])
+    kinds = await eventually(
+        lambda: _kinds_of(repo, 58, "chart"),
+    )
+    assert kinds == ["chart"]
+
+
+async def _kinds_of(repo, user_id: int, kind: str) -> list[str]:
+    return [row.kind for row in await repo.interactions.all() if row.user_id == user_id and row.kind == kind]

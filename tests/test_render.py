@@ -32,6 +32,7 @@ def mask_rows(n: int, k: int) -> list[list[dict]]:
     return [[{"word": f"w{m}{i}<&>", "score": 0.9 / (i + 1)} for i in range(k)] for m in range(n)]
 
 
+CAPTIONS = {"prediction_chart", "guide_document", "stats_chart"}  # sent under a photo or a file
 CONTEXTS = {
     "start": {"first_name": HOSTILE, "keyword": "MLM", "model_name": "bert-base-uncased", "bot_username": "b"},
     "help": {"keyword": "MLM", "model_name": HOSTILE, "bot_username": "b", "max_masks": 5},
@@ -45,6 +46,8 @@ CONTEXTS = {
         "truncated": True,
         "mask_spelling": "[MASK]",
     },
+    # A photo's caption: Telegram's limit is 1,024 characters (checked below).
+    "prediction_chart": {"model_name": HOSTILE, "sentence": HOSTILE * 50, "mask_spelling": "[MASK]"},
     "comment_reply": {"mentions": [Markup(mention_html(i, n)) for i, n in ((1, HOSTILE), (2, "Bob"), (3, "Cy"))]},
     "guide_in_group": {},
     "guide_document": {},
@@ -98,7 +101,7 @@ def test_every_message_template_is_covered() -> None:
 def test_templates_render_valid_telegram_html_even_with_hostile_text(renderer: Renderer, name: str) -> None:
     html = renderer.html(name, **CONTEXTS[name])
     visible = parse_html(html)  # the fake Telegram's own, independent parser
-    assert visible.strip() and utf16_len(visible) <= 4096
+    assert visible.strip() and utf16_len(visible) <= (1024 if name in CAPTIONS else 4096)
     assert "<script>" not in html
 
 
@@ -240,3 +243,34 @@ def test_shorten_keeps_the_filled_word_in_view() -> None:
     short = shorten(text, 100, around="TARGET")
     assert "TARGET" in short and len(short) <= 100 and short.startswith("…") and short.endswith("…")
     assert shorten("short", 100) == "short"
+
+
+@pytest.mark.parametrize(
+    ("sentence", "words", "expected"),
+    [
+        ("The Eiffel Tower is in [MASK].", ["paris"], "The Eiffel Tower is in paris."),
+        ("[MASK] is the capital of France.", ["paris"], "Paris is the capital of France."),
+        ("I like it. [mask] does too!", ["she"], "I like it. She does too!"),
+        ('"[MASK] is here," he said.', ["it"], '"It is here," he said.'),
+        ("He said [MASK] was here.", ["she"], "He said she was here."),
+        ("A <mask>  and  a [ MASK ]\n", ["cat", "dog"], "A cat  and  a dog\n"),
+        ("Two [MASK] [MASK]", ["only one"], None),
+    ],
+)
+def test_the_best_sentence_keeps_the_persons_own_text(sentence: str, words: list[str], expected: str | None) -> None:
+    from bot.predictions import in_their_words
+    from models.engine import MASK_ALIASES
+
+    assert in_their_words(sentence, words, re.compile(MASK_ALIASES, re.IGNORECASE)) == expected
+
+
+def test_the_prediction_chart_draws_any_word() -> None:
+    """Dollar signs (matplotlib's math markers), emoji and right-to-left words: a picture, never an error."""
+    from bot.charts import prediction_chart
+
+    masks = [
+        [{"word": "$", "score": 0.62}, {"word": "a$b$c", "score": 0.12}, {"word": "🙂", "score": 0.001}],
+        [{"word": "مرحبا", "score": 0.3}, {"word": "x" * 60, "score": 0.0}],
+    ]
+    png = prediction_chart(masks, title="bert: $5 for a [MASK]", mask_label="[MASK]", axis_label="%")
+    assert png.startswith(b"\x89PNG")

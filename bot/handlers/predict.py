@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, MessageEntity, Update
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
+from bot.charts import prediction_chart
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.predictions import answer_html, ask
+from bot.render import shorten
 from bot.services import BotServices
 from bot.telegram_html import visible_text
 from models.errors import FillMaskError
@@ -84,12 +87,8 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     s = context.bot_data.services
     query = update.callback_query
     shown = visible_message(update)
-    original = shown.reply_to_message if shown else None
-    sentence = _after_command(original) if original and original.text and original.text.startswith("/") else None
-    sentence = sentence or (original.text if original else None)
-    if not sentence or not s.has_mask(sentence):
-        await answer_query(update, context)
-        await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
+    sentence = await _sentence_under(update, context, shown)
+    if sentence is None:
         return
     with s.predict_gate.enter(update.effective_user.id) as refusal:
         if refusal is not None:
@@ -116,14 +115,64 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     await log_interaction(update, context, "prediction", trigger=f"top{top_k}", input_text=sentence)
 
 
+async def chart_button(update: Update, context: Context) -> None:
+    """The answer's candidates as a picture: bars on one 0-100% scale (drawn in a thread), sent under it."""
+    s = context.bot_data.services
+    query = update.callback_query
+    shown = visible_message(update)
+    sentence = await _sentence_under(update, context, shown)
+    if sentence is None:
+        return
+    with s.predict_gate.enter(update.effective_user.id) as refusal:
+        if refusal is not None:
+            await query.answer(
+                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
+            )
+            return
+        await answer_query(update, context)  # at once: the model and the drawing may take a while
+        try:
+            answer = await ask(s, sentence, TOP_K)
+        except FillMaskError as exc:
+            await shown.reply_html(s.renderer.error(exc.code, exc.details))
+            return
+        text = s.renderer.text
+        png = await asyncio.to_thread(
+            prediction_chart,
+            answer.words,
+            title=text("prediction_chart_title", model_name=s.model_label, sentence=shorten(sentence, 70)),
+            mask_label=text("prediction_chart_mask"),
+            axis_label=text("prediction_chart_axis"),
+        )
+    caption = s.renderer.html(
+        "prediction_chart", model_name=s.model_label, sentence=sentence, mask_spelling=s.mask_spelling(sentence)
+    )
+    await shown.reply_photo(InputFile(png, filename="predictions.png"), caption=caption)
+    await log_interaction(update, context, "chart", input_text=sentence, model_name=s.model.model_name)
+
+
+async def _sentence_under(update: Update, context: Context, shown: Message | None) -> str | None:
+    """The sentence an answer belongs to, read back from the person's message it replies to (so buttons
+    survive restarts); None, after saying so, when it is gone or has no mask any more."""
+    s = context.bot_data.services
+    original = shown.reply_to_message if shown else None
+    sentence = _after_command(original) if original and original.text and original.text.startswith("/") else None
+    sentence = sentence or (original.text if original else None)
+    if not sentence or not s.has_mask(sentence):
+        await answer_query(update, context)
+        await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
+        return None
+    return sentence
+
+
 def _keyboard(s: BotServices, *, more: bool) -> InlineKeyboardMarkup:
     toggle = (
         InlineKeyboardButton(s.renderer.text("button_more"), callback_data="more")
         if more
         else InlineKeyboardButton(s.renderer.text("button_fewer"), callback_data="fewer")
     )
+    chart = InlineKeyboardButton(s.renderer.text("button_chart"), callback_data="chart")
     return InlineKeyboardMarkup(
-        [[toggle, InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")]]
+        [[toggle, chart], [InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")]]
     )
 
 

@@ -28,7 +28,7 @@ class UserInfo:
 
 @dataclass(frozen=True)
 class InteractionEntry:
-    kind: str  # guide, prediction, inline, comment, start, error
+    kind: str  # guide, prediction, chart, inline, comment, start, error
     user: UserInfo | None = None
     chat_id: int | None = None
     chat_type: str | None = None
