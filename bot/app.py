@@ -127,9 +127,12 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CommandHandler("forget", privacy.forget_command, filters=new & private))
     add(CommandHandler(["forget", "stats"], privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
-    add(CallbackQueryHandler(predict.more_button, pattern="^more$"))
-    add(CallbackQueryHandler(predict.fewer_button, pattern="^fewer$"))
-    add(CallbackQueryHandler(predict.chart_button, pattern="^chart$"))
+    # (":x<n>": the answer is for the guide's ready sentence n.)
+    add(CallbackQueryHandler(predict.more_button, pattern=r"^more(:x\d+)?$"))
+    add(CallbackQueryHandler(predict.fewer_button, pattern=r"^fewer(:x\d+)?$"))
+    add(CallbackQueryHandler(predict.chart_button, pattern=r"^chart(:x\d+)?$"))
+    # The ready sentences under the guide (bidirectional context), one tap each.
+    add(CallbackQueryHandler(predict.experiment_button, pattern=r"^try:\d+$"))
     add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
     add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.

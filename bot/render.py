@@ -134,6 +134,10 @@ class Renderer:
         """A plain-text string (a button label, a title) from a macro in ``strings.txt``."""
         return str(getattr(self._strings, macro)(**context)).strip()
 
+    def experiments(self) -> list[tuple[str, str]]:
+        """(button label, sentence) of the ready sentences under the guide, from ``experiments.j2``."""
+        return list(self._plain.get_template("experiments.j2").module.experiments)
+
     def learn_more(self) -> list[tuple[str, str, str]]:
         """(button label, link text, url) of the guide's learn-more links, from ``links.j2``."""
         return list(self._plain.get_template("links.j2").module.learn_more)

@@ -721,3 +721,37 @@ async def test_the_chart_button_sends_a_picture_of_the_candidates(
 
 async def _kinds_of(repo, user_id: int, kind: str) -> list[str]:
     return [row.kind for row in await repo.interactions.all() if row.user_id == user_id and row.kind == kind]
+
+
+async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
+    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+) -> None:
+    ann = fake.user(59)
+    await fake.send_text(ann, "MLM")
+    await fake.wait_for(
+        lambda f: any(c.params.get("reply_markup", {}).get("inline_keyboard", [[{}]])[0][0].get("callback_data")
+                      == "try:0" for c in f.sent("sendMessage", 59))
+    )  # fmt: skip
+    offer = next(c for c in fake.sent("sendMessage", 59) if "Try it yourself" in parse_html(c.params["text"]))
+    buttons = [row[0] for row in offer.params["reply_markup"]["inline_keyboard"]]
+    assert [b["callback_data"] for b in buttons] == ["try:0", "try:1", "try:2"]
+    assert "I went to the [MASK] to buy bread." in buttons[0]["text"]
+    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 59 and m.get("from", {}).get("is_bot")][-1]
+    before = len(fake.sent("sendMessage", 59))
+    await fake.press(ann, shown, "try:1")
+    await fake.wait_for(lambda f: len(f.sent("sendMessage", 59)) > before)
+    answer = fake.sent("sendMessage", 59)[-1]
+    visible = parse_html(answer.params["text"])
+    expected = bert_engine.fill("I went to the [MASK] to swim.", top_k=5, words_only=True).masks[0]
+    assert "I went to the [MASK] to swim." in visible and all(p.token_str in visible for p in expected)
+    rows = [[b["callback_data"] for b in row] for row in answer.params["reply_markup"]["inline_keyboard"]]
+    assert rows == [["more:x1", "chart:x1"], ["guide"]]
+    # Its "More candidates" knows the sentence from the button, not from a message of the person's.
+    answered = [m for m in fake._messages.values() if m["chat"]["id"] == 59 and m.get("from", {}).get("is_bot")][-1]
+    await fake.press(ann, answered, "more:x1")
+    (edit,) = await replies(fake, 59, method="editMessageText")
+    more = bert_engine.fill("I went to the [MASK] to swim.", top_k=15, words_only=True).masks[0]
+    assert all(p.token_str in parse_html(edit.params["text"]) for p in more)
+    assert edit.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "fewer:x1"
+    logged = await eventually(lambda: _kinds_of(repo, 59, "prediction"))
+    assert logged

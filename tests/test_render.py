@@ -48,6 +48,7 @@ CONTEXTS = {
     },
     # A photo's caption: Telegram's limit is 1,024 characters (checked below).
     "prediction_chart": {"model_name": HOSTILE, "sentence": HOSTILE * 50, "mask_spelling": "[MASK]"},
+    "experiments": {},
     "comment_reply": {"mentions": [Markup(mention_html(i, n)) for i, n in ((1, HOSTILE), (2, "Bob"), (3, "Cy"))]},
     "guide_in_group": {},
     "guide_document": {},

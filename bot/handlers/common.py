@@ -74,6 +74,16 @@ async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None
         InputFile(document, filename=s.renderer.text("guide_filename")),
         caption=s.renderer.html("guide_document"),
     )
+    await context.bot.send_message(
+        chat_id, s.renderer.html("experiments"), reply_markup=experiments_keyboard(s.renderer)
+    )
+
+
+def experiments_keyboard(renderer: Renderer) -> InlineKeyboardMarkup:
+    """One button per ready sentence (``try:<n>``): a tap shows the model's guesses for it."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=f"try:{n}")] for n, (label, _) in enumerate(renderer.experiments())]
+    )
 
 
 def visible_message(update: Update) -> Message | None:

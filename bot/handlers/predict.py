@@ -47,6 +47,38 @@ async def fewer_button(update: Update, context: Context) -> None:
     await _expand(update, context, TOP_K)
 
 
+async def experiment_button(update: Update, context: Context) -> None:
+    """``try:<n>``: the model's guesses for one of the ready sentences under the guide, as a new answer under
+    them (its buttons carry the number, since there is no message of the person's to read the sentence from)."""
+    s = context.bot_data.services
+    query = update.callback_query
+    shown = visible_message(update)
+    number = int(query.data.split(":", 1)[1])
+    experiments = s.renderer.experiments()
+    if shown is None or number >= len(experiments):
+        await answer_query(update, context)
+        await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
+        return
+    sentence = experiments[number][1]
+    with s.predict_gate.enter(update.effective_user.id) as refusal:
+        if refusal is not None:
+            await query.answer(
+                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
+            )
+            return
+        await answer_query(update, context)
+        try:
+            answer = await ask(s, sentence, TOP_K)
+        except FillMaskError as exc:
+            await shown.reply_html(s.renderer.error(exc.code, exc.details))
+            return
+    await shown.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True, experiment=number))
+    await log_interaction(
+        update, context, "prediction", trigger=f"try{number}", input_text=sentence, model_name=s.model.model_name,
+        predictions=answer.for_log(),
+    )  # fmt: skip
+
+
 async def _predict(update: Update, context: Context, sentence: str) -> None:
     s = context.bot_data.services
     message = update.effective_message
@@ -104,7 +136,9 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
         except FillMaskError as exc:
             await shown.reply_html(s.renderer.error(exc.code, exc.details))
             return
-    html, keyboard = answer_html(s, answer), _keyboard(s, more=top_k == TOP_K)
+    _, _, experiment = (query.data or "").partition(":x")
+    number = int(experiment) if experiment.isdigit() else None
+    html, keyboard = answer_html(s, answer), _keyboard(s, more=top_k == TOP_K, experiment=number)
     if shown.text == visible_text(html) and shown.reply_markup == keyboard:
         return  # pressed twice: Telegram would refuse the same text again ("message is not modified")
     try:
@@ -151,26 +185,34 @@ async def chart_button(update: Update, context: Context) -> None:
 
 
 async def _sentence_under(update: Update, context: Context, shown: Message | None) -> str | None:
-    """The sentence an answer belongs to, read back from the person's message it replies to (so buttons
-    survive restarts); None, after saying so, when it is gone or has no mask any more."""
+    """The sentence an answer belongs to: a ready sentence's when the button carries its number (``more:x1``),
+    else read back from the person's message the answer replies to (so buttons survive restarts); None, after
+    saying so, when it is gone or has no mask any more."""
     s = context.bot_data.services
-    original = shown.reply_to_message if shown else None
-    sentence = _after_command(original) if original and original.text and original.text.startswith("/") else None
-    sentence = sentence or (original.text if original else None)
-    if not sentence or not s.has_mask(sentence):
+    _, _, experiment = (update.callback_query.data or "").partition(":x")
+    if experiment.isdigit():
+        experiments = s.renderer.experiments()
+        sentence = experiments[int(experiment)][1] if int(experiment) < len(experiments) else None
+    else:
+        original = shown.reply_to_message if shown else None
+        command = original and original.text and original.text.startswith("/")
+        sentence = _after_command(original) if command else None
+        sentence = sentence or (original.text if original else None)
+    if shown is None or not sentence or not s.has_mask(sentence):
         await answer_query(update, context)
         await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
         return None
     return sentence
 
 
-def _keyboard(s: BotServices, *, more: bool) -> InlineKeyboardMarkup:
+def _keyboard(s: BotServices, *, more: bool, experiment: int | None = None) -> InlineKeyboardMarkup:
+    suffix = f":x{experiment}" if experiment is not None else ""
     toggle = (
-        InlineKeyboardButton(s.renderer.text("button_more"), callback_data="more")
+        InlineKeyboardButton(s.renderer.text("button_more"), callback_data="more" + suffix)
         if more
-        else InlineKeyboardButton(s.renderer.text("button_fewer"), callback_data="fewer")
+        else InlineKeyboardButton(s.renderer.text("button_fewer"), callback_data="fewer" + suffix)
     )
-    chart = InlineKeyboardButton(s.renderer.text("button_chart"), callback_data="chart")
+    chart = InlineKeyboardButton(s.renderer.text("button_chart"), callback_data="chart" + suffix)
     return InlineKeyboardMarkup(
         [[toggle, chart], [InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")]]
     )
