@@ -31,7 +31,7 @@ from telegram.ext import (
 )
 
 from bot import inbox, tracking
-from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy
+from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy, tap
 from bot.metrics import CountingRequest
 from bot.rate_limits import BotRateLimiter
 from bot.services import CONTEXT_TYPES, BotServices
@@ -133,6 +133,7 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CallbackQueryHandler(predict.chart_button, pattern=r"^chart(:x\d+)?$"))
     # The ready sentences under the guide (bidirectional context), one tap each.
     add(CallbackQueryHandler(predict.experiment_button, pattern=r"^try:\d+$"))
+    add(CallbackQueryHandler(tap.tap_button, pattern=r"^tap:[A-Za-z0-9_-]+:\d+$"))
     add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
     add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
@@ -147,6 +148,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(MessageHandler(private & new & filters.TEXT & ~filters.COMMAND & mask, predict.predict_message))
     # Private text with the keyword: the guide.
     add(MessageHandler(private & new & keyword & ~filters.COMMAND, guide.keyword_message))
+    # Private text with neither: a button per word, to hide one from the model (short or one-word text: a hint).
+    add(MessageHandler(private & new & filters.TEXT & ~filters.COMMAND, tap.offer_words))
     # Anything else in private (text, stickers, photos, unknown commands): a short hint. Groups: silence.
     add(MessageHandler(private & new, fallback.private_fallback))
     # Last groups: the update's handling has finished: its latency and log line; the inbox stops replaying it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -44,6 +45,19 @@ class BotServices:
     claims_in_memory: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
     # Per user, the model call of their newest inline query (a newer query cancels the older one).
     inline_in_flight: dict[int, asyncio.Task] = field(default_factory=dict)
+    # Sentences offered for tap-to-mask, by the short key in their buttons' data (the newest ones).
+    tap_sentences: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    def remember_sentence(self, text: str, *, keep: int = 10_000) -> str:
+        """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length."""
+        key = secrets.token_urlsafe(6)
+        self.tap_sentences[key] = text
+        while len(self.tap_sentences) > keep:
+            self.tap_sentences.popitem(last=False)
+        return key
+
+    def tapped_sentence(self, key: str) -> str | None:
+        return self.tap_sentences.get(key)
 
     @property
     def model_label(self) -> str:

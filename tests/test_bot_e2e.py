@@ -755,3 +755,49 @@ async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
     assert edit.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "fewer:x1"
     logged = await eventually(lambda: _kinds_of(repo, 59, "prediction"))
     assert logged
+
+
+async def test_a_sentence_without_a_mask_offers_its_words_and_a_tap_hides_one(
+    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+) -> None:
+    ann = fake.user(60)
+    sentence = "The Eiffel Tower is in Paris, isn't it?"
+    await fake.send_text(ann, sentence)
+    (offer,) = await replies(fake, 60)
+    assert "[MASK]" in parse_html(offer.params["text"])
+    buttons = [b for row in offer.params["reply_markup"]["inline_keyboard"] for b in row]
+    assert [b["text"] for b in buttons] == ["The", "Eiffel", "Tower", "is", "in", "Paris", "isn't", "it"]
+    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 60 and m.get("from", {}).get("is_bot")][-1]
+    await fake.press(ann, shown, buttons[5]["callback_data"])
+    await fake.wait_for(lambda f: len(f.sent("sendMessage", 60)) >= 2)
+    result = parse_html(fake.sent("sendMessage", 60)[-1].params["text"])
+    masked = "The Eiffel Tower is in [MASK], isn't it?"
+    assert f"I hid Paris: {masked}" in result
+    guesses = [p.token_str for p in bert_engine.fill(masked, top_k=50, words_only=True).masks[0]]
+    model = bert_dir_label(bert_engine)
+    if "paris" in guesses:
+        rank = guesses.index("paris") + 1
+        assert (f"at rank {rank}" in result) if rank > 1 else ("guessed it first" in result)
+    else:
+        assert f"It was Paris; {model} guessed {guesses[0]}, and Paris is not in its top 50" in result
+    rows = await eventually(lambda: _kinds_of(repo, 60, "prediction"))
+    assert rows
+
+
+def bert_dir_label(engine: FillMaskEngine) -> str:
+    return str(engine.name).rstrip("/").rsplit("/", 1)[-1]
+
+
+@pytest.mark.parametrize("words", [12, 30])
+async def test_tap_buttons_fit_telegram_for_any_sentence(fake: FakeTelegram, repo, words: int) -> None:
+    """At most 12 buttons, data within 64 bytes whatever the words; a tap after a restart is an expired button."""
+    long_words = " ".join(f"{'w' * 5}{n}" for n in range(words))
+    await fake.send_text(fake.user(61), long_words)
+    (offer,) = await replies(fake, 61)
+    buttons = [b for row in offer.params["reply_markup"]["inline_keyboard"] for b in row]
+    assert len(buttons) == 12 and all(len(b["callback_data"].encode()) <= 64 for b in buttons)
+    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 61 and m.get("from", {}).get("is_bot")][-1]
+    await fake.press(fake.user(61), shown, "tap:unknownkey:3")  # a key this process never handed out
+    await fake.wait_for(lambda f: len(f.sent("sendMessage", 61)) >= 2)
+    assert fake.sent("answerCallbackQuery")
+    assert "can't find the sentence" in parse_html(fake.sent("sendMessage", 61)[-1].params["text"])

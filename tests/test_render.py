@@ -49,6 +49,15 @@ CONTEXTS = {
     # A photo's caption: Telegram's limit is 1,024 characters (checked below).
     "prediction_chart": {"model_name": HOSTILE, "sentence": HOSTILE * 50, "mask_spelling": "[MASK]"},
     "experiments": {},
+    "tap_offer": {"model_name": HOSTILE},
+    "tap_result": {
+        "hidden": HOSTILE,
+        "masked": HOSTILE * 50,
+        "guesses": mask_rows(1, 5)[0],
+        "rank": None,
+        "top": 50,
+        "model_name": HOSTILE,
+    },
     "comment_reply": {"mentions": [Markup(mention_html(i, n)) for i, n in ((1, HOSTILE), (2, "Bob"), (3, "Cy"))]},
     "guide_in_group": {},
     "guide_document": {},

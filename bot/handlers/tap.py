@@ -1,0 +1,83 @@
+"""Tap a word to mask it: a private sentence *without* a mask gets one button per word; the tapped word is hidden
+and the model guesses it ("it was X, the model guessed Y, X at rank N").
+
+The sentence stays in memory under a short random key (the button's data is ``tap:<key>:<n>``, 15 bytes for any
+sentence, within Telegram's 64); after a restart, or once 10,000 newer sentences have pushed it out, a tap is
+answered as an expired button.
+"""
+
+from __future__ import annotations
+
+import re
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+
+from bot.handlers.common import Context, answer_query, log_interaction, visible_message
+from bot.handlers.fallback import private_fallback
+from bot.predictions import ask
+from models.engine import MAX_TOP_K
+from models.errors import FillMaskError
+
+WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")  # letters and digits, with inner apostrophes and hyphens
+MAX_BUTTONS = 12
+PER_ROW = 4
+LONGEST = 300  # characters: a longer text gets the usual hint instead
+
+
+async def offer_words(update: Update, context: Context) -> None:
+    s = context.bot_data.services
+    message = update.effective_message
+    text = message.text or ""
+    words = list(WORD.finditer(text))
+    if len(words) < 2 or len(text) > LONGEST:
+        await private_fallback(update, context)
+        return
+    key = s.remember_sentence(text)
+    buttons = [
+        InlineKeyboardButton(match.group()[:24], callback_data=f"tap:{key}:{n}")
+        for n, match in enumerate(words[:MAX_BUTTONS])
+    ]
+    rows = [buttons[i : i + PER_ROW] for i in range(0, len(buttons), PER_ROW)]
+    await message.reply_html(
+        s.renderer.html("tap_offer", model_name=s.model_label), reply_markup=InlineKeyboardMarkup(rows)
+    )
+
+
+async def tap_button(update: Update, context: Context) -> None:
+    s = context.bot_data.services
+    query = update.callback_query
+    shown = visible_message(update)
+    _, key, number = query.data.split(":")
+    text = s.tapped_sentence(key)
+    words = list(WORD.finditer(text)) if text else []
+    if shown is None or text is None or int(number) >= min(len(words), MAX_BUTTONS):
+        await answer_query(update, context)
+        await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
+        return
+    word = words[int(number)]
+    hidden = word.group()
+    masked = f"{text[: word.start()]}[MASK]{text[word.end() :]}"
+    with s.predict_gate.enter(update.effective_user.id) as refusal:
+        if refusal is not None:
+            await query.answer(
+                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
+            )
+            return
+        await answer_query(update, context)
+        try:
+            answer = await ask(s, masked, MAX_TOP_K)
+        except FillMaskError as exc:
+            await shown.reply_html(s.renderer.error(exc.code, exc.details))
+            return
+    guesses = answer.words[0]
+    rank = next((n for n, g in enumerate(guesses, start=1) if g["word"].casefold() == hidden.casefold()), None)
+    await shown.reply_html(
+        s.renderer.html(
+            "tap_result", hidden=hidden, masked=masked, guesses=guesses[:5], rank=rank, top=len(guesses),
+            model_name=s.model_label,
+        )
+    )  # fmt: skip
+    await log_interaction(
+        update, context, "prediction", trigger="tap", input_text=masked, model_name=s.model.model_name,
+        predictions=answer.for_log(), outcome="ok" if rank == 1 else "missed",
+    )  # fmt: skip
