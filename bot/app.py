@@ -26,12 +26,13 @@ from telegram.ext import (
     Defaults,
     InlineQueryHandler,
     MessageHandler,
+    PollAnswerHandler,
     TypeHandler,
     filters,
 )
 
 from bot import inbox, tracking
-from bot.handlers import admin, comments, errors, fallback, guide, inline, predict, privacy, tap
+from bot.handlers import admin, comments, compare, errors, fallback, guide, inline, predict, privacy, quiz, tap
 from bot.metrics import CountingRequest
 from bot.rate_limits import BotRateLimiter
 from bot.services import CONTEXT_TYPES, BotServices
@@ -120,20 +121,28 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # /guide: the guide in private; in a group, a button to get it privately.
     add(CommandHandler("guide", guide.guide_command, filters=new))
     add(CommandHandler("predict", predict.predict_command, filters=new & private))
+    # /quiz: five quiz polls, one at a time, in private (in a group the polls would flood the chat).
+    add(CommandHandler("quiz", quiz.quiz_command, filters=new & private))
+    # /compare: the sentence through each of COMPARE_MODELS, side by side.
+    add(CommandHandler("compare", compare.compare_command, filters=new & private))
     # Admin statistics in private (the handler refuses non-admins politely); in a group, never the numbers in
     # public: a pointer to the private chat.
     add(CommandHandler("stats", admin.stats_command, filters=new & private))
     # /forget in private asks for confirmation; in a group it points to the private chat.
     add(CommandHandler("forget", privacy.forget_command, filters=new & private))
-    add(CommandHandler(["forget", "stats"], privacy.private_only, filters=new))
+    add(CommandHandler(["forget", "stats", "quiz", "compare"], privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     # (":x<n>": the answer is for the guide's ready sentence n.)
     add(CallbackQueryHandler(predict.more_button, pattern=r"^more(:x\d+)?$"))
     add(CallbackQueryHandler(predict.fewer_button, pattern=r"^fewer(:x\d+)?$"))
     add(CallbackQueryHandler(predict.chart_button, pattern=r"^chart(:x\d+)?$"))
+    add(CallbackQueryHandler(compare.compare_button, pattern=r"^compare(:x\d+)?$"))
     # The ready sentences under the guide (bidirectional context), one tap each.
     add(CallbackQueryHandler(predict.experiment_button, pattern=r"^try:\d+$"))
     add(CallbackQueryHandler(tap.tap_button, pattern=r"^tap:[A-Za-z0-9_-]+:\d+$"))
+    add(CallbackQueryHandler(quiz.quiz_button, pattern="^quiz$"))
+    # Answers to the quiz's polls.
+    add(PollAnswerHandler(quiz.poll_answer))
     add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
     add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
@@ -175,7 +184,13 @@ async def register_commands(application: Application, services: BotServices) -> 
         BotCommand("guide", text("command_guide")),
         BotCommand("help", text("command_help")),
     ]
-    private = [*everywhere[:2], BotCommand("predict", text("command_predict")), *everywhere[2:]]
+    private = [
+        *everywhere[:2],
+        BotCommand("predict", text("command_predict")),
+        BotCommand("compare", text("command_compare")),
+        BotCommand("quiz", text("command_quiz")),
+        *everywhere[2:],
+    ]
     private.append(BotCommand("forget", text("command_forget")))
     await application.bot.set_my_commands(everywhere, scope=BotCommandScopeDefault())
     await application.bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())

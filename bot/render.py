@@ -134,6 +134,10 @@ class Renderer:
         """A plain-text string (a button label, a title) from a macro in ``strings.txt``."""
         return str(getattr(self._strings, macro)(**context)).strip()
 
+    def quiz(self) -> list[dict[str, Any]]:
+        """The quiz's questions (question, options, correct, explanation), from ``quiz.j2``."""
+        return list(self._plain.get_template("quiz.j2").module.questions)
+
     def experiments(self) -> list[tuple[str, str]]:
         """(button label, sentence) of the ready sentences under the guide, from ``experiments.j2``."""
         return list(self._plain.get_template("experiments.j2").module.experiments)

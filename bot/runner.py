@@ -217,6 +217,8 @@ async def _run(
         await writer.close(timeout=max(1.0, deadline - loop.time()))  # flush the interaction log
         log.info("interaction log flushed (%d written)", writer.written)
         await model.close()
+        if services.lineup is not None:
+            await services.lineup.close()
 
 
 def run(settings: BotSettings) -> None:

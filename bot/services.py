@@ -12,10 +12,12 @@ import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from telegram.ext import CallbackContext, ContextTypes, ExtBot
 
 from bot.comment_replies import CommentReplies
+from bot.compare import Lineup
 from bot.limits import UserGate
 from bot.metrics import BotMetrics
 from bot.render import Renderer
@@ -45,8 +47,15 @@ class BotServices:
     claims_in_memory: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
     # Per user, the model call of their newest inline query (a newer query cancels the older one).
     inline_in_flight: dict[int, asyncio.Task] = field(default_factory=dict)
+    # /compare's models, loaded on first use (bot.compare).
+    lineup: Lineup | None = None
     # Sentences offered for tap-to-mask, by the short key in their buttons' data (the newest ones).
     tap_sentences: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    def compare_lineup(self) -> Lineup:
+        if self.lineup is None:
+            self.lineup = Lineup(self.settings.compare_models, self.settings)
+        return self.lineup
 
     def remember_sentence(self, text: str, *, keep: int = 10_000) -> str:
         """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length."""
@@ -111,6 +120,8 @@ class BotData:
         self.posts: dict[tuple[int, int], tuple[int, int]] = {}
         # Callback queries already answered (the newest ones), so the error handler never answers twice.
         self.answered: OrderedDict[str, None] = OrderedDict()
+        # Quizzes in progress, by the id of the poll waiting for an answer (bot.handlers.quiz).
+        self.quizzes: OrderedDict[str, Any] = OrderedDict()
 
     def mark_answered(self, query_id: str, *, keep: int = 10_000) -> None:
         self.answered[query_id] = None

@@ -60,6 +60,13 @@ class BotSettings(ModelSettings):
     telegram_api_base_url: str = "https://api.telegram.org/bot"
     database_url: str = DEFAULT_DATABASE_URL
     trigger_keywords: Annotated[tuple[str, ...], NoDecode] = ("MLM",)
+    # /compare: hub ids or local folders, comma-separated (loaded in this process on first use).
+    compare_models: Annotated[tuple[str, ...], NoDecode] = (
+        "google-bert/bert-base-uncased",
+        "FacebookAI/roberta-base",
+        "distilbert/distilbert-base-uncased",
+        "albert/albert-base-v2",
+    )
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     predictions_per_minute: int = Field(20, ge=1, description="per user, DMs and /predict")
     inline_queries_per_minute: int = Field(60, ge=1, description="per user, inline mode")
@@ -88,6 +95,15 @@ class BotSettings(ModelSettings):
         if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", value.get_secret_value().strip()):
             raise ValueError("does not look like a bot token (digits, a colon, then 20+ letters)")
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("compare_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+            if not value:
+                raise ValueError("needs at least one model, e.g. COMPARE_MODELS=google-bert/bert-base-uncased")
+        return value
 
     @field_validator("trigger_keywords", mode="before")
     @classmethod

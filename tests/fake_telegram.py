@@ -38,7 +38,7 @@ BOT_ID = 123456789
 BOT_USERNAME = "mlm_test_bot"
 JSON_FIELDS = {
     "reply_markup", "results", "reply_parameters", "commands", "reaction", "button", "link_preview_options",
-    "entities", "caption_entities", "allowed_updates", "scope",
+    "entities", "caption_entities", "allowed_updates", "scope", "options", "correct_option_ids",
 }  # fmt: skip
 TAGS = {
     "b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
@@ -489,6 +489,50 @@ class FakeTelegram:
         self._maybe_429()
         size = {"file_id": "photo", "file_unique_id": "photo", "width": 960, "height": 540}
         return self._bot_message(chat_id, params, photo=[size])
+
+    async def api_sendpoll(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Telegram's limits: question 1-300 characters, 2-10 options of 1-100, a quiz's correct_option_id among
+        them, an explanation of at most 200 characters and 2 line feeds."""
+        chat_id = self._check_chat(params)
+        options = params.get("options") or []
+        # With a parse mode (python-telegram-bot's Defaults add HTML), "<mask>" would be an unknown tag.
+        question = check_text(params.get("question", ""), params.get("question_parse_mode"), 300, "poll question")
+        texts = [
+            check_text(o["text"], o.get("text_parse_mode"), 100, "poll option") if isinstance(o, dict) else str(o)
+            for o in options
+        ]
+        if not question or not 2 <= len(texts) <= 10 or not all(texts):
+            raise ApiError(400, "Bad Request: POLL_OPTION_INVALID")
+        if params.get("type") == "quiz":  # Bot API 9.6: correct_option_ids (correct_option_id before)
+            correct = params.get("correct_option_ids") or [params.get("correct_option_id", -1)]
+            if not all(0 <= int(c) < len(texts) for c in correct):
+                raise ApiError(400, "Bad Request: wrong correct option id")
+        explanation = params.get("explanation")
+        if explanation is not None:
+            explanation = check_text(explanation, params.get("explanation_parse_mode"), 200, "explanation")
+        if explanation and explanation.count("\n") > 2:
+            raise ApiError(400, "Bad Request: explanation is too long")
+        self._maybe_429()
+        poll_id = f"poll{next(self._update_ids)}"
+        poll = {
+            "id": poll_id, "question": question, "total_voter_count": 0, "is_closed": False,
+            "is_anonymous": params.get("is_anonymous") not in (False, "false", "False"),
+            "type": params.get("type", "regular"), "allows_multiple_answers": False,
+            "allows_revoting": False, "members_only": False,  # Bot API 9.6 and 10.0
+            # Bot API 9.6: every option has a persistent id
+            "options": [{"text": t, "voter_count": 0, "persistent_id": f"{poll_id}-{n}"} for n, t in enumerate(texts)],
+        }  # fmt: skip
+        if params.get("type") == "quiz":
+            poll["correct_option_ids"] = [int(c) for c in correct]
+        return self._bot_message(chat_id, params, poll=poll)
+
+    async def answer_poll(self, user: dict[str, Any], poll_id: str, option_ids: list[int]) -> int:
+        """A person votes in a non-anonymous poll: Telegram sends the bot a ``poll_answer`` update."""
+        persistent = [f"{poll_id}-{n}" for n in option_ids]
+        return await self.push(
+            "poll_answer",
+            {"poll_id": poll_id, "user": user, "option_ids": option_ids, "option_persistent_ids": persistent},
+        )
 
     async def api_editmessagetext(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])

@@ -79,9 +79,17 @@ async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram
     visible = parse_html(greeting.params["text"])
     assert "masked language models" in visible and "[MASK]" in visible and f"@{BOT_USERNAME}" in visible
     menus = {c.params.get("scope", {}).get("type", "default"): c.params["commands"] for c in fake.sent("setMyCommands")}
-    # /predict and /forget work in private chats only: only their menu shows them.
+    # /predict, /quiz and /forget work in private chats only: only their menu shows them.
     assert [c["command"] for c in menus["default"]] == ["start", "guide", "help"]
-    assert [c["command"] for c in menus["all_private_chats"]] == ["start", "guide", "predict", "help", "forget"]
+    assert [c["command"] for c in menus["all_private_chats"]] == [
+        "start",
+        "guide",
+        "predict",
+        "compare",
+        "quiz",
+        "help",
+        "forget",
+    ]
     assert await eventually(lambda: _can_dm(repo, 42))
 
 
@@ -182,7 +190,7 @@ async def test_a_dm_with_a_mask_gets_typing_then_the_predictions(
     assert "whole vocabulary" in visible
     assert answer.params["reply_parameters"]["message_id"] == question["message_id"]
     rows = [[b["callback_data"] for b in row] for row in answer.params["reply_markup"]["inline_keyboard"]]
-    assert rows == [["more", "chart"], ["guide"]]
+    assert rows == [["more", "chart"], ["compare", "guide"]]
 
     sent = [m for m in fake._messages.values() if m["chat"]["id"] == 50 and m.get("from", {}).get("is_bot")]
     await fake.press(ann, sent[-1], "more")
@@ -734,7 +742,7 @@ async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
     )  # fmt: skip
     offer = next(c for c in fake.sent("sendMessage", 59) if "Try it yourself" in parse_html(c.params["text"]))
     buttons = [row[0] for row in offer.params["reply_markup"]["inline_keyboard"]]
-    assert [b["callback_data"] for b in buttons] == ["try:0", "try:1", "try:2"]
+    assert [b["callback_data"] for b in buttons] == ["try:0", "try:1", "try:2", "quiz"]
     assert "I went to the [MASK] to buy bread." in buttons[0]["text"]
     shown = [m for m in fake._messages.values() if m["chat"]["id"] == 59 and m.get("from", {}).get("is_bot")][-1]
     before = len(fake.sent("sendMessage", 59))
@@ -745,7 +753,7 @@ async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
     expected = bert_engine.fill("I went to the [MASK] to swim.", top_k=5, words_only=True).masks[0]
     assert "I went to the [MASK] to swim." in visible and all(p.token_str in visible for p in expected)
     rows = [[b["callback_data"] for b in row] for row in answer.params["reply_markup"]["inline_keyboard"]]
-    assert rows == [["more:x1", "chart:x1"], ["guide"]]
+    assert rows == [["more:x1", "chart:x1"], ["compare:x1", "guide"]]
     # Its "More candidates" knows the sentence from the button, not from a message of the person's.
     answered = [m for m in fake._messages.values() if m["chat"]["id"] == 59 and m.get("from", {}).get("is_bot")][-1]
     await fake.press(ann, answered, "more:x1")
@@ -801,3 +809,119 @@ async def test_tap_buttons_fit_telegram_for_any_sentence(fake: FakeTelegram, rep
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 61)) >= 2)
     assert fake.sent("answerCallbackQuery")
     assert "can't find the sentence" in parse_html(fake.sent("sendMessage", 61)[-1].params["text"])
+
+
+async def test_the_quiz_asks_five_polls_one_at_a_time_and_gives_the_score(fake: FakeTelegram, repo, settings) -> None:
+    from bot.render import Renderer
+
+    questions = Renderer().quiz()
+    ann = fake.user(62)
+    await fake.send_text(ann, "/quiz")
+    picks = [q["correct"] for q in questions]
+    picks[1] = (picks[1] + 1) % len(questions[1]["options"])  # one wrong answer
+    for number, question in enumerate(questions):
+        await fake.wait_for(lambda f, n=number: len(f.sent("sendPoll", 62)) > n)
+        poll = fake.sent("sendPoll", 62)[number]
+        assert poll.params["question"] == question["question"] and poll.params["type"] == "quiz"
+        assert str(poll.params["is_anonymous"]).lower() == "false"  # or Telegram would not send poll_answer
+        assert poll.params["correct_option_ids"] == [question["correct"]]
+        sent = [m for m in fake._messages.values() if m["chat"]["id"] == 62 and "poll" in m][-1]
+        await fake.answer_poll(ann, sent["poll"]["id"], [picks[number]])
+    await fake.wait_for(lambda f: any("of 5" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 62)))
+    score = parse_html(fake.sent("sendMessage", 62)[-1].params["text"])
+    assert "4 of 5" in score
+    assert len(fake.sent("sendPoll", 62)) == 5
+    outcomes = await eventually(lambda: _quiz_outcomes(repo, 62))
+    assert outcomes == ["right", "wrong", "right", "right", "right"]
+
+
+async def _quiz_outcomes(repo, user_id: int) -> list[str]:
+    rows = [row for row in await repo.interactions.all() if row.user_id == user_id and row.kind == "quiz"]
+    return [row.outcome for row in sorted(rows, key=lambda row: row.id)] if len(rows) == 5 else []
+
+
+async def test_the_test_yourself_button_under_the_guide_starts_the_quiz(fake: FakeTelegram, repo) -> None:
+    ann = fake.user(63)
+    await fake.send_text(ann, "MLM")
+    await fake.wait_for(
+        lambda f: any("Try it yourself" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 63))
+    )
+    offer = next(c for c in fake.sent("sendMessage", 63) if "Try it yourself" in parse_html(c.params["text"]))
+    assert offer.params["reply_markup"]["inline_keyboard"][-1][0]["callback_data"] == "quiz"
+    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 63 and m.get("from", {}).get("is_bot")][-1]
+    await fake.press(ann, shown, "quiz")
+    await fake.wait_for(lambda f: bool(f.sent("sendPoll", 63)))
+    # An answer from someone else, or to a poll this run never sent, changes nothing.
+    await fake.answer_poll(fake.user(64), "poll-from-before-a-restart", [0])
+    await fake.settle()
+    assert len(fake.sent("sendPoll", 63)) == 1
+
+
+async def test_quiz_in_a_group_points_to_the_private_chat(fake: FakeTelegram, repo) -> None:
+    await fake.send_text(fake.user(65), "/quiz", chat=GROUP)
+    (pointer,) = await replies(fake, GROUP["id"])
+    assert "private chat" in parse_html(pointer.params["text"])
+    assert not fake.sent("sendPoll")
+
+
+async def test_compare_shows_four_architectures_side_by_side(
+    fake: FakeTelegram, model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """/compare and the button under a prediction: each model's top 3, named as people know them, each with its
+    own mask token; the models load on first use."""
+    order = ["bert", "roberta", "distilbert", "albert"]
+    settings = bot_settings(
+        fake, model_dirs["bert"], tmp_path, compare_models=",".join(str(model_dirs[k]) for k in order)
+    )
+    engines = {k: FillMaskEngine.load(str(model_dirs[k]), device="cpu", dtype="float32") for k in order}
+    sentence = "The cat sat on the [MASK]."
+    async with running_bot(settings, fake) as repo:
+        ann = fake.user(66)
+        await fake.send_text(ann, f"/compare {sentence}")
+        await fake.wait_for(
+            lambda f: any("one sentence" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 66))
+        )
+        texts_sent = [parse_html(c.params["text"]) for c in fake.sent("sendMessage", 66)]
+        assert "first time" in texts_sent[0]  # said before the first load
+        table = texts_sent[-1]
+        for kind, label in zip(order, ["BERT", "RoBERTa", "DistilBERT", "ALBERT"], strict=True):
+            engine = engines[kind]
+            top3 = engine.fill(sentence, top_k=3, words_only=True).masks[0]
+            section = table.split(f"{label} (its mask: {engine.mask_token})", 1)[1]
+            for p in top3:
+                assert f"{p.token_str.strip()} {p.score * 100:.1f}%" in section.split("\n\n")[0] + section
+        # The button under a prediction answers the same way (models already loaded: no "first time" now).
+        await fake.send_text(ann, sentence)
+        await fake.wait_for(
+            lambda f: any("Best guess" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 66))
+        )
+        shown = [m for m in fake._messages.values() if m["chat"]["id"] == 66 and m.get("from", {}).get("is_bot")][-1]
+        before = len(fake.sent("sendMessage", 66))
+        await fake.press(ann, shown, "compare")
+        await fake.wait_for(lambda f: len(f.sent("sendMessage", 66)) > before)
+        assert "one sentence" in parse_html(fake.sent("sendMessage", 66)[-1].params["text"])
+        async def both_logged() -> bool:
+            return len(await _kinds_of(repo, 66, "compare")) == 2
+
+        assert await eventually(both_logged)
+
+
+async def test_compare_names_a_model_that_cannot_load_and_answers_with_the_others(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    settings = bot_settings(fake, bert_dir, tmp_path, compare_models=f"{bert_dir},{tmp_path}/no-such-model")
+    async with running_bot(settings, fake):
+        await fake.send_text(fake.user(67), "/compare The cat sat on the [MASK].")
+        await fake.wait_for(
+            lambda f: any("one sentence" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 67))
+        )
+        table = parse_html(fake.sent("sendMessage", 67)[-1].params["text"])
+        assert "BERT (its mask: [MASK])" in table and "no-such-model" in table and "⚠️" in table
+        await fake.send_text(fake.user(67), "/compare no mask here")
+        await fake.wait_for(
+            lambda f: any("/compare The cat" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 67))
+        )
+
+
+def said(fake: FakeTelegram, chat_id: int, phrase: str) -> bool:
+    return any(phrase in parse_html(c.params["text"]) for c in fake.sent("sendMessage", chat_id))

@@ -15,6 +15,7 @@ from markupsafe import Markup
 from telegram.helpers import mention_html
 
 from bot.analytics import Stats
+from bot.compare import Row
 from bot.render import Renderer, shorten
 from bot.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
 from models.engine import FillMaskEngine
@@ -49,6 +50,19 @@ CONTEXTS = {
     # A photo's caption: Telegram's limit is 1,024 characters (checked below).
     "prediction_chart": {"model_name": HOSTILE, "sentence": HOSTILE * 50, "mask_spelling": "[MASK]"},
     "experiments": {},
+    "compare_usage": {},
+    "compare_loading": {"count": 4},
+    "compare": {
+        "sentence": HOSTILE * 50,
+        "rows": [
+            Row(label=HOSTILE, mask_token="<mask>", masks=mask_rows(5, 3)),
+            Row(label="ALBERT", mask_token="[MASK]", error="model_failed"),
+        ],
+        "errors": {"model_failed": HOSTILE},
+        "mask_spelling": "[MASK]",
+    },
+    "quiz_intro": {"count": 5},
+    "quiz_score": {"right": 3, "total": 5, "keyword": HOSTILE},
     "tap_offer": {"model_name": HOSTILE},
     "tap_result": {
         "hidden": HOSTILE,
@@ -284,3 +298,14 @@ def test_the_prediction_chart_draws_any_word() -> None:
     ]
     png = prediction_chart(masks, title="bert: $5 for a [MASK]", mask_label="[MASK]", axis_label="%")
     assert png.startswith(b"\x89PNG")
+
+
+def test_the_quiz_fits_telegrams_poll_limits() -> None:
+    """Checked here against Telegram's numbers as well as by the fake Bot API in the end-to-end test."""
+    questions = Renderer().quiz()
+    assert len(questions) == 5
+    for q in questions:
+        assert 1 <= len(q["question"]) <= 300 and 2 <= len(q["options"]) <= 10
+        assert all(1 <= len(o) <= 100 for o in q["options"]) and 0 <= q["correct"] < len(q["options"])
+        assert len(q["explanation"]) <= 200 and q["explanation"].count("\n") <= 2
+    assert len({q["correct"] for q in questions}) > 1  # the right answer is not always in the same place

@@ -80,10 +80,12 @@ async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None
 
 
 def experiments_keyboard(renderer: Renderer) -> InlineKeyboardMarkup:
-    """One button per ready sentence (``try:<n>``): a tap shows the model's guesses for it."""
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(label, callback_data=f"try:{n}")] for n, (label, _) in enumerate(renderer.experiments())]
-    )
+    """One button per ready sentence (``try:<n>``): a tap shows the model's guesses for it; then the quiz."""
+    rows = [
+        [InlineKeyboardButton(label, callback_data=f"try:{n}")] for n, (label, _) in enumerate(renderer.experiments())
+    ]
+    rows.append([InlineKeyboardButton(renderer.text("button_quiz"), callback_data="quiz")])
+    return InlineKeyboardMarkup(rows)
 
 
 def visible_message(update: Update) -> Message | None:

@@ -32,7 +32,7 @@ async def predict_message(update: Update, context: Context) -> None:
 
 async def predict_command(update: Update, context: Context) -> None:
     """``/predict <sentence>``; the sentence keeps its own spacing and line breaks."""
-    sentence = _after_command(update.effective_message)
+    sentence = after_command(update.effective_message)
     if not sentence:
         await update.effective_message.reply_html(context.bot_data.services.renderer.html("predict_usage"))
         return
@@ -119,7 +119,7 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     s = context.bot_data.services
     query = update.callback_query
     shown = visible_message(update)
-    sentence = await _sentence_under(update, context, shown)
+    sentence = await sentence_under(update, context, shown)
     if sentence is None:
         return
     with s.predict_gate.enter(update.effective_user.id) as refusal:
@@ -154,7 +154,7 @@ async def chart_button(update: Update, context: Context) -> None:
     s = context.bot_data.services
     query = update.callback_query
     shown = visible_message(update)
-    sentence = await _sentence_under(update, context, shown)
+    sentence = await sentence_under(update, context, shown)
     if sentence is None:
         return
     with s.predict_gate.enter(update.effective_user.id) as refusal:
@@ -184,7 +184,7 @@ async def chart_button(update: Update, context: Context) -> None:
     await log_interaction(update, context, "chart", input_text=sentence, model_name=s.model.model_name)
 
 
-async def _sentence_under(update: Update, context: Context, shown: Message | None) -> str | None:
+async def sentence_under(update: Update, context: Context, shown: Message | None) -> str | None:
     """The sentence an answer belongs to: a ready sentence's when the button carries its number (``more:x1``),
     else read back from the person's message the answer replies to (so buttons survive restarts); None, after
     saying so, when it is gone or has no mask any more."""
@@ -196,7 +196,7 @@ async def _sentence_under(update: Update, context: Context, shown: Message | Non
     else:
         original = shown.reply_to_message if shown else None
         command = original and original.text and original.text.startswith("/")
-        sentence = _after_command(original) if command else None
+        sentence = after_command(original) if command else None
         sentence = sentence or (original.text if original else None)
     if shown is None or not sentence or not s.has_mask(sentence):
         await answer_query(update, context)
@@ -213,12 +213,12 @@ def _keyboard(s: BotServices, *, more: bool, experiment: int | None = None) -> I
         else InlineKeyboardButton(s.renderer.text("button_fewer"), callback_data="fewer" + suffix)
     )
     chart = InlineKeyboardButton(s.renderer.text("button_chart"), callback_data="chart" + suffix)
-    return InlineKeyboardMarkup(
-        [[toggle, chart], [InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")]]
-    )
+    compare = InlineKeyboardButton(s.renderer.text("button_compare"), callback_data="compare" + suffix)
+    guide = InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")
+    return InlineKeyboardMarkup([[toggle, chart], [compare, guide]])
 
 
-def _after_command(message: Message | None) -> str:
+def after_command(message: Message | None) -> str:
     """The text after a leading /command (and @botname)."""
     if message is None or not message.text:
         return ""

@@ -1,0 +1,60 @@
+"""``/compare <sentence>`` and the "⚖️ Compare models" button under a prediction: the same sentence through each
+model of ``COMPARE_MODELS`` (``bot.compare``), top 3 each, in one message."""
+
+from __future__ import annotations
+
+from telegram import Message, Update
+
+from bot.handlers.common import Context, answer_query, log_interaction, visible_message
+from bot.handlers.predict import after_command, sentence_under
+from models.errors import FillMaskError
+
+
+async def compare_command(update: Update, context: Context) -> None:
+    s = context.bot_data.services
+    message = update.effective_message
+    sentence = after_command(message)
+    if not sentence or not s.has_mask(sentence):
+        await message.reply_html(s.renderer.html("compare_usage"))
+        return
+    await _compare(update, context, sentence, message)
+
+
+async def compare_button(update: Update, context: Context) -> None:
+    shown = visible_message(update)
+    sentence = await sentence_under(update, context, shown)
+    if sentence is None:
+        return
+    await _compare(update, context, sentence, shown)
+
+
+async def _compare(update: Update, context: Context, sentence: str, under: Message) -> None:
+    s = context.bot_data.services
+    query = update.callback_query
+    with s.predict_gate.enter(update.effective_user.id) as refusal:
+        if refusal is not None:
+            text = s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=query is not None)
+            if query is not None:
+                await query.answer(text, show_alert=True)
+            else:
+                await under.reply_html(text)
+            return
+        if query is not None:
+            await answer_query(update, context)  # at once: loading the models the first time takes a while
+        lineup = s.compare_lineup()
+        if not lineup.loaded:
+            await under.reply_html(s.renderer.html("compare_loading", count=len(lineup.names)))
+        try:
+            rows = await lineup.compare(sentence)
+        except FillMaskError as exc:
+            await under.reply_html(s.renderer.error(exc.code, exc.details))
+            return
+    errors = {row.error: s.renderer.error(row.error, plain=True) for row in rows if row.error}
+    html = s.renderer.html(
+        "compare", sentence=sentence, rows=rows, errors=errors, mask_spelling=s.mask_spelling(sentence)
+    )
+    await under.reply_html(html)
+    await log_interaction(
+        update, context, "compare", input_text=sentence,
+        predictions=[{"model": row.label, "masks": row.masks, "error": row.error} for row in rows],
+    )  # fmt: skip

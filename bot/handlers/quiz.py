@@ -1,0 +1,87 @@
+"""The quiz: ``/quiz`` or the "🧠 Test yourself" button, five questions as Telegram quiz polls, one at a time.
+
+Each poll is non-anonymous, so Telegram sends the bot a ``poll_answer`` update when the person answers (it shows
+them right or wrong and the explanation itself); the bot logs the answer and sends the next question, then the
+score. The quiz in progress lives in memory by poll id: after a restart, an answer to an old poll is ignored
+and ``/quiz`` starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from telegram import InputPollOption, Update
+
+from bot.handlers.common import Context, answer_query, log_interaction
+
+KEEP = 10_000  # quizzes in progress remembered at once (the oldest are forgotten)
+
+
+@dataclass
+class QuizRun:
+    user_id: int
+    chat_id: int
+    question: int = 0
+    right: int = 0
+
+
+async def quiz_command(update: Update, context: Context) -> None:
+    await _start(context, update.effective_chat.id, update.effective_user.id)
+
+
+async def quiz_button(update: Update, context: Context) -> None:
+    await answer_query(update, context)
+    if update.effective_chat is not None:
+        await _start(context, update.effective_chat.id, update.effective_user.id)
+
+
+async def _start(context: Context, chat_id: int, user_id: int) -> None:
+    s = context.bot_data.services
+    questions = s.renderer.quiz()
+    await context.bot.send_message(chat_id, s.renderer.html("quiz_intro", count=len(questions)))
+    await _ask(context, QuizRun(user_id=user_id, chat_id=chat_id))
+
+
+async def _ask(context: Context, run: QuizRun) -> None:
+    s = context.bot_data.services
+    question = s.renderer.quiz()[run.question]
+    # Plain text, not the HTML the bot's Defaults would apply: "<mask>" is RoBERTa's mask, not a tag.
+    message = await context.bot.send_poll(
+        run.chat_id,
+        question["question"],
+        [InputPollOption(option, text_parse_mode=None) for option in question["options"]],
+        is_anonymous=False,  # or Telegram would not say who answered
+        type="quiz",
+        correct_option_ids=[question["correct"]],
+        explanation=question["explanation"],
+        question_parse_mode=None,
+        explanation_parse_mode=None,
+    )
+    runs = context.bot_data.quizzes
+    runs[message.poll.id] = run
+    while len(runs) > KEEP:
+        runs.popitem(last=False)
+
+
+async def poll_answer(update: Update, context: Context) -> None:
+    s = context.bot_data.services
+    answer = update.poll_answer
+    run = context.bot_data.quizzes.pop(answer.poll_id, None)
+    if run is None or answer.user is None or answer.user.id != run.user_id:
+        return  # a poll from before a restart, or someone else's
+    questions = s.renderer.quiz()
+    question = questions[run.question]
+    right = list(answer.option_ids) == [question["correct"]]
+    run.right += right
+    await log_interaction(
+        update, context, "quiz", trigger=f"q{run.question + 1}", input_text=question["question"],
+        outcome="right" if right else "wrong",
+    )  # fmt: skip
+    run.question += 1
+    if run.question < len(questions):
+        await _ask(context, run)
+        return
+    keyword = s.settings.trigger_keywords[0]
+    await context.bot.send_message(
+        run.chat_id, s.renderer.html("quiz_score", right=run.right, total=len(questions), keyword=keyword)
+    )
