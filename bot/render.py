@@ -70,6 +70,13 @@ class GuideFormat:
     def link(self, text: str, url: str) -> str:
         return self._fill("link", text, url=self.esc(url))
 
+    def page(self) -> str:
+        """Where one Telegram message of the guide ends and the next begins (nothing in the document)."""
+        return self._patterns["page"]
+
+
+PAGE_BREAK = "\x0c"  # form feed: never in the guide's own text
+
 
 HtmlFormat = GuideFormat(
     escape,
@@ -83,6 +90,7 @@ HtmlFormat = GuideFormat(
     pre="<pre>{}</pre>",
     pre_language='<pre><code class="language-{language}">{}</code></pre>',
     link='<a href="{url}">{}</a>',
+    page=PAGE_BREAK,
 )
 MarkdownFormat = GuideFormat(
     lambda text: text,
@@ -96,6 +104,7 @@ MarkdownFormat = GuideFormat(
     pre="```\n{}\n```",
     pre_language="```{language}\n{}\n```",
     link="[{}]({url})",
+    page="",
 )
 
 
@@ -155,7 +164,9 @@ class Renderer:
 
     def _render_guide_html(self, model_name: str) -> tuple[str, ...]:
         rendered = self._plain.get_template("guide.j2").render(fmt=HtmlFormat, model_name=model_name)
-        return tuple(split_html(rendered, MESSAGE_LIMIT))
+        # One message per topic (short enough to read on a phone); split further only if one grew too long.
+        pages = [page.strip() for page in rendered.split(PAGE_BREAK) if page.strip()]
+        return tuple(part for page in pages for part in split_html(page, MESSAGE_LIMIT))
 
     def _render_guide_md(self, model_name: str) -> str:
         return self._plain.get_template("guide.j2").render(fmt=MarkdownFormat, model_name=model_name).strip() + "\n"

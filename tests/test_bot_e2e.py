@@ -115,7 +115,8 @@ async def test_keyword_in_a_dm_sends_the_guide_and_the_document(fake: FakeTelegr
     messages = fake.sent("sendMessage", 43)
     assert all(len(parse_html(m.params["text"])) <= 4096 for m in messages)
     assert 'href="https://arxiv.org/abs/1810.04805"' in "".join(m.params["text"] for m in messages)
-    buttons = [b for row in messages[-1].params["reply_markup"]["inline_keyboard"] for b in row]
+    last_page = next(m for m in messages if "Learn more" in parse_html(m.params["text"]))
+    buttons = [b for row in last_page.params["reply_markup"]["inline_keyboard"] for b in row]
     assert {b["url"] for b in buttons} >= {
         "https://arxiv.org/abs/1810.04805",
         "https://huggingface.co/docs/transformers/index",

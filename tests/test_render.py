@@ -169,9 +169,10 @@ def test_plain_strings_have_no_markup(renderer: Renderer) -> None:
 
 def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
     pages = renderer.guide_messages(model_name="bert-base-uncased")
-    assert 1 <= len(pages) <= 4
+    # Short messages by topic, not one wall: each fits a phone screen or two.
+    assert 5 <= len(pages) <= 8
     for page in pages:
-        assert utf16_len(parse_html(page)) <= 4096
+        assert utf16_len(parse_html(page)) <= 1200
     text = "\n".join(parse_html(p) for p in pages)
     for part in (
         "What is a masked language model",
@@ -200,6 +201,20 @@ def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
     ):
         assert f'<a href="{url}">' in html
     assert "argmax of every position" in text  # the seed's mistake, named
+    # The creator's voice: headings with emoji, the casual tone.
+    assert "Let's go deep into it" in text
+    headings = re.findall(r"^<b>(.)", "\n".join(pages), re.M)
+    assert sum(ord(c) > 0x1F000 for c in headings) >= 8  # 🤔 1. What is ..., 🎭 2. How masking works ...
+    assert sum(ord(c) > 0x1F000 for c in text) >= 12
+    # The facts the seed got wrong, right.
+    assert "not faster" in text and "sentence-order prediction" in text  # ALBERT
+    assert "never appears when the model is fine-tuned" in text  # why 80/10/10
+    assert "30,000 WordPiece tokens" in text and "sub-word" in text  # the vocabulary
+    assert "most of it on" not in text  # no promise about what the live model will say
+    # Example sentences tap-to-copy; code that fits a phone.
+    assert "<code>Paris is the capital of [MASK].</code>" in html
+    for block in re.findall(r"<pre>(.*?)</pre>", html, re.S):
+        assert all(len(line) <= 45 for line in parse_html(block).splitlines()), block
 
 
 def test_markdown_document_has_the_same_content(renderer: Renderer) -> None:
