@@ -852,10 +852,11 @@ async def test_the_test_yourself_button_under_the_guide_starts_the_quiz(fake: Fa
     shown = [m for m in fake._messages.values() if m["chat"]["id"] == 63 and m.get("from", {}).get("is_bot")][-1]
     await fake.press(ann, shown, "quiz")
     await fake.wait_for(lambda f: bool(f.sent("sendPoll", 63)))
-    # An answer from someone else, or to a poll this run never sent, changes nothing.
+    # An answer to a poll this run never sent (one from before a restart) gets a line saying so, nothing more.
     await fake.answer_poll(fake.user(64), "poll-from-before-a-restart", [0])
+    await fake.wait_for(lambda f: said(f, 64, "/quiz to start a new one"))
     await fake.settle()
-    assert len(fake.sent("sendPoll", 63)) == 1
+    assert len(fake.sent("sendPoll", 63)) == 1 and not fake.sent("sendPoll", 64)
 
 
 async def test_quiz_in_a_group_points_to_the_private_chat(fake: FakeTelegram, repo) -> None:
@@ -901,6 +902,7 @@ async def test_compare_shows_four_architectures_side_by_side(
         await fake.press(ann, shown, "compare")
         await fake.wait_for(lambda f: len(f.sent("sendMessage", 66)) > before)
         assert "one sentence" in parse_html(fake.sent("sendMessage", 66)[-1].params["text"])
+
         async def both_logged() -> bool:
             return len(await _kinds_of(repo, 66, "compare")) == 2
 

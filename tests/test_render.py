@@ -62,6 +62,7 @@ CONTEXTS = {
         "mask_spelling": "[MASK]",
     },
     "quiz_intro": {"count": 5},
+    "quiz_lost": {},
     "quiz_score": {"right": 3, "total": 5, "keyword": HOSTILE},
     "tap_offer": {"model_name": HOSTILE},
     "tap_result": {

@@ -2,15 +2,17 @@
 
 Each poll is non-anonymous, so Telegram sends the bot a ``poll_answer`` update when the person answers (it shows
 them right or wrong and the explanation itself); the bot logs the answer and sends the next question, then the
-score. The quiz in progress lives in memory by poll id: after a restart, an answer to an old poll is ignored
-and ``/quiz`` starts afresh.
+score. The quiz in progress lives in memory by poll id: after a restart, an answer to an old poll gets a line
+saying so, and ``/quiz`` starts afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from telegram import InputPollOption, Update
+from telegram.error import TelegramError
 
 from bot.handlers.common import Context, answer_query, log_interaction
 
@@ -67,8 +69,15 @@ async def poll_answer(update: Update, context: Context) -> None:
     s = context.bot_data.services
     answer = update.poll_answer
     run = context.bot_data.quizzes.pop(answer.poll_id, None)
-    if run is None or answer.user is None or answer.user.id != run.user_id:
-        return  # a poll from before a restart, or someone else's
+    if answer.user is None:
+        return
+    if run is None:  # a poll from before a restart: the quiz was in private, so the person's chat is their id
+        with contextlib.suppress(TelegramError):
+            await context.bot.send_message(answer.user.id, s.renderer.html("quiz_lost"))
+        return
+    if answer.user.id != run.user_id:  # not theirs (quizzes are sent in private chats: should not happen)
+        context.bot_data.quizzes[answer.poll_id] = run
+        return
     questions = s.renderer.quiz()
     question = questions[run.question]
     right = list(answer.option_ids) == [question["correct"]]
