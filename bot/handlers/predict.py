@@ -13,7 +13,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.charts import prediction_chart
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
-from bot.predictions import answer_html, ask
+from bot.predictions import Answer, answer_html, ask
 from bot.render import shorten
 from bot.services import BotServices
 from bot.telegram_html import visible_text
@@ -60,18 +60,9 @@ async def experiment_button(update: Update, context: Context) -> None:
         await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
         return
     sentence = experiments[number][1]
-    with s.predict_gate.enter(update.effective_user.id) as refusal:
-        if refusal is not None:
-            await query.answer(
-                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
-            )
-            return
-        await answer_query(update, context)
-        try:
-            answer = await ask(s, sentence, TOP_K)
-        except FillMaskError as exc:
-            await shown.reply_html(s.renderer.error(exc.code, exc.details))
-            return
+    answer = await ask_for_button(update, context, sentence, TOP_K, shown)
+    if answer is None:
+        return
     await shown.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True, experiment=number))
     await log_interaction(
         update, context, "prediction", trigger=f"try{number}", input_text=sentence, model_name=s.model.model_name,
@@ -122,20 +113,9 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     sentence = await sentence_under(update, context, shown)
     if sentence is None:
         return
-    with s.predict_gate.enter(update.effective_user.id) as refusal:
-        if refusal is not None:
-            await query.answer(
-                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
-            )
-            return
-        # Answered at once: Telegram shows a spinner until then and drops answers after about 15 s; the model
-        # may take longer than that (a busy worker), so its answer comes as the edit, or an error message.
-        await answer_query(update, context)
-        try:
-            answer = await ask(s, sentence, top_k)
-        except FillMaskError as exc:
-            await shown.reply_html(s.renderer.error(exc.code, exc.details))
-            return
+    answer = await ask_for_button(update, context, sentence, top_k, shown)
+    if answer is None:
+        return
     _, _, experiment = (query.data or "").partition(":x")
     number = int(experiment) if experiment.isdigit() else None
     html, keyboard = answer_html(s, answer), _keyboard(s, more=top_k == TOP_K, experiment=number)
@@ -152,36 +132,44 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
 async def chart_button(update: Update, context: Context) -> None:
     """The answer's candidates as a picture: bars on one 0-100% scale (drawn in a thread), sent under it."""
     s = context.bot_data.services
-    query = update.callback_query
     shown = visible_message(update)
     sentence = await sentence_under(update, context, shown)
     if sentence is None:
         return
-    with s.predict_gate.enter(update.effective_user.id) as refusal:
-        if refusal is not None:
-            await query.answer(
-                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
-            )
-            return
-        await answer_query(update, context)  # at once: the model and the drawing may take a while
-        try:
-            answer = await ask(s, sentence, TOP_K)
-        except FillMaskError as exc:
-            await shown.reply_html(s.renderer.error(exc.code, exc.details))
-            return
-        text = s.renderer.text
-        png = await asyncio.to_thread(
-            prediction_chart,
-            answer.words,
-            title=text("prediction_chart_title", model_name=s.model_label, sentence=shorten(sentence, 70)),
-            mask_label=text("prediction_chart_mask"),
-            axis_label=text("prediction_chart_axis"),
-        )
+    answer = await ask_for_button(update, context, sentence, TOP_K, shown)
+    if answer is None:
+        return
+    text = s.renderer.text
+    png = await asyncio.to_thread(
+        prediction_chart,
+        answer.words,
+        title=text("prediction_chart_title", model_name=s.model_label, sentence=shorten(sentence, 70)),
+        mask_label=text("prediction_chart_mask"),
+        axis_label=text("prediction_chart_axis"),
+    )
     caption = s.renderer.html(
         "prediction_chart", model_name=s.model_label, sentence=sentence, mask_spelling=s.mask_spelling(sentence)
     )
     await shown.reply_photo(InputFile(png, filename="predictions.png"), caption=caption)
     await log_interaction(update, context, "chart", input_text=sentence, model_name=s.model.model_name)
+
+
+async def ask_for_button(update: Update, context: Context, sentence: str, top_k: int, shown: Message) -> Answer | None:
+    """A button's model call. Over the person's limit: an alert on the button, and None. Otherwise the press is
+    answered at once (Telegram shows a spinner until then and drops answers after about 15 s, and the model may
+    take longer: a busy worker), then the model runs; its error goes under ``shown``, and None comes back."""
+    s = context.bot_data.services
+    with s.predict_gate.enter(update.effective_user.id) as refusal:
+        if refusal is not None:
+            text = s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True)
+            await update.callback_query.answer(text, show_alert=True)
+            return None
+        await answer_query(update, context)
+        try:
+            return await ask(s, sentence, top_k)
+        except FillMaskError as exc:
+            await shown.reply_html(s.renderer.error(exc.code, exc.details))
+            return None
 
 
 async def sentence_under(update: Update, context: Context, shown: Message | None) -> str | None:

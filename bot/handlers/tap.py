@@ -14,9 +14,8 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.handlers.fallback import private_fallback
-from bot.predictions import ask
+from bot.handlers.predict import ask_for_button
 from models.engine import MAX_TOP_K
-from models.errors import FillMaskError
 
 WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")  # letters and digits, with inner apostrophes and hyphens
 MAX_BUTTONS = 12
@@ -57,18 +56,9 @@ async def tap_button(update: Update, context: Context) -> None:
     word = words[int(number)]
     hidden = word.group()
     masked = f"{text[: word.start()]}[MASK]{text[word.end() :]}"
-    with s.predict_gate.enter(update.effective_user.id) as refusal:
-        if refusal is not None:
-            await query.answer(
-                s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True), show_alert=True
-            )
-            return
-        await answer_query(update, context)
-        try:
-            answer = await ask(s, masked, MAX_TOP_K)
-        except FillMaskError as exc:
-            await shown.reply_html(s.renderer.error(exc.code, exc.details))
-            return
+    answer = await ask_for_button(update, context, masked, MAX_TOP_K, shown)
+    if answer is None:
+        return
     guesses = answer.words[0]
     rank = next((n for n, g in enumerate(guesses, start=1) if g["word"].casefold() == hidden.casefold()), None)
     await shown.reply_html(
