@@ -36,12 +36,17 @@ class HealthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     webhook_url: str | None = None
+    webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
+    metrics_listen: str = "127.0.0.1"
     metrics_port: int = 9090
 
     def healthz_url(self) -> str | None:
-        port = self.webhook_port if (self.webhook_url or "").strip() else self.metrics_port
-        return f"http://127.0.0.1:{port}/healthz" if port else None
+        webhook = bool((self.webhook_url or "").strip())
+        host, port = (self.webhook_listen, self.webhook_port) if webhook else (self.metrics_listen, self.metrics_port)
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{port}/healthz" if port else None
 
 
 class StartupError(Exception):

@@ -52,3 +52,19 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=message):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, "http://127.0.0.1:9090/healthz"),
+        ({"metrics_listen": "10.0.0.5", "metrics_port": 9100}, "http://10.0.0.5:9100/healthz"),
+        ({"webhook_url": "https://bot.example.com/hook"}, "http://127.0.0.1:8443/healthz"),
+        ({"webhook_url": "https://bot.example.com/hook", "webhook_listen": "::"}, "http://[::1]:8443/healthz"),
+        ({"metrics_port": 0}, None),
+    ],
+)
+def test_mlm_bot_health_asks_where_the_bot_listens(env: dict, url: str | None) -> None:
+    from bot.settings import HealthSettings
+
+    assert HealthSettings(_env_file=None, **env).healthz_url() == url
