@@ -35,6 +35,7 @@ class Row:
     mask_token: str
     masks: list[list[dict[str, Any]]] = field(default_factory=list)  # per mask, the top words with scores
     error: str | None = None  # an error code (the renderer has the words), or None
+    details: dict[str, Any] | None = None  # the error's numbers (a mask count and its limit ...)
 
 
 class Lineup:
@@ -81,7 +82,7 @@ class Lineup:
             try:
                 result = await model.fill_mask(sentence, top_k=TOP_K, words_only=True)
             except FillMaskError as exc:
-                row.error = exc.code
+                row.error, row.details = exc.code, exc.details
                 return row
             row.masks = [
                 [{"word": p.token_str.strip() or p.token_str, "score": p.score} for p in mask] for mask in result.masks

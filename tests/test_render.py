@@ -58,7 +58,7 @@ CONTEXTS = {
             Row(label=HOSTILE, mask_token="<mask>", masks=mask_rows(5, 3)),
             Row(label="ALBERT", mask_token="[MASK]", error="model_failed"),
         ],
-        "errors": {"model_failed": HOSTILE},
+        "errors": [None, HOSTILE],
         "mask_spelling": "[MASK]",
     },
     "quiz_intro": {"count": 5},

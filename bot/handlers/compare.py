@@ -49,7 +49,7 @@ async def _compare(update: Update, context: Context, sentence: str, under: Messa
         except FillMaskError as exc:
             await under.reply_html(s.renderer.error(exc.code, exc.details))
             return
-    errors = {row.error: s.renderer.error(row.error, plain=True) for row in rows if row.error}
+    errors = [_error_words(s.renderer, row) for row in rows]
     html = s.renderer.html(
         "compare", sentence=sentence, rows=rows, errors=errors, mask_spelling=s.mask_spelling(sentence)
     )
@@ -58,3 +58,11 @@ async def _compare(update: Update, context: Context, sentence: str, under: Messa
         update, context, "compare", input_text=sentence,
         predictions=[{"model": row.label, "masks": row.masks, "error": row.error} for row in rows],
     )  # fmt: skip
+
+
+def _error_words(renderer, row) -> str | None:
+    if row.error is None:
+        return None
+    if row.error == "model_failed":  # not "offline for a moment": this one model could not be loaded
+        return renderer.text("compare_model_failed")
+    return renderer.error(row.error, row.details, plain=True)
