@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -69,12 +69,17 @@ async def mark_done(update: object, context: Context) -> None:
         await context.bot_data.services.log(UpdateDone(update.update_id, datetime.now(timezone.utc)))
 
 
-async def replay_unfinished(application: Application, inbox: Inbox, *, max_age_s: float) -> int:
-    """Queue the updates a previous run fetched but did not finish; expire those older than ``max_age_s``.
-    Returns how many were queued. Call after ``application.start()`` and before polling starts."""
+async def replay_unfinished(
+    application: Application, inbox: Inbox, *, max_age_s: float, skip: Collection[int] = ()
+) -> int:
+    """Queue the updates a previous run fetched (or the webhook stored while starting) but did not finish;
+    expire those older than ``max_age_s``; ``skip`` ids already queued. Returns how many were queued. Call
+    after ``application.start()`` and before polling starts."""
     now = datetime.now(timezone.utc)
     replay, expired = [], []
     for row in await inbox.unfinished():
+        if row.update_id in skip:
+            continue
         received = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=timezone.utc)
         payload = json.loads(row.payload)
         limit = SHORT_LIVED_MAX_AGE_S if any(kind in payload for kind in SHORT_LIVED) else max_age_s

@@ -181,10 +181,14 @@ async def _run(
             schedule_jobs(application)
             for row in await repo.outbox.take_all():  # replies owed since the last run
                 restore(comment_replies, row.chat_id, row.thread, row.payload)
-            await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s)
+            if webhook is not None:
+                webhook.accepting = True  # from now on handed on as they come; the replay skips those
+            skip = webhook.handed_on or () if webhook is not None else ()
+            await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=skip)
+            if webhook is not None:
+                webhook.handed_on = None
             try:
                 if webhook is not None:
-                    webhook.accepting = True
                     await register_webhook(application, webhook, health)
                 else:
                     await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
@@ -202,7 +206,7 @@ async def _run(
                 "stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s
             )
             if webhook is not None:
-                webhook.accepting = False  # Telegram keeps what comes now and sends it to the next run
+                webhook.accepting = False  # what comes now is stored, and handed on by the next start's replay
             if application.updater is not None and application.updater.running:
                 await application.updater.stop()
             try:  # lets the updates already fetched finish, leaving a few seconds for the replies and the log

@@ -7,7 +7,9 @@ The endpoint:
 - stores the update in the inbox *before* answering 200: Telegram forgets an update once it has its 200 and
   sends it again after any other answer, so an update whose handling a crash cut short is replayed from the
   inbox at the next start, and one the database could not store (locked, unreachable) gets 503 and comes again;
-- answers 503 while the bot is starting or stopping, for the same reason;
+- while the bot is starting (loading its model) or stopping, stores the update and answers 200 without handing
+  it on: the start-up replay of the inbox hands it to the handlers. (A 503 would have Telegram retry on its own
+  schedule, slower and slower: minutes of silence after each restart.)
 - hands an update Telegram delivers twice (it does, after a timeout) to the handlers once.
 
 At start the bot registers the webhook (``setWebhook`` with the secret), then asks Telegram every minute
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import orjson
@@ -48,7 +50,9 @@ class Webhook:
     secret: str
     application: Application
     inbox: Inbox
-    accepting: bool = False  # between application.start() and the start of the shutdown
+    accepting: bool = False  # hand updates on: between application.start() and the start of the shutdown
+    # Updates handed on while the start-up replay may still find them pending in the inbox (it skips them).
+    handed_on: set[int] | None = field(default_factory=set)
 
     async def endpoint(self, request: Request) -> Response:
         if not hmac.compare_digest(request.headers.get(SECRET_HEADER, "").encode(), self.secret.encode()):
@@ -71,14 +75,16 @@ class Webhook:
             update = Update.de_json(data, self.application.bot)
         except Exception:
             return _refuse(400, "the body is not a Telegram update")
-        if not self.accepting:
-            return _refuse(503, "not taking updates right now")  # Telegram sends it again later
         try:
             new = await self.inbox.store([(update.update_id, body.decode())])
         except Exception as exc:
             log.warning("could not store update %s (%s): Telegram will send it again", update.update_id, exc)
             return _refuse(503, "could not store the update")
-        if update.update_id in new:  # not a second delivery of one already being handled
+        # Not a second delivery of one already stored; and only once the bot is running (before, the start-up
+        # replay hands it on; while stopping, the next start's). Checked after the store, so none falls between.
+        if update.update_id in new and self.accepting:
+            if self.handed_on is not None:
+                self.handed_on.add(update.update_id)
             await self.application.update_queue.put(update)
         return Response(status_code=200)
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from bot.storage.tables import Interaction
+from models.client import LocalFillMask
 from tests.bot_harness import bot_settings, eventually, free_port, running_bot
 from tests.fake_telegram import TOKEN, FakeTelegram
 from tests.test_storage import hold_write_lock
@@ -227,3 +228,37 @@ async def test_telegram_refusing_the_webhook_url_stops_the_start_with_one_line(
             pass
     fake.api_setwebhook = original  # type: ignore[method-assign]
     fake.rejections.clear()  # refused on purpose
+
+
+class SlowStart(LocalFillMask):
+    """The real model, loading until the test says so: the bot's webhook server is up meanwhile."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.gate = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.gate.wait()
+        await super().start()
+
+
+async def test_an_update_posted_while_the_bot_starts_is_stored_then_answered(
+    fake: FakeTelegram, settings, port: int
+) -> None:
+    """A restart in webhook mode: Telegram posts while the model loads. The update is stored and confirmed at
+    once (no 503 that Telegram would retry later and later), and answered once the bot is up."""
+    fake.webhook = {"url": f"http://127.0.0.1:{port}/telegram/hook", "secret_token": SECRET}  # the last run's
+    await fake.send_text(fake.user(508), "MLM")
+    model = SlowStart(settings)
+
+    async def load_once_delivered() -> None:
+        await fake.wait_for(lambda f: any(isinstance(status, int) for _, status in f.deliveries), timeout=30)
+        model.gate.set()
+
+    loading = asyncio.create_task(load_once_delivered())
+    async with running_bot(settings, fake, model=model):
+        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 508)), timeout=30)
+    await loading
+    statuses = [status for _, status in fake.deliveries if isinstance(status, int)]
+    assert statuses == [200], fake.deliveries  # stored before the model was ready, not refused
+    assert len(fake.sent("sendDocument", 508)) == 1
