@@ -116,8 +116,7 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     answer = await ask_for_button(update, context, sentence, top_k, shown)
     if answer is None:
         return
-    _, _, experiment = (query.data or "").partition(":x")
-    number = int(experiment) if experiment.isdigit() else None
+    number = _experiment_of(query.data)
     html, keyboard = answer_html(s, answer), _keyboard(s, more=top_k == TOP_K, experiment=number)
     if shown.text == visible_text(html) and shown.reply_markup == keyboard:
         return  # pressed twice: Telegram would refuse the same text again ("message is not modified")
@@ -177,10 +176,10 @@ async def sentence_under(update: Update, context: Context, shown: Message | None
     else read back from the person's message the answer replies to (so buttons survive restarts); None, after
     saying so, when it is gone or has no mask any more."""
     s = context.bot_data.services
-    _, _, experiment = (update.callback_query.data or "").partition(":x")
-    if experiment.isdigit():
+    number = _experiment_of(update.callback_query.data)
+    if number is not None:
         experiments = s.renderer.experiments()
-        sentence = experiments[int(experiment)][1] if int(experiment) < len(experiments) else None
+        sentence = experiments[number][1] if number < len(experiments) else None
     else:
         original = shown.reply_to_message if shown else None
         command = original and original.text and original.text.startswith("/")
@@ -191,6 +190,12 @@ async def sentence_under(update: Update, context: Context, shown: Message | None
         await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
         return None
     return sentence
+
+
+def _experiment_of(data: str | None) -> int | None:
+    """The ready sentence a button's answer is for (``more:x1`` -> 1), or None."""
+    _, _, number = (data or "").partition(":x")
+    return int(number) if number.isdigit() else None
 
 
 def _keyboard(s: BotServices, *, more: bool, experiment: int | None = None) -> InlineKeyboardMarkup:
