@@ -61,7 +61,7 @@ def test_autoscaling_between_the_fewest_and_the_most_replicas() -> None:
 def test_the_cluster_config_file_is_valid_and_builds_the_app() -> None:
     """``deploy/ray-serve.yaml`` passes Ray's own schema, and its import path and args build the application."""
     config = yaml.safe_load((REPO / "deploy" / "ray-serve.yaml").read_text())
-    schema = ServeDeploySchema.parse_obj(config)
+    schema = ServeDeploySchema.model_validate(config)
     (application,) = schema.applications
     assert application.import_path == "models.ray_serve:build_app" and application.route_prefix == "/"
     options = deployment_options(build_app(application.args))
