@@ -14,11 +14,22 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
 from bot.analytics import gather_stats
 from bot.storage import Database, Repository
 from bot.storage.database import upgrade
-from bot.storage.repository import Forget, InteractionEntry, UserInfo, UserStarted, nearest_rank, write_all
+from bot.storage.repository import (
+    Forget,
+    InteractionEntry,
+    LanguageChosen,
+    UserInfo,
+    UserStarted,
+    nearest_rank,
+    write_all,
+)
+from bot.storage.tables import Base
 from bot.storage.writer import InteractionWriter
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
@@ -74,11 +85,18 @@ async def test_migrations_from_an_empty_database(database_url: str) -> None:
     )
     database = Database(database_url)
     async with database.engine.connect() as connection:
-        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0004"
+        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0005"
         columns = await connection.run_sync(
             lambda c: {col["name"] for col in sa.inspect(c).get_columns("interactions")}
         )
+        user_columns = await connection.run_sync(lambda c: {col["name"] for col in sa.inspect(c).get_columns("users")})
+        # The migrations build exactly the schema the code's models describe (nothing missing, nothing extra).
+        differences = await connection.run_sync(
+            lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+        )
     await database.close()
+    assert differences == []
+    assert {"language", "chosen_language", "can_dm", "blocked"} <= user_columns
     assert {
         "user_id",
         "chat_id",
@@ -95,17 +113,22 @@ async def test_migrations_from_an_empty_database(database_url: str) -> None:
     } <= columns
 
 
+async def insert_ann(connection: sa.ext.asyncio.AsyncConnection) -> None:
+    """User 7, written with plain SQL, as an older revision's schema has it."""
+    await connection.execute(
+        sa.text(
+            "INSERT INTO users (id, username, language, first_seen, last_seen, can_dm, blocked) "
+            "VALUES (7, 'ann', 'en', :now, :now, true, false)"
+        ),
+        {"now": datetime.now(timezone.utc)},
+    )
+
+
 async def test_migration_from_the_previous_revision_keeps_and_fills_data(database_url: str) -> None:
     await asyncio.to_thread(upgrade, database_url, "0001")
     database = Database(database_url)
     async with database.engine.begin() as connection:
-        await connection.execute(
-            sa.text(
-                "INSERT INTO users (id, username, language, first_seen, last_seen, can_dm, blocked) "
-                "VALUES (7, 'ann', 'en', :now, :now, true, false)"
-            ),
-            {"now": datetime.now(timezone.utc)},
-        )
+        await insert_ann(connection)
         await connection.execute(
             sa.text(
                 "INSERT INTO interactions (created_at, user_id, kind, input_text, predictions, outcome) "
@@ -204,6 +227,34 @@ async def test_forget_deletes_the_user_and_everything_about_them(repo: Repositor
     assert await repo.users.get(1001) is None
     assert [r.user_id for r in await repo.interactions.all()] == [1002]
     assert await repo.comments.claim("-100:5", 1001)  # no record of the old claim either
+
+
+async def test_a_language_choice_is_kept_until_changed_or_forgotten(repo: Repository) -> None:
+    now = datetime.now(timezone.utc)
+    assert await repo.users.chosen_language(1001) is None  # never seen
+    await write_all(repo.db, [LanguageChosen(UserInfo(1001, "ann", "en"), "hinglish", now)])
+    assert await repo.users.chosen_language(1001) == "hinglish"
+    # Later interactions update the user's details, never their choice.
+    await write_all(repo.db, [entry(1), UserStarted(UserInfo(1001, "ann2", "hi"), now)])
+    user = await repo.users.get(1001)
+    assert (user.chosen_language, user.username, user.language, user.can_dm) == ("hinglish", "ann2", "hi", True)
+    await write_all(repo.db, [LanguageChosen(UserInfo(1001, "ann2"), "english", now)])
+    assert await repo.users.chosen_language(1001) == "english"
+    await write_all(repo.db, [Forget(1001, now)])
+    assert await repo.users.chosen_language(1001) is None
+
+
+async def test_migration_0005_keeps_the_users_and_adds_no_choice(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url, "0004")
+    database = Database(database_url)
+    async with database.engine.begin() as connection:
+        await insert_ann(connection)
+    await database.close()
+    await asyncio.to_thread(upgrade, database_url)
+    repo = Repository(Database(database_url))
+    user = await repo.users.get(7)
+    assert (user.username, user.can_dm, user.chosen_language) == ("ann", True, None)
+    await repo.db.close()
 
 
 async def test_retention_removes_old_texts_and_keeps_counts(repo: Repository) -> None:

@@ -87,6 +87,15 @@ class OwedReply:
 
 
 @dataclass(frozen=True)
+class LanguageChosen:
+    """The user chose the language of the bot's messages (/language or a language button)."""
+
+    user: UserInfo
+    language: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Forget:
     """Delete everything stored about a user (/forget)."""
 
@@ -95,13 +104,15 @@ class Forget:
 
 
 # What the background writer writes, in the order it was handed over.
-Write = InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | UpdateDone | OwedReply | Forget
+Write = (
+    InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | UpdateDone | OwedReply | LanguageChosen | Forget
+)
 
 
 def write_user_id(op: Write) -> int | None:
     if isinstance(op, InteractionEntry):
         return op.user.id if op.user is not None else None
-    if isinstance(op, UserStarted):
+    if isinstance(op, (UserStarted, LanguageChosen)):
         return op.user.id
     if isinstance(op, UpdateDone):
         return None
@@ -137,6 +148,11 @@ class Users:
         async with self._db.sessions() as session:
             return await session.get(User, user_id)
 
+    async def chosen_language(self, user_id: int) -> str | None:
+        """The language they chose for the bot's messages, or None if they never chose one."""
+        async with self._db.sessions() as session:
+            return await session.scalar(select(User.chosen_language).where(User.id == user_id))
+
 
 async def _forget(session: AsyncSession, user_id: int) -> None:
     await session.execute(delete(Interaction).where(Interaction.user_id == user_id))
@@ -161,6 +177,10 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
             elif isinstance(op, CommentClaimed):
                 claim = _insert(session, CommentTrigger).values(post_key=op.post_key, user_id=op.user_id)
                 await session.execute(claim.on_conflict_do_nothing())
+            elif isinstance(op, LanguageChosen):
+                await _upsert_user(session, op.user)
+                chosen = update(User).where(User.id == op.user.id).values(chosen_language=op.language)
+                await session.execute(chosen)
             elif isinstance(op, OwedReply):
                 session.add(OutboxReply(chat_id=op.chat_id, thread=op.thread, payload=op.payload))
             elif isinstance(op, Forget):

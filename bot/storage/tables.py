@@ -36,7 +36,9 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # Telegram user id
     username: Mapped[str | None] = mapped_column(String(64))
-    language: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str | None] = mapped_column(String(16))  # Telegram's language_code (their app's language)
+    # The language they chose for the bot's messages (/language: english, hinglish); None: the bot's default.
+    chosen_language: Mapped[str | None] = mapped_column(String(16))
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # True once the user pressed Start: only then may the bot write to them first.
