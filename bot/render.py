@@ -3,7 +3,14 @@
 * ``messages/*.html``: Telegram HTML, autoescaped, so user text echoed into them is always escaped;
 * ``strings.txt``: plain-text macros (button labels, inline titles, command descriptions), not escaped,
   because Telegram shows those fields verbatim;
-* ``guide.j2``: the guide, rendered from one source as Telegram HTML (messages) and as Markdown (document).
+* ``guide.j2``: the guide, rendered from one source as Telegram HTML (messages) and as Markdown (document);
+* ``facts.j2`` and ``links.j2``: the guide's figures, code and links, shared by every language.
+
+**Languages.** English is the top folder; ``hinglish/`` holds the same files in Hinglish and is read first when
+a person chose Hinglish (``/language``), so a file missing there falls back to English (a test makes sure none
+is missing from what ships). Which language a message is in comes from the ``language`` argument, else from
+:data:`REPLY_LANGUAGE` (set for each update to the person's choice), else the bot's default: handlers need not
+pass it around.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +30,26 @@ from bot.telegram_html import MESSAGE_LIMIT, escape, split_html, visible_text
 ERROR_FIELDS = ("count", "limit", "retry_after")
 
 
-def _default_loader() -> jinja2.BaseLoader:
-    """The templates shipped with the package, or a folder of your own wording in ``MLM_BOT_TEMPLATES``."""
-    custom = os.environ.get("MLM_BOT_TEMPLATES")
-    if custom:
-        return jinja2.FileSystemLoader(custom)
-    return jinja2.PackageLoader("templates", ".")
+LANGUAGES = ("english", "hinglish")
+DEFAULT_LANGUAGE = "english"
+
+# The language of what the bot says while it handles one update: the person's choice (bot.languages sets it).
+REPLY_LANGUAGE: ContextVar[str | None] = ContextVar("reply_language", default=None)
+
+
+def _loader(language: str, templates_dir: Path | None = None) -> jinja2.BaseLoader:
+    """The templates shipped with the package, or a folder of your own wording (``templates_dir``, else
+    ``MLM_BOT_TEMPLATES``); for a language other than English, its subfolder first, then the English files."""
+    folder = templates_dir if templates_dir is not None else os.environ.get("MLM_BOT_TEMPLATES")
+    if folder:
+        base: jinja2.BaseLoader = jinja2.FileSystemLoader(str(folder))
+        if language == "english":
+            return base
+        return jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(Path(folder) / language)), base])
+    base = jinja2.PackageLoader("templates", ".")
+    if language == "english":
+        return base
+    return jinja2.ChoiceLoader([jinja2.PackageLoader("templates", language), base])
 
 
 class GuideFormat:
@@ -108,22 +130,42 @@ MarkdownFormat = GuideFormat(
 )
 
 
-class Renderer:
-    def __init__(self, templates_dir: Path | None = None) -> None:
-        loader = jinja2.FileSystemLoader(str(templates_dir)) if templates_dir is not None else _default_loader()
-        common = {"loader": loader, "undefined": jinja2.StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
-        self._html = jinja2.Environment(autoescape=True, **common)
-        self._plain = jinja2.Environment(autoescape=False, keep_trailing_newline=False, **common)
-        self._html.filters["percent"] = percent
-        self._html.filters["bar"] = _bar
-        self._html.filters["shorten"] = shorten
-        self._strings = self._plain.get_template("strings.txt").module
-        self._guide_html = functools.lru_cache(maxsize=8)(self._render_guide_html)
-        self._guide_md = functools.lru_cache(maxsize=8)(self._render_guide_md)
+class _Language:
+    """The Jinja environments of one language: HTML (autoescaped) and plain text."""
 
-    def html(self, name: str, **context: Any) -> str:
+    def __init__(self, loader: jinja2.BaseLoader) -> None:
+        common = {"loader": loader, "undefined": jinja2.StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
+        self.html = jinja2.Environment(autoescape=True, **common)
+        self.plain = jinja2.Environment(autoescape=False, keep_trailing_newline=False, **common)
+        self.html.filters["percent"] = percent
+        self.html.filters["bar"] = _bar
+        self.html.filters["shorten"] = shorten
+        self.strings = self.plain.get_template("strings.txt").module
+
+    def module(self, name: str) -> Any:
+        return self.plain.get_template(name).module
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path | None = None, *, default_language: str = DEFAULT_LANGUAGE) -> None:
+        if default_language not in LANGUAGES:
+            raise ValueError(f"unknown language {default_language!r}: one of {', '.join(LANGUAGES)}")
+        self.default_language = default_language
+        self._languages = {language: _Language(_loader(language, templates_dir)) for language in LANGUAGES}
+        self._guide_html = functools.lru_cache(maxsize=16)(self._render_guide_html)
+        self._guide_md = functools.lru_cache(maxsize=16)(self._render_guide_md)
+
+    def language(self, language: str | None = None) -> str:
+        """The language a message is in: the one asked for, else the current update's person's, else the default."""
+        chosen = language or REPLY_LANGUAGE.get()
+        return chosen if chosen in self._languages else self.default_language
+
+    def _env(self, language: str | None) -> _Language:
+        return self._languages[self.language(language)]
+
+    def html(self, name: str, *, language: str | None = None, **context: Any) -> str:
         """One Telegram HTML message from ``messages/<name>.html``."""
-        return self._html.get_template(f"messages/{name}.html").render(**context).strip()
+        return self._env(language).html.get_template(f"messages/{name}.html").render(**context).strip()
 
     def error(self, code: str, details: Mapping[str, Any] | None = None, *, plain: bool = False) -> str:
         """The one path from an error code and its details (a mask count and limit, seconds to wait) to words:
@@ -139,37 +181,40 @@ class Renderer:
         fields["retry_after"] = fields["retry_after"] or 0
         return self.text("inline_refusal", code=code, **fields).strip()[:64]
 
-    def text(self, macro: str, **context: Any) -> str:
+    def text(self, macro: str, *, language: str | None = None, **context: Any) -> str:
         """A plain-text string (a button label, a title) from a macro in ``strings.txt``."""
-        return str(getattr(self._strings, macro)(**context)).strip()
+        return str(getattr(self._env(language).strings, macro)(**context)).strip()
 
-    def quiz(self) -> list[dict[str, Any]]:
+    def quiz(self, language: str | None = None) -> list[dict[str, Any]]:
         """The quiz's questions (question, options, correct, explanation), from ``quiz.j2``."""
-        return list(self._plain.get_template("quiz.j2").module.questions)
+        return list(self._env(language).module("quiz.j2").questions)
 
     def experiments(self) -> list[tuple[str, str]]:
         """(button label, sentence) of the ready sentences under the guide, from ``experiments.j2``."""
-        return list(self._plain.get_template("experiments.j2").module.experiments)
+        return list(self._env(None).module("experiments.j2").experiments)
 
     def learn_more(self) -> list[tuple[str, str, str]]:
         """(button label, link text, url) of the guide's learn-more links, from ``links.j2``."""
-        return list(self._plain.get_template("links.j2").module.learn_more)
+        return list(self._env(None).module("links.j2").learn_more)
 
-    def guide_messages(self, model_name: str) -> tuple[str, ...]:
-        """The guide as Telegram messages. Rendered once per model name: a viral post sends it hundreds of times."""
-        return self._guide_html(model_name)
+    def guide_messages(self, model_name: str, *, language: str | None = None) -> tuple[str, ...]:
+        """The guide as Telegram messages. Rendered once per model name and language: a viral post sends it
+        hundreds of times."""
+        return self._guide_html(model_name, self.language(language))
 
-    def guide_markdown(self, model_name: str) -> str:
-        return self._guide_md(model_name)
+    def guide_markdown(self, model_name: str, *, language: str | None = None) -> str:
+        return self._guide_md(model_name, self.language(language))
 
-    def _render_guide_html(self, model_name: str) -> tuple[str, ...]:
-        rendered = self._plain.get_template("guide.j2").render(fmt=HtmlFormat, model_name=model_name)
+    def _render_guide_html(self, model_name: str, language: str) -> tuple[str, ...]:
+        guide = self._languages[language].plain.get_template("guide.j2")
+        rendered = guide.render(fmt=HtmlFormat, model_name=model_name)
         # One message per topic (short enough to read on a phone); split further only if one grew too long.
         pages = [page.strip() for page in rendered.split(PAGE_BREAK) if page.strip()]
         return tuple(part for page in pages for part in split_html(page, MESSAGE_LIMIT))
 
-    def _render_guide_md(self, model_name: str) -> str:
-        return self._plain.get_template("guide.j2").render(fmt=MarkdownFormat, model_name=model_name).strip() + "\n"
+    def _render_guide_md(self, model_name: str, language: str) -> str:
+        guide = self._languages[language].plain.get_template("guide.j2")
+        return guide.render(fmt=MarkdownFormat, model_name=model_name).strip() + "\n"
 
 
 def percent(score: float) -> str:
@@ -194,4 +239,14 @@ def shorten(text: str, limit: int = 300, around: str | None = None) -> str:
     return ("…" if start > 0 else "") + piece + ("…" if start + limit - 2 < len(text) else "")
 
 
-__all__ = ["GuideFormat", "HtmlFormat", "MarkdownFormat", "Renderer", "percent", "shorten"]
+__all__ = [
+    "DEFAULT_LANGUAGE",
+    "LANGUAGES",
+    "REPLY_LANGUAGE",
+    "GuideFormat",
+    "HtmlFormat",
+    "MarkdownFormat",
+    "Renderer",
+    "percent",
+    "shorten",
+]

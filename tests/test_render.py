@@ -16,7 +16,7 @@ from telegram.helpers import mention_html
 
 from bot.analytics import Stats
 from bot.compare import Row
-from bot.render import Renderer, shorten
+from bot.render import LANGUAGES, Renderer, shorten
 from bot.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
 from models.engine import FillMaskEngine
 from tests.fake_telegram import parse_html, utf16_len
@@ -101,6 +101,8 @@ CONTEXTS = {
     "forget_confirm": {},
     "forget_done": {"deleted": True, "pending": True},
     "private_only": {"bot_username": "mlm_bot"},
+    "language_choose": {"unknown": HOSTILE * 10, "current": "Hinglish"},
+    "language_set": {"keyword": HOSTILE},
 }
 ERROR_CODES = [
     "no_mask",
@@ -122,20 +124,45 @@ def test_every_message_template_is_covered() -> None:
     assert names == set(CONTEXTS) | {"error"}
 
 
+def test_every_language_has_every_message_and_string() -> None:
+    """Hinglish falls back to English for a missing file: what ships must have none missing, so nobody who
+    chose Hinglish gets a stray English message."""
+    root = resources.files("templates")
+    english = {p.name for p in (root / "messages").iterdir()}
+    assert {p.name for p in (root / "hinglish" / "messages").iterdir()} == english
+    macros = lambda path: set(re.findall(r"{% macro (\w+)", path.read_text()))  # noqa: E731
+    assert macros(root / "hinglish" / "strings.txt") == macros(root / "strings.txt")
+    assert {"guide.j2", "quiz.j2"} <= {p.name for p in (root / "hinglish").iterdir()}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("name", sorted(CONTEXTS))
-def test_templates_render_valid_telegram_html_even_with_hostile_text(renderer: Renderer, name: str) -> None:
-    html = renderer.html(name, **CONTEXTS[name])
+def test_templates_render_valid_telegram_html_even_with_hostile_text(
+    renderer: Renderer, name: str, language: str
+) -> None:
+    html = renderer.html(name, language=language, **CONTEXTS[name])
     visible = parse_html(html)  # the fake Telegram's own, independent parser
     assert visible.strip() and utf16_len(visible) <= (1024 if name in CAPTIONS else 4096)
     assert "<script>" not in html
 
 
+@pytest.mark.parametrize("name", sorted(set(CONTEXTS) - {"stats"}))
+def test_hinglish_messages_are_not_english(renderer: Renderer, name: str) -> None:
+    """Each short message really is translated (the admins' numbers table is mostly numbers and names)."""
+    english = renderer.html(name, language="english", **CONTEXTS[name])
+    assert renderer.html(name, language="hinglish", **CONTEXTS[name]) != english
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("code", ERROR_CODES)
-def test_every_error_code_has_its_own_readable_message(renderer: Renderer, code: str) -> None:
-    text = parse_html(renderer.html("error", code=code, count=9, limit=5, retry_after=12))
+def test_every_error_code_has_its_own_readable_message(renderer: Renderer, code: str, language: str) -> None:
+    text = parse_html(renderer.html("error", language=language, code=code, count=9, limit=5, retry_after=12))
+    internal = parse_html(renderer.html("error", language=language, code="internal"))
     assert text.strip()
     if code != "internal":
-        assert "Something went wrong" not in text
+        assert text != internal
+    assert ("9" in text and "5" in text) if code == "too_many_masks" else True
+    assert "12" in text if code == "rate_limited" else True
 
 
 def test_comment_reply_names_people_with_links(renderer: Renderer) -> None:
@@ -157,15 +184,24 @@ def test_worst_case_prediction_fits_one_message(renderer: Renderer) -> None:
     assert utf16_len(parse_html(html)) <= 4096
 
 
-def test_plain_strings_have_no_markup(renderer: Renderer) -> None:
-    module = renderer._strings
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_plain_strings_have_no_markup(renderer: Renderer, language: str) -> None:
+    module = renderer._env(language).strings
     for name in dir(module):
         if name.startswith("_"):
             continue
         macro = getattr(module, name)
         args = {arg: "x" for arg in getattr(macro, "arguments", ())}
-        text = renderer.text(name, **args)
+        text = renderer.text(name, language=language, **args)
         assert text and not re.search(r"</?[a-z]+>", text), name
+    # Telegram's limits on the fields these fill: a button's text is short, a command's description at most 256.
+    assert len(renderer.text("inline_refusal", language=language, code="too_many_masks", count=99, limit=5)) <= 64
+    assert all(
+        len(renderer.text(n, language=language)) <= 64
+        for n in dir(module)
+        if n.startswith("button_") and n != "button_stale" and not getattr(module, n).arguments
+    )  # (button_stale is the note a stale button's press shows: up to 200)
+    assert len(renderer.text("button_stale", language=language)) <= 200
 
 
 def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
@@ -218,21 +254,67 @@ def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
         assert all(len(line) <= 45 for line in parse_html(block).splitlines()), block
 
 
-def test_markdown_document_has_the_same_content(renderer: Renderer) -> None:
-    markdown = renderer.guide_markdown(model_name="bert-base-uncased")
-    html_links = set(re.findall(r'href="([^"]+)"', "".join(renderer.guide_messages(model_name="bert-base-uncased"))))
+def _lesson(pages: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
+    """What must be the same in every language: the links, the code, the figures."""
+    html = "".join(pages)
+    prose = parse_html(re.sub(r"<pre>.*?</pre>", "", html, flags=re.S))
+    figures = re.findall(r"\d[\d,.]*\s?(?:%|MB)|\b\d{1,3},\d{3}\b", prose)
+    return re.findall(r'href="([^"]+)"', html), re.findall(r"<pre>.*?</pre>", html, re.S), figures
+
+
+def test_the_hinglish_guide_is_the_same_lesson_in_hinglish(renderer: Renderer) -> None:
+    english = renderer.guide_messages(model_name="bert-base-uncased", language="english")
+    hinglish = renderer.guide_messages(model_name="bert-base-uncased", language="hinglish")
+    # The same pages by topic, each within a phone screen or two.
+    assert len(hinglish) == len(english)
+    assert all(utf16_len(parse_html(page)) <= 1200 for page in hinglish)
+    # One source of facts, code and links (facts.j2, links.j2): the same ones, in the same order.
+    links, code, figures = _lesson(hinglish)
+    assert (links, code, figures) == _lesson(english)
+    assert len(links) == 8 and len(code) == 4 and {"15%", "80%", "30,000", "440 MB"} <= set(figures)
+    # In Hinglish, in the creator's voice, with the seed's facts fixed.
+    text = "\n".join(parse_html(page) for page in hinglish)
+    for part in (
+        "Masked language model kya hai",
+        "Chalo, deep mein chalte hain",
+        "sub-word",
+        "tez nahi",  # ALBERT: smaller, not faster
+        "sentence-order prediction",
+        "fine-tuning ya asli use ke waqt",  # why 80/10/10
+        "argmax",
+        "Ab aapki baari",
+    ):
+        assert part in text, part
+    headings = re.findall(r"^<b>(.)", "\n".join(hinglish), re.M)
+    assert sum(ord(c) > 0x1F000 for c in headings) >= 8
+    assert "<code>Paris is the capital of [MASK].</code>" in "".join(hinglish)
+    # No English paragraph of the English guide left untranslated.
+    english_prose = parse_html(re.sub(r"<pre>.*?</pre>", "", "\n".join(english), flags=re.S))
+    titles = [title for _, title, _ in renderer.learn_more()]  # the sources' own titles, shared on purpose
+    for line in english_prose.splitlines():
+        if len(line) > 40 and not any(title in line for title in titles):
+            assert line not in text, line
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_markdown_document_has_the_same_content(renderer: Renderer, language: str) -> None:
+    markdown = renderer.guide_markdown(model_name="bert-base-uncased", language=language)
+    pages = renderer.guide_messages(model_name="bert-base-uncased", language=language)
+    html_links = set(re.findall(r'href="([^"]+)"', "".join(pages)))
     md_links = set(re.findall(r"\]\((https://[^)]+)\)", markdown))
     assert html_links == md_links and len(md_links) == 8
     assert markdown.count("```python") == 2 and "<b>" not in markdown and "&lt;" not in markdown
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
 def test_the_guides_code_runs_and_reads_the_mask_position(
-    renderer: Renderer, bert_dir: Path, bert_engine: FillMaskEngine
+    renderer: Renderer, bert_dir: Path, bert_engine: FillMaskEngine, language: str
 ) -> None:
     """Both snippets, run as printed (with the tiny model in place of bert-base-uncased), print the model's
     real top predictions for the mask, not a decoding of every position."""
-    markdown = renderer.guide_markdown(model_name="bert-base-uncased")
+    markdown = renderer.guide_markdown(model_name="bert-base-uncased", language=language)
     snippets = re.findall(r"```python\n(.*?)\n```", markdown, re.S)
+    assert len(snippets) == 2
     top = [p.token_str for p in bert_engine.fill("The cat sat on the [MASK].", top_k=5).masks[0]]
     for code in snippets:
         output = io.StringIO()
@@ -316,9 +398,21 @@ def test_the_prediction_chart_draws_any_word() -> None:
     assert png.startswith(b"\x89PNG")
 
 
-def test_the_quiz_fits_telegrams_poll_limits() -> None:
+def test_the_quiz_asks_the_same_questions_in_both_languages() -> None:
+    """A person may switch language mid-quiz: the answer is checked by its position, so the positions match."""
+    english, hinglish = Renderer().quiz("english"), Renderer().quiz("hinglish")
+    assert [(len(q["options"]), q["correct"]) for q in hinglish] == [(len(q["options"]), q["correct"]) for q in english]
+    assert all(
+        e["question"] != h["question"] and e["explanation"] != h["explanation"]
+        for e, h in zip(english, hinglish, strict=True)
+    )
+    assert english[0]["options"][english[0]["correct"]] == hinglish[0]["options"][hinglish[0]["correct"]] == "15%"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_quiz_fits_telegrams_poll_limits(language: str) -> None:
     """Checked here against Telegram's numbers as well as by the fake Bot API in the end-to-end test."""
-    questions = Renderer().quiz()
+    questions = Renderer().quiz(language)
     assert len(questions) == 5
     for q in questions:
         assert 1 <= len(q["question"]) <= 300 and 2 <= len(q["options"]) <= 10
