@@ -31,8 +31,21 @@ from telegram.ext import (
     filters,
 )
 
-from bot import inbox, tracking
-from bot.handlers import admin, comments, compare, errors, fallback, guide, inline, predict, privacy, quiz, tap
+from bot import inbox, languages, tracking
+from bot.handlers import (
+    admin,
+    comments,
+    compare,
+    errors,
+    fallback,
+    guide,
+    inline,
+    language,
+    predict,
+    privacy,
+    quiz,
+    tap,
+)
 from bot.metrics import CountingRequest
 from bot.rate_limits import BotRateLimiter
 from bot.services import CONTEXT_TYPES, BotServices
@@ -112,6 +125,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
 
     # First group: follow the update (metrics; its ids on every log line written while it is handled).
     add(TypeHandler(Update, tracking.begin), group=tracking.FIRST_GROUP)
+    # Then: what the bot says while handling it is in the person's chosen language (English or Hinglish).
+    add(TypeHandler(Update, languages.use_persons_language), group=languages.LANGUAGE_GROUP)
     # Commands answer new messages only: editing "/predict ..." or "/guide" must not run them again.
     # /start with a payload (a deep link the bot handed out) must come before the plain /start.
     add(CommandHandler("start", guide.start_with_payload, filters=new & private & filters.Regex(r"^/start\s+\S")))
@@ -130,7 +145,9 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CommandHandler("stats", admin.stats_command, filters=new & private))
     # /forget in private asks for confirmation; in a group it points to the private chat.
     add(CommandHandler("forget", privacy.forget_command, filters=new & private))
-    add(CommandHandler(["forget", "stats", "quiz", "compare"], privacy.private_only, filters=new))
+    # /language [english|hinglish]: the language of the bot's messages, remembered per person.
+    add(CommandHandler("language", language.language_command, filters=new & private))
+    add(CommandHandler(["forget", "stats", "quiz", "compare", "language"], privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     # (":x<n>": the answer is for the guide's ready sentence n.)
     add(CallbackQueryHandler(predict.more_button, pattern=r"^more(:x\d+)?$"))
@@ -144,6 +161,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # Answers to the quiz's polls.
     add(PollAnswerHandler(quiz.poll_answer))
     add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
+    # The language chooser, and the switch under the greeting and the guide.
+    add(CallbackQueryHandler(language.language_button, pattern=r"^lang:(english|hinglish)(:(start|guide))?$"))
     add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
     add(CallbackQueryHandler(guide.stale_button))
@@ -189,6 +208,7 @@ async def register_commands(application: Application, services: BotServices) -> 
         BotCommand("predict", text("command_predict")),
         BotCommand("compare", text("command_compare")),
         BotCommand("quiz", text("command_quiz")),
+        BotCommand("language", text("command_language")),
         *everywhere[2:],
     ]
     private.append(BotCommand("forget", text("command_forget")))

@@ -129,7 +129,8 @@ class CommentReplies:
         not take it now (try again later)."""
         assert self._bot is not None, "CommentReplies.start(bot) was not called"
         mentions = [Markup(mention_html(c.user_id, c.name)) for c in batch if c.name and c.user_id is not None]
-        text = self._renderer.html("comment_reply", mentions=mentions)
+        # Public, and for several people at once: the bot's default language, not one commenter's choice.
+        text = self._renderer.html("comment_reply", language=self._renderer.default_language, mentions=mentions)
         latest = max(c.message_id for c in batch)
         outcome = "button"
         for target in dict.fromkeys((latest, key[1])):  # the latest comment, then the thread's root

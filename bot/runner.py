@@ -110,7 +110,7 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
     writer = InteractionWriter(
         functools.partial(write_all, database), dead_letter_path=dead_letter_path_for(settings.database_url)
     )
-    renderer = Renderer()
+    renderer = Renderer(default_language=settings.default_language)
     comment_replies = CommentReplies(renderer, writer.log)
     metrics = BotMetrics()
     metrics.watch_writer(writer)

@@ -18,6 +18,7 @@ from telegram.ext import CallbackContext, ContextTypes, ExtBot
 
 from bot.comment_replies import CommentReplies
 from bot.compare import Lineup
+from bot.languages import Languages
 from bot.limits import UserGate
 from bot.metrics import BotMetrics
 from bot.render import Renderer
@@ -51,6 +52,12 @@ class BotServices:
     lineup: Lineup | None = None
     # Sentences offered for tap-to-mask, by the short key in their buttons' data (the newest ones).
     tap_sentences: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # The language each person chose (bot.languages); read from the repository unless given.
+    languages: Languages | None = None
+
+    def __post_init__(self) -> None:
+        if self.languages is None:
+            self.languages = Languages(self.repo.users.chosen_language)
 
     def compare_lineup(self) -> Lineup:
         if self.lineup is None:

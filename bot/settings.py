@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -73,6 +73,8 @@ class BotSettings(ModelSettings):
         "albert/albert-base-v2",
     )
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    # The language of people who have not chosen one (/language), and of public replies in groups.
+    default_language: Literal["english", "hinglish"] = "english"
     predictions_per_minute: int = Field(20, ge=1, description="per user, DMs and /predict")
     inline_queries_per_minute: int = Field(60, ge=1, description="per user, inline mode")
     retention_days: int = Field(90, ge=1, description="interaction texts older than this are removed daily")
@@ -109,6 +111,11 @@ class BotSettings(ModelSettings):
             if not value:
                 raise ValueError("needs at least one model, e.g. COMPARE_MODELS=google-bert/bert-base-uncased")
         return value
+
+    @field_validator("default_language", mode="before")
+    @classmethod
+    def _language_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("trigger_keywords", mode="before")
     @classmethod

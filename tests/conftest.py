@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Engines built from settings in the tests run where the pipeline references do (CPU, fp32), on GPU machines too.
 os.environ.setdefault("MODEL_DEVICE", "cpu")
 
+from bot.settings import BotSettings
+from bot.storage import Repository
 from models.engine import FillMaskEngine
 from models.random_models import BUILDERS
+from tests.bot_harness import bot_settings, running_bot
 from tests.fake_telegram import FakeTelegram
 
 
@@ -60,3 +64,16 @@ async def fake() -> FakeTelegram:
     async with telegram.running():
         yield telegram
     assert telegram.rejections == [], "the bot sent something Telegram would refuse"
+
+
+@pytest.fixture
+def settings(fake: FakeTelegram, bert_dir: Path, tmp_path: Path) -> BotSettings:
+    """The bot's settings for a run against the fake Bot API, with the tiny BERT and an SQLite file in tmp_path."""
+    return bot_settings(fake, bert_dir, tmp_path)
+
+
+@pytest.fixture
+async def repo(settings: BotSettings, fake: FakeTelegram) -> AsyncIterator[Repository]:
+    """The real bot running (``mlm-bot run``'s code) against the fake Bot API; its database's repository."""
+    async with running_bot(settings, fake) as repository:
+        yield repository

@@ -32,17 +32,6 @@ def no_token_in_logs(caplog: pytest.LogCaptureFixture):
     assert TOKEN.split(":")[1] not in caplog.text
 
 
-@pytest.fixture
-def settings(fake: FakeTelegram, bert_dir: Path, tmp_path: Path):
-    return bot_settings(fake, bert_dir, tmp_path)
-
-
-@pytest.fixture
-async def repo(settings, fake: FakeTelegram):
-    async with running_bot(settings, fake) as repository:
-        yield repository
-
-
 def texts(fake: FakeTelegram, chat_id: int) -> list[str]:
     return [c.params["text"] for c in fake.sent("sendMessage", chat_id)]
 
@@ -87,6 +76,7 @@ async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram
         "predict",
         "compare",
         "quiz",
+        "language",
         "help",
         "forget",
     ]

@@ -6,6 +6,7 @@ import contextlib
 import io
 import random
 import re
+import shutil
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -419,3 +420,18 @@ def test_the_quiz_fits_telegrams_poll_limits(language: str) -> None:
         assert all(1 <= len(o) <= 100 for o in q["options"]) and 0 <= q["correct"] < len(q["options"])
         assert len(q["explanation"]) <= 200 and q["explanation"].count("\n") <= 2
     assert len({q["correct"] for q in questions}) > 1  # the right answer is not always in the same place
+
+
+def test_your_own_wording_in_a_copy_of_the_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLM_BOT_TEMPLATES: a copy of templates/ with your own words, per language; what the copy lacks in
+    Hinglish comes from the copy's English."""
+    copy = tmp_path / "wording"
+    shutil.copytree(resources.files("templates"), copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (copy / "messages" / "expired.html").write_text("Gone, sorry.")
+    (copy / "hinglish" / "messages" / "expired.html").write_text("Chala gaya.")
+    (copy / "hinglish" / "messages" / "private_only.html").unlink()
+    monkeypatch.setenv("MLM_BOT_TEMPLATES", str(copy))
+    mine = Renderer()
+    assert mine.html("expired") == "Gone, sorry." and mine.html("expired", language="hinglish") == "Chala gaya."
+    english = Renderer().html("private_only", language="english", bot_username="b")
+    assert mine.html("private_only", language="hinglish", bot_username="b") == english

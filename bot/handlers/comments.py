@@ -72,7 +72,7 @@ async def keyword_comment(update: Update, context: Context) -> None:
             await log_interaction(update, context, "comment", trigger=trigger, input_text=message.text, outcome="dm")
             return
 
-    button = s.renderer.text("button_get_guide")
+    button = s.renderer.text("button_get_guide", language=s.renderer.default_language)  # a public reply
     s.comment_replies.add(
         message.chat_id,
         root,

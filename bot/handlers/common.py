@@ -53,19 +53,32 @@ def open_bot_keyboard(bot_username: str, payload: str, label: str) -> InlineKeyb
     return InlineKeyboardMarkup([[InlineKeyboardButton(label, url=create_deep_linked_url(bot_username, payload))]])
 
 
+def switch_language_button(renderer: Renderer, where: str) -> InlineKeyboardButton:
+    """The button that switches to the other language (``lang:<language>:<where>``), named in that language."""
+    other = "english" if renderer.language() == "hinglish" else "hinglish"
+    return InlineKeyboardButton(
+        renderer.text("button_switch_language", name=other), callback_data=f"lang:{other}:{where}"
+    )
+
+
 async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None = None) -> None:
     """The guide as HTML messages (links as text links, the last one with URL buttons), then as a .md file.
+    The first page carries the button to read it in the other language: seen before the reading starts.
 
     Raises ``telegram.error.Forbidden`` if the user never started the bot or blocked it."""
     s = context.bot_data.services
     pages = s.renderer.guide_messages(model_name=s.model_label)
     for number, page in enumerate(pages):
-        last = number == len(pages) - 1
+        rows = []
+        if number == 0:
+            rows.append([switch_language_button(s.renderer, "guide")])
+        if number == len(pages) - 1:
+            rows.extend(learn_more_keyboard(s.renderer).inline_keyboard)
         quote = reply_to is not None and number == 0
         await context.bot.send_message(
             chat_id,
             page,
-            reply_markup=learn_more_keyboard(s.renderer) if last else None,
+            reply_markup=InlineKeyboardMarkup(rows) if rows else None,
             reply_parameters=ReplyParameters(reply_to.message_id, allow_sending_without_reply=True) if quote else None,
         )
     document = s.renderer.guide_markdown(model_name=s.model_label).encode()

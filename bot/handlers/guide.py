@@ -12,6 +12,7 @@ from bot.handlers.common import (
     open_bot_keyboard,
     send_guide,
     started_at,
+    switch_language_button,
     user_info,
 )
 from bot.payloads import guide_payload, parse_payload
@@ -32,20 +33,26 @@ async def start_with_payload(update: Update, context: Context) -> None:
 
 
 async def start(update: Update, context: Context) -> None:
+    await _started(update, context)
+    text, keyboard = start_message(update, context)
+    await update.effective_message.reply_html(text, reply_markup=keyboard)
+    await log_interaction(update, context, "start")
+
+
+def start_message(update: Update, context: Context) -> tuple[str, InlineKeyboardMarkup]:
+    """The greeting and its buttons (the guide, inline mode, the other language), in the person's language."""
     s = context.bot_data.services
     user = update.effective_user
-    await _started(update, context)
-    await update.effective_message.reply_html(
-        s.renderer.html(
-            "start",
-            first_name=user.first_name if user else None,
-            keyword=s.settings.trigger_keywords[0],
-            model_name=s.model_label,
-            bot_username=context.bot.username,
-        ),
-        reply_markup=_guide_and_inline_keyboard(context),
+    text = s.renderer.html(
+        "start",
+        first_name=user.first_name if user else None,
+        keyword=s.settings.trigger_keywords[0],
+        model_name=s.model_label,
+        bot_username=context.bot.username,
     )
-    await log_interaction(update, context, "start")
+    keyboard = _guide_and_inline_keyboard(context)
+    rows = [*keyboard.inline_keyboard, [switch_language_button(s.renderer, "start")]]
+    return text, InlineKeyboardMarkup(rows)
 
 
 async def help_command(update: Update, context: Context) -> None:

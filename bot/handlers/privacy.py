@@ -36,7 +36,9 @@ async def forget_button(update: Update, context: Context) -> None:
         # In order with every other write, and final: what of theirs is still on its way is dropped.
         pending = not await s.writer.forget(update.effective_user.id)
         log.info("deleted everything stored about a user on their request%s", " (still being written)" * pending)
-    done = s.renderer.html("forget_done", deleted=deleted, pending=pending)
+    done = s.renderer.html("forget_done", deleted=deleted, pending=pending)  # still in the language they read
+    if deleted:
+        s.languages.forget(update.effective_user.id)
     if visible_message(update) is not None:
         await query.edit_message_text(done)
     else:  # the question is too old for the bot to see (or edit): say it in a new message

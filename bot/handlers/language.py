@@ -1,0 +1,108 @@
+"""/language (English or Hinglish) and the language buttons: under the chooser, the greeting and the guide.
+
+``/language`` alone shows both languages as buttons; ``/language hinglish`` (or ``english``) switches at once.
+A choice is remembered per person (``bot.languages``) and written to the database through the background
+writer. Button data: ``lang:<language>`` (the chooser: it turns into the confirmation), ``lang:<language>:start``
+(the greeting is rewritten in place), ``lang:<language>:guide`` (the guide is sent again in that language).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest
+
+from bot.handlers.common import (
+    Context,
+    answer_query,
+    log_interaction,
+    send_guide,
+    started_at,
+    user_info,
+    visible_message,
+)
+from bot.handlers.guide import start_message
+from bot.languages import parse_language
+from bot.render import LANGUAGES, REPLY_LANGUAGE
+from bot.storage.repository import LanguageChosen
+
+log = logging.getLogger(__name__)
+
+
+async def language_command(update: Update, context: Context) -> None:
+    """``/language``: the chooser; ``/language hinglish``: switch now; anything else: the chooser, saying so."""
+    s = context.bot_data.services
+    asked = " ".join(context.args or ())
+    language = parse_language(asked)
+    if language is None:
+        current = s.renderer.text("language_name", name=s.renderer.language())
+        text = s.renderer.html("language_choose", unknown=asked or None, current=current)
+        await update.effective_message.reply_html(text, reply_markup=chooser_keyboard(context))
+        return
+    await _choose(update, context, language)
+    await update.effective_message.reply_html(_confirmation(context))
+
+
+async def language_button(update: Update, context: Context) -> None:
+    s = context.bot_data.services
+    _, language, *where = update.callback_query.data.split(":")
+    changed = await _choose(update, context, language)
+    place = where[0] if where else "chooser"
+    message = visible_message(update)
+    if place == "guide":
+        # The guide again, in the language just chosen (not twice for a double tap).
+        await answer_query(update, context, s.renderer.text("language_changed", name=language))
+        if changed and update.effective_chat is not None:
+            await send_guide(context, update.effective_chat.id)
+            await log_interaction(update, context, "guide", trigger="language")
+        return
+    await answer_query(update, context)
+    if place == "start":
+        text, keyboard = start_message(update, context)
+    else:
+        text, keyboard = _confirmation(context), None
+    if message is None:  # too old for the bot to see or edit: say it in a new message
+        await context.bot.send_message(update.effective_user.id, text, reply_markup=keyboard)
+        return
+    try:
+        await message.edit_text(text, reply_markup=keyboard)
+    except BadRequest as exc:  # "message is not modified": the same choice pressed again
+        if "not modified" not in exc.message.lower():
+            raise
+
+
+def chooser_keyboard(context: Context) -> InlineKeyboardMarkup:
+    renderer = context.bot_data.services.renderer
+    current = renderer.language()
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    ("✓ " if language == current else "") + renderer.text("button_language", name=language),
+                    callback_data=f"lang:{language}",
+                )
+                for language in LANGUAGES
+            ]
+        ]
+    )
+
+
+async def _choose(update: Update, context: Context, language: str) -> bool:
+    """Remember the choice (memory now, the database through the writer) and speak it from here on. True if it
+    changed the language this person reads."""
+    s = context.bot_data.services
+    user = update.effective_user
+    before = s.renderer.language()
+    REPLY_LANGUAGE.set(language)
+    if user is None:
+        return before != language
+    s.languages.remember(user.id, language)
+    await s.log(LanguageChosen(user_info(user), language, started_at(update)))
+    await log_interaction(update, context, "language", trigger=language)
+    return before != language
+
+
+def _confirmation(context: Context) -> str:
+    s = context.bot_data.services
+    return s.renderer.html("language_set", keyword=s.settings.trigger_keywords[0])
