@@ -101,7 +101,7 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
         assert "Mujhe kaise use karein" in await new_message(fake, 80, before)
         # /language english switches back at once, confirmed in English.
         before = len(fake.sent("sendMessage", 80))
-        await fake.send_text(ann, "/language English")
+        await fake.send_text(ann, "/language English please")
         assert "I'll write to you in English" in await new_message(fake, 80, before)
         before = len(fake.sent("sendMessage", 80))
         await fake.send_text(ann, "/help")

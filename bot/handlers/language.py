@@ -34,7 +34,7 @@ async def language_command(update: Update, context: Context) -> None:
     """``/language``: the chooser; ``/language hinglish``: switch now; anything else: the chooser, saying so."""
     s = context.bot_data.services
     asked = " ".join(context.args or ())
-    language = parse_language(asked)
+    language = parse_language(context.args[0]) if context.args else None  # "/language hinglish please" too
     if language is None:
         current = s.renderer.text("language_name", name=s.renderer.language())
         text = s.renderer.html("language_choose", unknown=asked or None, current=current)
