@@ -120,6 +120,12 @@ async def test_the_language_buttons_under_the_greeting_and_the_guide(fake: FakeT
     assert buttons(edited)[-1] == {"text": "🇬🇧 Read it in English", "callback_data": "lang:english:start"}
     assert buttons(edited)[0]["text"] == "📘 MLM kya hai?"
 
+    # A second tap on the same switch (Telegram still shows it a moment): no error, nothing new to say.
+    await fake.press(ann, fake.stored(82, last_bot_message(fake, 82)["message_id"]), "lang:hinglish:start")
+    await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) >= 2)
+    await fake.settle()
+    assert len(fake.sent("editMessageText", 82)) == 1 and len(fake.sent("sendMessage", 82)) == 1
+
     # The guide comes in Hinglish now; its first page's button sends it again in English.
     await fake.send_text(ann, "MLM")
     assert "Masked language model kya hai" in await guide_received(fake, 82)

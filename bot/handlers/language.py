@@ -26,6 +26,7 @@ from bot.handlers.guide import start_message
 from bot.languages import parse_language
 from bot.render import LANGUAGES, REPLY_LANGUAGE
 from bot.storage.repository import LanguageChosen
+from bot.telegram_html import visible_text
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ async def language_button(update: Update, context: Context) -> None:
     if message is None:  # too old for the bot to see or edit: say it in a new message
         await context.bot.send_message(update.effective_user.id, text, reply_markup=keyboard)
         return
+    if message.text == visible_text(text) and message.reply_markup == keyboard:
+        return  # pressed twice: Telegram would refuse the same text again ("message is not modified")
     try:
         await message.edit_text(text, reply_markup=keyboard)
     except BadRequest as exc:  # "message is not modified": the same choice pressed again
