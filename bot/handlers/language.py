@@ -8,8 +8,6 @@ writer. Button data: ``lang:<language>`` (the chooser: it turns into the confirm
 
 from __future__ import annotations
 
-import logging
-
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest
 
@@ -27,8 +25,6 @@ from bot.languages import parse_language
 from bot.render import LANGUAGES, REPLY_LANGUAGE
 from bot.storage.repository import LanguageChosen
 from bot.telegram_html import visible_text
-
-log = logging.getLogger(__name__)
 
 
 async def language_command(update: Update, context: Context) -> None:
