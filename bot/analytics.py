@@ -34,6 +34,7 @@ class Stats:
     top_keywords: list[tuple[str, int]]
     top_words: list[tuple[str, int]]
     daily: dict[date, dict[str, int]] = field(default_factory=dict)
+    languages: dict[str, int] = field(default_factory=dict)  # people per chosen language (/language), all time
 
 
 def keyword_of(kind: str, trigger: str | None) -> str | None:
@@ -66,6 +67,7 @@ async def gather_stats(repo: Repository, *, days: int = 7, now: datetime | None 
     start = (now - timedelta(days=days)).astimezone(timezone.utc)
     window = await repo.interactions.aggregate_since(start, percentiles=(50, 95))
     totals, users = await repo.interactions.totals()
+    languages = await repo.users.language_choices()
     by_kind: Counter[str] = Counter()
     ok_by_kind: Counter[str] = Counter()
     for (kind, outcome), count in window.by_kind_outcome.items():
@@ -93,6 +95,7 @@ async def gather_stats(repo: Repository, *, days: int = 7, now: datetime | None 
         top_keywords=_ranked(((k, c, f) for k, c, f in keywords if k), 5),
         top_words=_ranked(window.top_words, 10),
         daily=daily,
+        languages=languages,
     )
 
 

@@ -95,6 +95,7 @@ CONTEXTS = {
             latency_p95_ms=120.0,
             top_keywords=[(HOSTILE, 2)],
             top_words=[(HOSTILE, 5), ("mat", 1)],
+            languages={"english": 3, "hinglish": 40},
         )
     },
     "stats_refused": {},

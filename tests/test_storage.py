@@ -310,6 +310,10 @@ async def test_stats_against_hand_computed_numbers(repo: Repository) -> None:
     assert totals == {"guide": 3, "comment": 2, "prediction": 6, "inline": 1} and users == 4
     assert len(stats.daily) == 7 and sum(d["prediction"] for d in stats.daily.values()) == 5
     assert stats.daily[now.date()]["guide"] == 1 and stats.daily[(now - 2 * day).date()]["comment"] == 2
+    assert stats.languages == {}  # nobody chose yet
+    choices = [(1001, "hinglish"), (1002, "hinglish"), (1003, "english"), (1002, "hinglish")]
+    await write_all(repo.db, [LanguageChosen(UserInfo(u), language, now) for u, language in choices])
+    assert (await gather_stats(repo, days=7, now=now)).languages == {"hinglish": 2, "english": 1}
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -148,6 +148,16 @@ class Users:
         async with self._db.sessions() as session:
             return await session.get(User, user_id)
 
+    async def language_choices(self) -> dict[str, int]:
+        """How many people chose each language (those who never chose are not counted)."""
+        query = (
+            select(User.chosen_language, func.count())
+            .where(User.chosen_language.is_not(None))
+            .group_by(User.chosen_language)
+        )
+        async with self._db.sessions() as session:
+            return {str(language): int(count) for language, count in (await session.execute(query)).all()}
+
     async def chosen_language(self, user_id: int) -> str | None:
         """The language they chose for the bot's messages, or None if they never chose one."""
         async with self._db.sessions() as session:
