@@ -703,7 +703,7 @@ async def test_the_chart_button_sends_a_picture_of_the_candidates(
     sentence = "The [MASK] costs $5 🙂"
     await fake.send_text(ann, sentence)
     await replies(fake, 58)
-    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 58 and m.get("from", {}).get("is_bot")][-1]
+    shown = _bot_messages(fake, 58)[-1]
     await fake.press(ann, shown, "chart")
     (photo,) = await replies(fake, 58, method="sendPhoto")
     png = photo.params["photo"]["content"]
@@ -735,7 +735,7 @@ async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
     buttons = [row[0] for row in offer.params["reply_markup"]["inline_keyboard"]]
     assert [b["callback_data"] for b in buttons] == ["try:0", "try:1", "try:2", "quiz"]
     assert "I went to the [MASK] to buy bread." in buttons[0]["text"]
-    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 59 and m.get("from", {}).get("is_bot")][-1]
+    shown = _bot_messages(fake, 59)[-1]
     before = len(fake.sent("sendMessage", 59))
     await fake.press(ann, shown, "try:1")
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 59)) > before)
@@ -746,7 +746,7 @@ async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
     rows = [[b["callback_data"] for b in row] for row in answer.params["reply_markup"]["inline_keyboard"]]
     assert rows == [["more:x1", "chart:x1"], ["compare:x1", "guide"]]
     # Its "More candidates" knows the sentence from the button, not from a message of the person's.
-    answered = [m for m in fake._messages.values() if m["chat"]["id"] == 59 and m.get("from", {}).get("is_bot")][-1]
+    answered = _bot_messages(fake, 59)[-1]
     await fake.press(ann, answered, "more:x1")
     (edit,) = await replies(fake, 59, method="editMessageText")
     more = bert_engine.fill("I went to the [MASK] to swim.", top_k=15, words_only=True).masks[0]
@@ -766,7 +766,7 @@ async def test_a_sentence_without_a_mask_offers_its_words_and_a_tap_hides_one(
     assert "[MASK]" in parse_html(offer.params["text"])
     buttons = [b for row in offer.params["reply_markup"]["inline_keyboard"] for b in row]
     assert [b["text"] for b in buttons] == ["The", "Eiffel", "Tower", "is", "in", "Paris", "isn't", "it"]
-    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 60 and m.get("from", {}).get("is_bot")][-1]
+    shown = _bot_messages(fake, 60)[-1]
     await fake.press(ann, shown, buttons[5]["callback_data"])
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 60)) >= 2)
     result = parse_html(fake.sent("sendMessage", 60)[-1].params["text"])
@@ -795,7 +795,7 @@ async def test_tap_buttons_fit_telegram_for_any_sentence(fake: FakeTelegram, rep
     (offer,) = await replies(fake, 61)
     buttons = [b for row in offer.params["reply_markup"]["inline_keyboard"] for b in row]
     assert len(buttons) == 12 and all(len(b["callback_data"].encode()) <= 64 for b in buttons)
-    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 61 and m.get("from", {}).get("is_bot")][-1]
+    shown = _bot_messages(fake, 61)[-1]
     await fake.press(fake.user(61), shown, "tap:unknownkey:3")  # a key this process never handed out
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 61)) >= 2)
     assert fake.sent("answerCallbackQuery")
@@ -839,7 +839,7 @@ async def test_the_test_yourself_button_under_the_guide_starts_the_quiz(fake: Fa
     )
     offer = next(c for c in fake.sent("sendMessage", 63) if "Try it yourself" in parse_html(c.params["text"]))
     assert offer.params["reply_markup"]["inline_keyboard"][-1][0]["callback_data"] == "quiz"
-    shown = [m for m in fake._messages.values() if m["chat"]["id"] == 63 and m.get("from", {}).get("is_bot")][-1]
+    shown = _bot_messages(fake, 63)[-1]
     await fake.press(ann, shown, "quiz")
     await fake.wait_for(lambda f: bool(f.sent("sendPoll", 63)))
     # An answer to a poll this run never sent (one from before a restart) gets a line saying so, nothing more.
@@ -887,7 +887,7 @@ async def test_compare_shows_four_architectures_side_by_side(
         await fake.wait_for(
             lambda f: any("Best guess" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 66))
         )
-        shown = [m for m in fake._messages.values() if m["chat"]["id"] == 66 and m.get("from", {}).get("is_bot")][-1]
+        shown = _bot_messages(fake, 66)[-1]
         before = len(fake.sent("sendMessage", 66))
         await fake.press(ann, shown, "compare")
         await fake.wait_for(lambda f: len(f.sent("sendMessage", 66)) > before)

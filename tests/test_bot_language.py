@@ -15,11 +15,7 @@ from bot.languages import Languages, parse_language
 from bot.render import Renderer
 from tests.bot_harness import bot_settings, eventually, running_bot
 from tests.fake_telegram import FakeTelegram, parse_html
-from tests.test_bot_e2e import GROUP, _can_dm, automatic_forward, comment, guide_received, replies, said
-
-
-def last_bot_message(fake: FakeTelegram, chat_id: int) -> dict[str, Any]:
-    return [m for m in fake._messages.values() if m["chat"]["id"] == chat_id and m.get("from", {}).get("is_bot")][-1]
+from tests.test_bot_e2e import GROUP, _bot_messages, _can_dm, automatic_forward, comment, guide_received, replies, said
 
 
 def buttons(call) -> list[dict[str, Any]]:
@@ -44,7 +40,7 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
             ("✓ 🇬🇧 English", "lang:english"),
             ("🇮🇳 Hinglish", "lang:hinglish"),
         ]
-        await fake.press(ann, last_bot_message(fake, 80), "lang:hinglish")
+        await fake.press(ann, _bot_messages(fake, 80)[-1], "lang:hinglish")
         (confirmed,) = await replies(fake, 80, method="editMessageText")
         assert "Hinglish mein baat karunga" in parse_html(confirmed.params["text"])
 
@@ -114,14 +110,14 @@ async def test_the_language_buttons_under_the_greeting_and_the_guide(fake: FakeT
     (greeting,) = await replies(fake, 82)
     assert buttons(greeting)[-1] == {"text": "🇮🇳 Hinglish mein padho", "callback_data": "lang:hinglish:start"}
     # The greeting is rewritten in place, with the way back.
-    await fake.press(ann, last_bot_message(fake, 82), "lang:hinglish:start")
+    await fake.press(ann, _bot_messages(fake, 82)[-1], "lang:hinglish:start")
     (edited,) = await replies(fake, 82, method="editMessageText")
     assert "Main <b>masked language models</b> (MLM) sikhata hoon" in edited.params["text"]
     assert buttons(edited)[-1] == {"text": "🇬🇧 Read it in English", "callback_data": "lang:english:start"}
     assert buttons(edited)[0]["text"] == "📘 MLM kya hai?"
 
     # A second tap on the same switch (Telegram still shows it a moment): no error, nothing new to say.
-    await fake.press(ann, fake.stored(82, last_bot_message(fake, 82)["message_id"]), "lang:hinglish:start")
+    await fake.press(ann, fake.stored(82, _bot_messages(fake, 82)[-1]["message_id"]), "lang:hinglish:start")
     await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) >= 2)
     await fake.settle()
     assert len(fake.sent("editMessageText", 82)) == 1 and len(fake.sent("sendMessage", 82)) == 1
@@ -171,7 +167,7 @@ async def test_forget_deletes_the_choice_too(fake: FakeTelegram, repo) -> None:
     assert await eventually(lambda: repo.users.chosen_language(85)) == "hinglish"
     await fake.send_text(ann, "/forget")
     await replies(fake, 85, 2)
-    await fake.press(ann, last_bot_message(fake, 85), "forget:yes")
+    await fake.press(ann, _bot_messages(fake, 85)[-1], "forget:yes")
     (done,) = await replies(fake, 85, method="editMessageText")
     assert "Ho gaya" in parse_html(done.params["text"])  # said in the language they were reading
     before = len(fake.sent("sendMessage", 85))
