@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from models.errors import (
     ShuttingDownError,
 )
 from models.random_models import sentences
-from models.results import EncodedInput, FillMaskRequest, MaskScores
+from models.results import EncodedInput, FillMaskRequest, FillMaskResult, MaskScores
 
 
 class Recorder:
@@ -60,6 +61,18 @@ class GatedEngine:
         if any(set(e.input_ids) & self.oom_tokens for e in batch):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated, even alone)")
         return self._engine.forward(batch)
+
+
+@contextlib.asynccontextmanager
+async def gated_batcher(gated: GatedEngine, **options: object) -> AsyncIterator[MicroBatcher]:
+    """A started batcher in front of ``gated``, whose gate starts closed; the batcher is closed at the end."""
+    gated.gate.clear()
+    batcher = MicroBatcher(gated, **options)  # type: ignore[arg-type]
+    await batcher.start()
+    try:
+        yield batcher
+    finally:
+        await batcher.close()
 
 
 def assert_same_results(got: list, want: list) -> None:
@@ -107,18 +120,13 @@ async def test_dispatches_at_once_when_idle(bert_engine: FillMaskEngine, recorde
 
 async def test_work_that_piles_up_while_busy_goes_out_together(bert_engine: FillMaskEngine, recorder: Recorder) -> None:
     gated = GatedEngine(bert_engine)
-    gated.gate.clear()
-    batcher = MicroBatcher(gated, max_batch_size=64, observer=recorder)  # type: ignore[arg-type]
-    await batcher.start()
-    try:
+    async with gated_batcher(gated, max_batch_size=64, observer=recorder) as batcher:
         first = asyncio.create_task(batcher.fill(FillMaskRequest("the [MASK] sat .")))
         await asyncio.sleep(0.1)  # the first one is now inside the model
         rest = [asyncio.create_task(batcher.fill(FillMaskRequest(t))) for t in sentences(20, seed=5)]
         await asyncio.sleep(0.1)
         gated.gate.set()
         await asyncio.gather(first, *rest)
-    finally:
-        await batcher.close()
     assert recorder.batches == [1, 20]
 
 
@@ -186,10 +194,7 @@ async def test_an_input_too_big_even_alone_gets_its_own_error(bert_engine: FillM
 
 async def test_full_queue_answers_busy_at_once(bert_engine: FillMaskEngine) -> None:
     gated = GatedEngine(bert_engine)
-    gated.gate.clear()
-    batcher = MicroBatcher(gated, max_queue=4)  # type: ignore[arg-type]
-    await batcher.start()
-    try:
+    async with gated_batcher(gated, max_queue=4) as batcher:
         admitted = [asyncio.create_task(batcher.fill(FillMaskRequest(t))) for t in sentences(4, seed=8)]
         await asyncio.sleep(0.05)
         with pytest.raises(BusyError, match="busy"):
@@ -197,23 +202,76 @@ async def test_full_queue_answers_busy_at_once(bert_engine: FillMaskEngine) -> N
         gated.gate.set()
         assert len(await asyncio.gather(*admitted)) == 4
         assert (await batcher.fill(FillMaskRequest("the [MASK] sat ."))).masks  # room again
-    finally:
-        await batcher.close()
 
 
 async def test_deadline_answers_timeout_and_the_batcher_recovers(bert_engine: FillMaskEngine) -> None:
     gated = GatedEngine(bert_engine)
-    gated.gate.clear()
-    batcher = MicroBatcher(gated, request_timeout=0.3)  # type: ignore[arg-type]
-    await batcher.start()
-    try:
+    async with gated_batcher(gated, request_timeout=0.3) as batcher:
         with pytest.raises(RequestTimeoutError, match="did not answer"):
             await batcher.fill(FillMaskRequest("the [MASK] sat ."))
         assert batcher.in_flight == 0
         gated.gate.set()
         assert (await batcher.fill(FillMaskRequest("the cat [MASK] ."))).masks
-    finally:
-        await batcher.close()
+
+
+async def test_each_deadline_fires_on_time_and_a_later_request_still_gets_its_answer(
+    bert_engine: FillMaskEngine,
+) -> None:
+    """One task watches every deadline, oldest first: the older request times out at its own deadline, never
+    early, and the newer one (admitted while the loop slept on the older one's deadline) is answered."""
+    gated = GatedEngine(bert_engine)
+    loop = asyncio.get_running_loop()
+
+    async def timed(text: str) -> tuple[object, float]:
+        started = loop.time()
+        try:
+            return await batcher.fill(FillMaskRequest(text)), loop.time() - started
+        except RequestTimeoutError as exc:
+            return exc, loop.time() - started
+
+    async with gated_batcher(gated, request_timeout=0.4) as batcher:
+        older = asyncio.create_task(timed("the [MASK] sat ."))
+        await asyncio.sleep(0.25)
+        newer = asyncio.create_task(timed("the cat [MASK] ."))
+        outcome, waited = await older
+        assert isinstance(outcome, RequestTimeoutError) and waited >= 0.4
+        assert not newer.done() and batcher.in_flight == 1
+        gated.gate.set()
+        answer, _ = await newer
+        assert isinstance(answer, FillMaskResult) and answer.masks
+        assert batcher.in_flight == 0
+
+
+async def test_waiting_requests_hold_no_timer_each(bert_engine: FillMaskEngine) -> None:
+    """A deadline per request is one task's business, not a timer per request on the event loop (a heap push
+    and a cancel each, which showed in profiles of the hot path)."""
+    gated = GatedEngine(bert_engine)
+    loop = asyncio.get_running_loop()
+    async with gated_batcher(gated, max_queue=1000) as batcher:
+        timers_before = len(loop._scheduled)  # type: ignore[attr-defined]
+        waiting = [asyncio.create_task(batcher.fill(FillMaskRequest(t))) for t in sentences(200, seed=12)]
+        await asyncio.sleep(0.05)
+        assert batcher.in_flight == 200
+        assert len(loop._scheduled) - timers_before <= 2  # type: ignore[attr-defined]
+        gated.gate.set()
+        assert all(r.masks for r in await asyncio.gather(*waiting))
+
+
+async def test_a_cancelled_caller_leaves_nothing_behind(bert_engine: FillMaskEngine) -> None:
+    gated = GatedEngine(bert_engine)
+    async with gated_batcher(gated) as batcher:
+        first = asyncio.create_task(batcher.fill(FillMaskRequest("the [MASK] sat .")))
+        await asyncio.sleep(0.05)  # its batch is at the model, waiting at the gate
+        second = asyncio.create_task(batcher.fill(FillMaskRequest("a cat [MASK] .")))
+        await asyncio.sleep(0.05)  # tokenized, waiting for the model
+        for task in (first, second):
+            task.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+        assert batcher.in_flight == 0
+        gated.gate.set()
+        assert (await batcher.fill(FillMaskRequest("the cat [MASK] ."))).masks
+        assert batcher.queue_depth == 0
+        assert gated.forward_sizes == [1, 1]  # the cancelled second never reached the model
 
 
 async def test_close_drains_admitted_work_and_refuses_new(bert_engine: FillMaskEngine) -> None:
