@@ -297,6 +297,7 @@ def environment(device: str) -> dict[str, object]:
 
 def main(args: argparse.Namespace) -> int:
     from models.engine import FillMaskEngine
+    from models.heap import freeze_loaded_objects
     from models.random_models import BUILDERS
     from models.random_models import sentences as make_sentences
 
@@ -314,6 +315,7 @@ def main(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch_size,
             max_batch_tokens=args.max_batch_tokens,
         )
+        freeze_loaded_objects()  # as the worker and the bot do after loading
         sentences = make_sentences(args.sentences, seed=1, mask=engine.mask_token)
         baseline_sentences = sentences[: args.baseline_sentences or args.sentences]
         device = describe_device(args.device)

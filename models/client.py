@@ -27,6 +27,7 @@ from models.errors import (
     RequestTimeoutError,
     WorkerUnavailableError,
 )
+from models.heap import freeze_loaded_objects
 from models.results import FillMaskRequest, FillMaskResult, JointFill
 from models.settings import ModelSettings
 
@@ -81,6 +82,7 @@ class LocalFillMask:
                 max_batch_size=s.batch_max_size,
                 max_batch_tokens=s.batch_max_tokens,
             )
+            await asyncio.to_thread(freeze_loaded_objects)
         self.mask_token = self.engine.mask_token
         self.batcher = MicroBatcher(
             self.engine,

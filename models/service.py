@@ -35,6 +35,7 @@ from models.errors import (
     ModelLoadFailedError,
     ModelNotReadyError,
 )
+from models.heap import freeze_loaded_objects
 from models.loading import ModelLoadError
 from models.metrics import WorkerMetrics
 from models.results import FillMaskRequest
@@ -75,7 +76,8 @@ class FillMaskBody(BaseModel):
 
 
 def load_engine(settings: ModelSettings) -> FillMaskEngine:
-    return FillMaskEngine.load(
+    """The process's model, loaded, warmed up, and kept out of the garbage collector's way."""
+    engine = FillMaskEngine.load(
         settings.model_name,
         device=settings.model_device,
         dtype=settings.model_dtype,
@@ -84,6 +86,8 @@ def load_engine(settings: ModelSettings) -> FillMaskEngine:
         max_batch_size=settings.batch_max_size,
         max_batch_tokens=settings.batch_max_tokens,
     )
+    freeze_loaded_objects()
+    return engine
 
 
 class WorkerState:

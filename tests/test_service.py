@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import threading
@@ -18,7 +19,7 @@ from huggingface_hub import InferenceClient
 from models.client import RemoteFillMask
 from models.engine import FillMaskEngine
 from models.errors import NoMaskError, TargetNotSingleTokenError, TooManyMasksError, WorkerUnavailableError
-from models.service import create_app
+from models.service import create_app, load_engine
 from models.settings import ModelSettings
 from tests.hf_compare import assert_same_hf
 
@@ -298,3 +299,15 @@ async def test_remote_client_reports_an_unreachable_worker() -> None:
             await client.fill_mask("the [MASK] sat .")
     finally:
         await client.close()
+
+
+def test_the_workers_model_loads_and_is_frozen_out_of_the_garbage_collectors_way(bert_dir) -> None:
+    """``load_engine`` (the worker's and every Ray replica's) freezes what loading brought: CPython's full
+    collections then skip those objects instead of walking them all with the GIL held (models/heap.py)."""
+    gc.unfreeze()
+    try:
+        engine = load_engine(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
+        assert engine.fill("the cat sat on the [MASK] .").masks
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
