@@ -2,10 +2,11 @@
 # The GPU checks in one run, for a machine with a CUDA GPU and the project's dependencies (no hub needed):
 #   1. the CUDA tests (engine on CUDA fp32 and bf16, with and without CUDA graphs, against the CPU pipeline);
 #   2. correctness on a bert-base-shaped model (benchmarks/cuda_correctness.py);
-#   3. `mlm-bot bench` twice, eager and with CUDA graphs, each with its own baseline, in one run.
+#   3. `mlm-bot bench` twice, eager and with CUDA graphs, each with its own baseline, in one run;
+#   4. the CPU side (benchmarks/cpu_side.py): the batcher before the event-loop work against this one, on the GPU.
 # Results go to $OUT (default ./gpu-results): logs, and JSON with the device info.
 # Usage: bash benchmarks/gpu_check.sh            (takes about 5 minutes on an H100/H200)
-#        STEPS="tests bench" bash benchmarks/gpu_check.sh   (a subset of: tests correctness bench)
+#        STEPS="tests bench" bash benchmarks/gpu_check.sh   (a subset of: tests correctness bench cpu-side)
 #        RAY=1 bash benchmarks/gpu_check.sh         (the bench also measures Ray Serve; needs mlm-bot[ray])
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=true
 PY=${PYTHON:-python3}
 status=0
-STEPS=${STEPS:-tests correctness bench}
+STEPS=${STEPS:-tests correctness bench cpu-side}
 step() { echo; echo "=== $1 ($(date +%T))"; }
 wants() { [[ " $STEPS " == *" $1 "* ]]; }
 
@@ -46,6 +47,14 @@ timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs
 step "bench, CUDA graphs"
 timeout 300 $PY -m bot.cli --log-level WARNING bench "${bench[@]}" --cuda-graphs on --json-out "$OUT/bench-graphs.json" \
   2>&1 | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/bench-graphs.log" || status=1
+fi
+if wants cpu-side; then
+step "CPU side: the batcher before the event-loop work against this one, bert-base on the GPU"
+# Without git history here, CPU_SIDE_BASELINE names the old batcher saved as a file (see benchmarks/cpu_side.py).
+timeout 240 $PY benchmarks/cpu_side.py --forward model --shape bert-base --device cuda --callers 64,256,1024 \
+  --sentences 8192 --rounds 2 ${CPU_SIDE_BASELINE:+--baseline-file "$CPU_SIDE_BASELINE"} \
+  --json-out "$OUT/cpu-side.json" 2>&1 \
+  | grep -v -E "Warning|Loading weights|Writing model" | tee "$OUT/cpu-side.log" || status=1
 fi
 step "done, status $status"
 exit $status
