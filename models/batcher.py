@@ -178,6 +178,15 @@ class MicroBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self._cpu.shutdown(wait=False, cancel_futures=True)
+        # Whoever is still waiting hears it now: with the stage loops and the deadline task gone, nothing else
+        # would ever answer them.
+        gone = ShuttingDownError("The model worker is shutting down. Try again in a moment.")
+        waiting = [*self._deadlines, *(item.future for item in self._prep_inbox.take_nowait())]
+        waiting += [job.future for job in [*self._model_inbox.take_nowait(), *self._pending]]
+        self._deadlines.clear()
+        self._pending = []
+        for future in waiting:
+            _settle(future, gone)
 
     # ----------------------------------------------------------- request path
     def _admit(self, count: int) -> None:

@@ -290,6 +290,22 @@ async def test_close_drains_admitted_work_and_refuses_new(bert_engine: FillMaskE
     assert all(len(t.result().masks[0]) == 5 for t in tasks)
 
 
+async def test_requests_still_inside_when_close_gives_up_hear_it_at_once(bert_engine: FillMaskEngine) -> None:
+    gated = GatedEngine(bert_engine)
+    gated.gate.clear()
+    batcher = MicroBatcher(gated)  # type: ignore[arg-type]
+    await batcher.start()
+    at_model = asyncio.create_task(batcher.fill(FillMaskRequest("the [MASK] sat .")))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.create_task(batcher.fill(FillMaskRequest(t))) for t in sentences(5, seed=13)]
+    joint = asyncio.create_task(batcher.fill_joint(FillMaskRequest("the [MASK] sat on the [MASK] .")))
+    await asyncio.sleep(0.05)
+    await batcher.close(timeout=0.1)
+    outcomes = await asyncio.wait_for(asyncio.gather(at_model, *queued, joint, return_exceptions=True), 2)
+    assert all(isinstance(o, ShuttingDownError) for o in outcomes), outcomes
+    gated.gate.set()
+
+
 async def test_joint_fill_through_the_batcher_equals_the_engine(engine: FillMaskEngine) -> None:
     batcher = MicroBatcher(engine)
     await batcher.start()
