@@ -7,18 +7,23 @@ against the bot's overall 30 calls a second only.
 
 It also says whether calls are waiting (``busy``): a "typing..." action is worth sending when the bot is idle,
 and is one call too many in a burst, where it takes the place of a reply in the 30-a-second allowance (300
-people each sending a sentence cost 300 actions plus 300 replies: 19 s to drain instead of 10).
+people each sending a sentence cost 300 actions plus 300 replies: 19 s to drain instead of 10). Calls in flight
+alone do not tell a burst on a loaded machine (Telegram answered, the limiter is empty for a moment, and the
+next few updates each sent "typing..." again: 11 to 18 actions for 40 sentences, where 10 was the aim), so
+``Starts`` also counts how many predictions began in the last second.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from telegram.ext import AIORateLimiter
 
 OUTSIDE_GROUP_ALLOWANCE = frozenset({"setMessageReaction"})
-BUSY_AT = 3  # calls inside the limiter at once from which courtesy calls are skipped
+BUSY_AT = 3  # calls inside the limiter at once (or predictions begun within a second) past which courtesy is skipped
 
 
 class BotRateLimiter(AIORateLimiter):
@@ -49,3 +54,20 @@ class BotRateLimiter(AIORateLimiter):
             return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
         finally:
             self.in_flight -= 1
+
+
+class Starts:
+    """Predictions begun within the last ``window`` seconds: more than ``BUSY_AT`` of them is a burst."""
+
+    def __init__(self, window: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._times: deque[float] = deque()
+
+    def bursting(self) -> bool:
+        """Record one start; True when more than ``BUSY_AT`` began within the window, this one included."""
+        now = self._clock()
+        while self._times and now - self._times[0] >= self.window:
+            self._times.popleft()
+        self._times.append(now)
+        return len(self._times) > BUSY_AT

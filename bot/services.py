@@ -21,6 +21,7 @@ from bot.compare import Lineup
 from bot.languages import Languages
 from bot.limits import UserGate
 from bot.metrics import BotMetrics
+from bot.rate_limits import Starts
 from bot.render import Renderer
 from bot.settings import BotSettings
 from bot.storage import Repository
@@ -54,6 +55,8 @@ class BotServices:
     tap_sentences: OrderedDict[str, str] = field(default_factory=OrderedDict)
     # The language each person chose (bot.languages); read from the repository unless given.
     languages: Languages | None = None
+    # Predictions begun lately: in a burst "typing..." is skipped (bot.rate_limits).
+    prediction_starts: Starts = field(default_factory=Starts)
 
     def __post_init__(self) -> None:
         if self.languages is None:

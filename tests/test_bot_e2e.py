@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot.payloads import guide_payload
+from bot.rate_limits import BUSY_AT
 from bot.storage.tables import Interaction
 from models.client import LocalFillMask
 from models.engine import FillMaskEngine
@@ -584,7 +585,9 @@ async def test_a_burst_of_predictions_spends_the_allowance_on_replies_not_typing
     users = [fake.user(2000 + i) for i in range(40)]
     await asyncio.gather(*(fake.send_text(u, f"The {i} cat sat on the [MASK].") for i, u in enumerate(users)))
     await fake.wait_for(lambda f: len(f.sent("sendMessage")) >= 40, timeout=60)
-    assert len(fake.sent("sendChatAction")) <= 10, "typing actions would take replies' places in 30 calls/s"
+    # The first few get "typing..." (3 here, even on a loaded machine); past that it is a burst, and the limiter's
+    # 30 calls a second go to replies.
+    assert len(fake.sent("sendChatAction")) <= 2 * BUSY_AT, "typing actions would take replies' places"
 
 
 async def test_an_edit_telegram_refuses_is_reported_not_swallowed(

@@ -79,7 +79,8 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
             await log_interaction(update, context, "prediction", input_text=sentence, outcome=refusal.code)
             return
         limiter = context.bot.rate_limiter
-        if not getattr(limiter, "busy", False):  # in a burst the reply itself is better than "typing..."
+        bursting = s.prediction_starts.bursting()
+        if not bursting and not getattr(limiter, "busy", False):  # in a burst the reply is better than "typing..."
             with contextlib.suppress(TelegramError):  # a courtesy, never a reason to fail
                 await context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)
         started = time.perf_counter()
