@@ -77,7 +77,7 @@ class StubForward:
         from models.results import MaskScores
 
         self._engine = engine
-        self._scores = MaskScores
+        self._mask_scores = MaskScores
 
     def __getattr__(self, name: str):
         return getattr(self._engine, name)
@@ -85,7 +85,7 @@ class StubForward:
     def forward(self, batch):
         scores, tokens = (0.41, 0.22, 0.13, 0.07, 0.02), (5, 6, 7, 8, 9)
         return [
-            self._scores(
+            self._mask_scores(
                 scores=tuple(scores[: e.top_k] for _ in e.mask_positions),
                 token_ids=tuple(tokens[: e.top_k] for _ in e.mask_positions),
             )
