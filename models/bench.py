@@ -6,6 +6,10 @@
 
 It prints sentences/s, p50/p99 latency and the throughput ratio to the baseline. Without ``--model`` it
 builds a random-weight model of bert-base-uncased's shape (the hub is not needed).
+
+``--rounds N`` repeats the whole sequence (baseline, batcher, HTTP) N times and reports medians: each round's
+ratio is taken against that round's own baseline, so a machine that speeds up or slows down during the run
+(shared cores, boost clocks) moves both sides of a ratio together, and the spread of the rounds is printed.
 """
 
 from __future__ import annotations
@@ -54,7 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-serve", action="store_true", help="also measure the API on Ray Serve (mlm-bot serve)")
     parser.add_argument("--ray-replicas", type=int, default=1, help="Ray Serve replicas (with --ray-serve)")
     parser.add_argument("--ray-cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
+    parser.add_argument(
+        "--rounds", type=_positive, default=1, help="repeat everything N times, interleaved; report medians"
+    )
     parser.add_argument("--json-out", help="also write the results as JSON to this file")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 @dataclass
@@ -69,6 +83,44 @@ class Measurement:
     @property
     def throughput(self) -> float:
         return self.sentences / self.seconds
+
+
+@dataclass
+class Row:
+    """One path at one concurrency over every round: medians, and each round's ratio to its own baseline."""
+
+    path: str
+    concurrency: int
+    sentences: int
+    sentences_per_s: float
+    p50_ms: float
+    p99_ms: float
+    x_baseline: float
+    runs: list[float]
+    x_baseline_runs: list[float]
+
+
+def summarize(rounds: list[tuple[Measurement, list[Measurement]]]) -> tuple[Row, list[Row]]:
+    """The baseline's row and every other path's, from ``rounds`` of (baseline, results), all rounds measuring
+    the same paths in the same order."""
+
+    def row(ms: list[Measurement], bases: list[Measurement]) -> Row:
+        ratios = [m.throughput / b.throughput for m, b in zip(ms, bases, strict=True)]
+        return Row(
+            path=ms[0].path,
+            concurrency=ms[0].concurrency,
+            sentences=ms[0].sentences,
+            sentences_per_s=statistics.median(m.throughput for m in ms),
+            p50_ms=statistics.median(m.p50_ms for m in ms),
+            p99_ms=statistics.median(m.p99_ms for m in ms),
+            x_baseline=statistics.median(ratios),
+            runs=[m.throughput for m in ms],
+            x_baseline_runs=ratios,
+        )
+
+    bases = [b for b, _ in rounds]
+    columns = zip(*(results for _, results in rounds), strict=True)
+    return row(bases, bases), [row(list(ms), bases) for ms in columns]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -231,18 +283,24 @@ async def bench_http(
             return out
 
 
-def _report(results: list[Measurement], baseline: Measurement, device: str) -> str:
+def _report(baseline: Row, results: list[Row], device: str, rounds: int) -> str:
+    each = rounds > 1
     lines = [
-        f"device: {device}",
+        f"device: {device}"
+        + (f"; medians of {rounds} rounds, each ratio against its own round's baseline" if each else ""),
         "",
-        "| path | callers | sentences/s | p50 ms | p99 ms | x baseline |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| path | callers | sentences/s | p50 ms | p99 ms | x baseline |"
+        + (" x baseline, each round |" if each else ""),
+        "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if each else ""),
     ]
-    for m in [baseline, *results]:
-        lines.append(
-            f"| {m.path} | {m.concurrency} | {m.throughput:,.1f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | "
-            f"{m.throughput / baseline.throughput:.2f}x |"
+    for r in [baseline, *results]:
+        line = (
+            f"| {r.path} | {r.concurrency} | {r.sentences_per_s:,.1f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
+            f"{r.x_baseline:.2f}x |"
         )
+        if each:
+            line += " " + ", ".join(f"{x:.2f}" for x in r.x_baseline_runs) + " |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -322,18 +380,23 @@ def main(args: argparse.Namespace) -> int:
         lengths = [len(e.input_ids) for e in engine.prepare_batch([_request(s) for s in sentences[:64]])]
         print(f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average", file=sys.stderr)
 
-        print("measuring the baseline ...", file=sys.stderr)
-        baseline = _baseline_in_subprocess(model, baseline_sentences, args.device)
-        print("measuring the batcher ...", file=sys.stderr)
-        results = asyncio.run(bench_batcher(engine, sentences, levels, args))
+        rounds: list[tuple[Measurement, list[Measurement]]] = []
+        for round_ in range(args.rounds):
+            tag = f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""
+            print(f"measuring the baseline{tag} ...", file=sys.stderr)
+            baseline = _baseline_in_subprocess(model, baseline_sentences, args.device)
+            print(f"measuring the batcher{tag} ...", file=sys.stderr)
+            results = asyncio.run(bench_batcher(engine, sentences, levels, args))
+            if not args.no_http:
+                print(f"measuring over HTTP{tag} ...", file=sys.stderr)
+                results += asyncio.run(bench_http(model, sentences, levels, args))
+            if args.ray_serve:
+                print(f"measuring Ray Serve{tag} ...", file=sys.stderr)
+                results += asyncio.run(bench_http(model, sentences, levels, args, server="serve"))
+            rounds.append((baseline, results))
         del engine
-        if not args.no_http:
-            print("measuring over HTTP ...", file=sys.stderr)
-            results += asyncio.run(bench_http(model, sentences, levels, args))
-        if args.ray_serve:
-            print("measuring Ray Serve ...", file=sys.stderr)
-            results += asyncio.run(bench_http(model, sentences, levels, args, server="serve"))
-    print(_report(results, baseline, device))
+    base_row, rows = summarize(rounds)
+    print(_report(base_row, rows, device, args.rounds))
     if args.json_out:
         Path(args.json_out).write_text(
             json.dumps(
@@ -342,8 +405,15 @@ def main(args: argparse.Namespace) -> int:
                     "environment": environment(args.device),
                     "settings": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool))},
                     "tokens_per_sentence": statistics.mean(lengths),
-                    "baseline": asdict(baseline),
-                    "results": [{**asdict(m), "sentences_per_s": m.throughput} for m in results],
+                    "baseline": asdict(base_row),
+                    "results": [asdict(r) for r in rows],
+                    "rounds": [
+                        {
+                            "baseline": asdict(b),
+                            "results": [{**asdict(m), "sentences_per_s": m.throughput} for m in results],
+                        }
+                        for b, results in rounds
+                    ],
                 },
                 indent=2,
             )

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from models.engine import FillMaskEngine
 from tests.hf_compare import assert_same_hf
@@ -74,15 +75,44 @@ def test_worker_serves_and_stops_cleanly_on_sigterm(bert_dir: Path) -> None:
 def test_bench_measures_baseline_batcher_and_http_in_one_run(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = run(
-        "bench", "--shape", "bert", "--sentences", "24", "--concurrency", "1,4", "--json-out", str(out), timeout=300
-    )
+        "bench", "--shape", "bert", "--sentences", "24", "--concurrency", "1,4", "--rounds", "2",
+        "--json-out", str(out), timeout=300,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "x baseline" in done.stdout and "device: CPU" in done.stdout
+    assert "x baseline" in done.stdout and "device: CPU" in done.stdout and "medians of 2 rounds" in done.stdout
+    assert "(round 2/2)" in done.stderr
     data = json.loads(out.read_text())
     paths = [r["path"] for r in data["results"]]
     assert any(p.startswith("batcher") for p in paths) and "http worker" in paths
     assert {r["concurrency"] for r in data["results"]} == {1, 4}
-    assert all(r["sentences"] == 24 for r in data["results"]) and data["baseline"]["sentences"] == 24
+    assert all(r["sentences"] == 24 and len(r["x_baseline_runs"]) == 2 for r in data["results"])
+    assert data["baseline"]["sentences"] == 24 and data["baseline"]["x_baseline"] == 1.0
+    assert len(data["rounds"]) == 2 and all(len(r["results"]) == len(paths) for r in data["rounds"])
+    first = data["rounds"][0]
+    assert data["results"][0]["x_baseline_runs"][0] == pytest.approx(
+        first["results"][0]["sentences_per_s"] / (first["baseline"]["sentences"] / first["baseline"]["seconds"])
+    )
+
+
+def test_bench_rejects_zero_rounds() -> None:
+    done = run("bench", "--rounds", "0", timeout=60)
+    assert done.returncode == 2 and "must be 1 or more" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_ratios_pair_each_round_with_its_own_baseline() -> None:
+    """A machine that slows down mid-run slows the baseline and the batcher alike: the median of the per-round
+    ratios (5x here) is what the code is worth; the ratio of the medians (60/14 = 4.3x) mixes the rounds."""
+    from models.bench import Measurement, summarize
+
+    def m(path: str, throughput: float) -> Measurement:
+        return Measurement(path, 1 if path == "baseline" else 32, 100, 100 / throughput, 1.0, 2.0)
+
+    rounds = [(m("baseline", b), [m("batcher", x)]) for b, x in [(10, 50), (20, 60), (14, 70)]]
+    base, (batcher,) = summarize(rounds)
+    assert batcher.x_baseline == pytest.approx(5.0)
+    assert batcher.x_baseline_runs == pytest.approx([5.0, 3.0, 5.0])
+    assert batcher.sentences_per_s == pytest.approx(60) and base.sentences_per_s == pytest.approx(14)
+    assert base.x_baseline == 1.0 and base.runs == pytest.approx([10, 20, 14])
 
 
 def test_run_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
