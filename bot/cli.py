@@ -126,7 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("stopping: taking the Serve application down")
         serve.delete(APP_NAME)
     finally:
-        serve.shutdown()
+        # Never serve.shutdown(): on a cluster this joined, it would delete every other Serve application and the
+        # HTTP proxies too. A local instance started here goes down with ray.shutdown(), Serve with it.
         ray.shutdown()
     return 0
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -100,3 +102,52 @@ async def test_mlm_bot_serve_answers_the_api_and_stops_on_sigterm(bert_dir: Path
         if process.returncode is None:
             process.kill()
     assert process.returncode == 0, output[-3000:]
+    assert "graceful_shutdown failed" not in output  # what serve.shutdown() made Ray print on every stop
+
+
+def test_stopping_mlm_bot_serve_on_a_shared_cluster_leaves_other_applications_running(bert_dir: Path) -> None:
+    """Joined to a running Ray instance (``--address``), a stop deletes this application only: the proxy and
+    another team's application on the same cluster keep answering."""
+    import ray
+    from ray import serve
+
+    port = free_port()
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    process = None
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+        @serve.deployment(ray_actor_options={"num_cpus": 0})
+        class Other:
+            def __call__(self, request) -> str:
+                return "still here"
+
+        serve.run(Other.bind(), name="other", route_prefix="/other")
+        process = subprocess.Popen(
+            [MLM_BOT, "serve", "--address", context.address_info["gcs_address"], "--port", str(port),
+             "--model", str(bert_dir), "--device", "cpu"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while not _ready(f"{url}/readyz"):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
+            time.sleep(0.5)
+        assert httpx.post(f"{url}/v1/fill-mask", json={"inputs": "the [MASK] sat ."}, timeout=10).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=120)[0]
+        assert process.returncode == 0, output[-3000:]
+        assert httpx.get(f"{url}/other", timeout=10).text == "still here"
+        assert list(serve.status().applications) == ["other"]
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
