@@ -11,7 +11,7 @@ import torch
 from transformers import pipeline
 
 from models.device import cpu_bf16_instructions
-from models.engine import FillMaskEngine
+from models.engine import FillMaskEngine, _suggest_bf16
 from models.errors import (
     EmptyInputError,
     InputTooLongError,
@@ -274,6 +274,7 @@ def test_loading_fp32_on_a_cpu_with_native_bf16_points_at_bfloat16(
 
     def hinted(flag: str | None, dtype: str | None) -> bool:
         monkeypatch.setattr("models.engine.cpu_bf16_instructions", lambda: flag)
+        _suggest_bf16.cache_clear()
         caplog.clear()
         FillMaskEngine.load(bert_dir, device="cpu", dtype=dtype, warm_up=False).model_thread.shutdown()
         return "MODEL_DTYPE=bfloat16" in caplog.text
@@ -283,6 +284,10 @@ def test_loading_fp32_on_a_cpu_with_native_bf16_points_at_bfloat16(
     assert not hinted(None, None)  # no bf16 instructions: emulated bf16 is slower, say nothing
     assert not hinted("avx512_bf16", "float32")  # a deliberate choice is not second-guessed
     assert not hinted("avx512_bf16", "bfloat16")
+    hinted("avx512_bf16", None)
+    caplog.clear()
+    FillMaskEngine.load(bert_dir, device="cpu", warm_up=False).model_thread.shutdown()
+    assert "MODEL_DTYPE=bfloat16" not in caplog.text  # once per process: the bot loads /compare's models too
 
 
 def test_a_head_that_does_not_reproduce_the_logits_falls_back_to_the_full_model(bert_dir: Path) -> None:
