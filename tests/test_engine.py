@@ -281,7 +281,7 @@ def test_loading_fp32_on_a_cpu_with_native_bf16_points_at_bfloat16(
 
     assert hinted("avx512_bf16", None) and "avx512_bf16" in caplog.text
     assert hinted("amx_bf16", "auto")
-    assert not hinted(None, None)  # no bf16 instructions: emulated bf16 is slower, say nothing
+    assert not hinted(None, None)  # no bf16 instructions: no speed to gain, say nothing
     assert not hinted("avx512_bf16", "float32")  # a deliberate choice is not second-guessed
     assert not hinted("avx512_bf16", "bfloat16")
     hinted("avx512_bf16", None)
