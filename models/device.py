@@ -30,7 +30,7 @@ _DTYPES = {
 
 def resolve_device(name: str | None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when present, else CPU; anything else is passed to torch."""
-    if name is None or name.strip().lower() in ("", "auto"):
+    if is_auto(name):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name.strip())
@@ -41,9 +41,14 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def is_auto(name: str | None) -> bool:
+    """Whether a ``MODEL_DEVICE``/``MODEL_DTYPE`` value leaves the choice to the engine."""
+    return name is None or name.strip().lower() in ("", "auto")
+
+
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """``None`` or ``"auto"``: bf16 (or fp16) on CUDA, fp32 elsewhere."""
-    if name is None or name.strip().lower() in ("", "auto"):
+    if is_auto(name):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32

@@ -27,7 +27,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 
 from models.cuda_graphs import GraphedEncoder
 from models.decoding import Decoder
-from models.device import cpu_bf16_instructions, resolve_device, resolve_dtype
+from models.device import cpu_bf16_instructions, is_auto, resolve_device, resolve_dtype
 from models.forward import ForwardStep, max_sequence_length, mlm_head
 from models.joint import JointFillState, run_joint_fill
 from models.loading import explain, resolve_source
@@ -159,11 +159,7 @@ class FillMaskEngine(PrepareStep, ForwardStep, PostprocessStep):
             )
             if warm_up:
                 engine._warm_up()
-            if (
-                torch_device.type == "cpu"
-                and torch_dtype == torch.float32
-                and (dtype or "").strip().lower() in ("", "auto")
-            ):
+            if torch_device.type == "cpu" and torch_dtype == torch.float32 and is_auto(dtype):
                 bf16 = cpu_bf16_instructions()
                 if bf16:
                     _suggest_bf16(bf16)
