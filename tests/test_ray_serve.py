@@ -105,7 +105,9 @@ async def test_mlm_bot_serve_answers_the_api_and_stops_on_sigterm(bert_dir: Path
     assert "graceful_shutdown failed" not in output  # what serve.shutdown() made Ray print on every stop
 
 
-def test_stopping_mlm_bot_serve_on_a_shared_cluster_leaves_other_applications_running(bert_dir: Path) -> None:
+def test_stopping_mlm_bot_serve_on_a_shared_cluster_leaves_other_applications_running(
+    bert_dir: Path, tmp_path: Path
+) -> None:
     """Joined to a running Ray instance (``--address``), a stop deletes this application only: the proxy and
     another team's application on the same cluster keep answering."""
     import ray
@@ -123,20 +125,22 @@ def test_stopping_mlm_bot_serve_on_a_shared_cluster_leaves_other_applications_ru
                 return "still here"
 
         serve.run(Other.bind(), name="other", route_prefix="/other")
-        process = subprocess.Popen(
-            [MLM_BOT, "serve", "--address", context.address_info["gcs_address"], "--port", str(port),
-             "--model", str(bert_dir), "--device", "cpu"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        log = tmp_path / "serve.log"  # a file, not a pipe: Ray's chatter can never fill it and stall the process
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [MLM_BOT, "serve", "--address", context.address_info["gcs_address"], "--port", str(port),
+                 "--model", str(bert_dir), "--device", "cpu"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while not _ready(f"{url}/readyz"):
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         assert httpx.post(f"{url}/v1/fill-mask", json={"inputs": "the [MASK] sat ."}, timeout=10).status_code == 200
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=120)[0]
-        assert process.returncode == 0, output[-3000:]
+        process.wait(timeout=120)
+        assert process.returncode == 0, log.read_text()[-3000:]
         assert httpx.get(f"{url}/other", timeout=10).text == "still here"
         assert list(serve.status().applications) == ["other"]
     finally:
