@@ -125,6 +125,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
 
     # First group: follow the update (metrics; its ids on every log line written while it is handled).
     add(TypeHandler(Update, tracking.begin), group=tracking.FIRST_GROUP)
+    # A channel post forwarded into its discussion group: remember the post (never answered), before any wait.
+    add(MessageHandler(groups & filters.IS_AUTOMATIC_FORWARD, comments.remember_post), group=comments.POSTS_GROUP)
     # Then: what the bot says while handling it is in the person's chosen language (English or Hinglish).
     add(TypeHandler(Update, languages.use_persons_language), group=languages.LANGUAGE_GROUP)
     # Commands answer new messages only: editing "/predict ..." or "/guide" must not run them again.
@@ -168,10 +170,14 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CallbackQueryHandler(guide.stale_button))
     # Inline mode: @bot <sentence with [MASK]>, @bot mlm.
     add(InlineQueryHandler(inline.inline_query))
-    # A channel post forwarded into its discussion group: remember the post, never answer it.
-    add(MessageHandler(groups & filters.IS_AUTOMATIC_FORWARD, comments.remember_post))
-    # A keyword comment in a group (not from bots): the guide by DM or a button, once per person per post.
-    add(MessageHandler(groups & new & keyword & ~filters.VIA_BOT & ~FromBotFilter(), comments.keyword_comment))
+    # A keyword comment in a group (not from bots, not the channel's own post): the guide by DM or a button, once
+    # per person per post.
+    add(
+        MessageHandler(
+            groups & new & keyword & ~filters.IS_AUTOMATIC_FORWARD & ~filters.VIA_BOT & ~FromBotFilter(),
+            comments.keyword_comment,
+        )
+    )
     # Private text with a mask: a live prediction (before the keyword: "MLM [MASK]" is a sentence to fill).
     add(MessageHandler(private & new & filters.TEXT & ~filters.COMMAND & mask, predict.predict_message))
     # Private text with the keyword: the guide.

@@ -35,7 +35,7 @@ ALIASES = {
     "hindi": "hinglish",  # Hindi in Roman letters is what the bot writes
     "hi": "hinglish",
 }
-LANGUAGE_GROUP = -99  # handler group: right after tracking.begin, before every handler that answers
+LANGUAGE_GROUP = -98  # handler group: after tracking.begin and comments.remember_post, before every answer
 
 
 def parse_language(text: str | None) -> str | None:

@@ -285,6 +285,29 @@ async def test_comment_button_start_payload_guide_and_once_per_post(fake: FakeTe
     assert logged[0].trigger == f"MLM on {CHANNEL['id']}:7"
 
 
+async def test_a_comment_handled_alongside_its_post_still_names_the_post(
+    fake: FakeTelegram, repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Updates are handled concurrently: a comment that arrives with the post's forward (a burst, or the inbox
+    replayed after a restart) must not overtake it. The forward's slower language lookup stands in for any wait
+    in its handling; remembering the post must come before all of them."""
+    from bot.languages import Languages
+
+    original = Languages.of
+
+    async def slow_for_the_forward(self: Languages, user_id: int | None) -> str | None:
+        if user_id == 777000:
+            await asyncio.sleep(0.3)
+        return await original(self, user_id)
+
+    monkeypatch.setattr(Languages, "of", slow_for_the_forward)
+    post = await automatic_forward(fake, post_id=12)
+    await comment(fake, fake.user(62, "Finn"), post, "MLM")
+    await replies(fake, GROUP["id"])
+    (logged,) = await interactions(repo, "comment")
+    assert logged.trigger == f"MLM on {CHANNEL['id']}:12"
+
+
 async def test_a_user_who_blocked_the_bot_gets_the_button_instead(fake: FakeTelegram, repo) -> None:
     eve = fake.user(61, "Eve")
     await fake.send_text(eve, "/start")

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 SERVICE_USER_IDS = {777000, 1087968824, 136817688}
 
 
+# Handler group of remember_post: right after tracking.begin, before anything in an update's handling that waits
+# (the language lookup first). Updates are handled concurrently, so a comment that arrives with its post's forward
+# (a burst, or the inbox replayed after a restart) would otherwise be handled before the post is known.
+POSTS_GROUP = -99
+
+
 def thread_root(message: Message) -> int:
     """The discussion thread a comment belongs to: the group's copy of the channel post."""
     if message.message_thread_id:
