@@ -79,6 +79,7 @@ class LocalFillMask:
                 dtype=s.model_dtype,
                 max_masks=s.model_max_masks,
                 cuda_graphs=s.model_cuda_graphs,
+                packed_weights=s.model_packed_weights,
                 max_batch_size=s.batch_max_size,
                 max_batch_tokens=s.batch_max_tokens,
             )

@@ -83,6 +83,7 @@ def load_engine(settings: ModelSettings) -> FillMaskEngine:
         dtype=settings.model_dtype,
         max_masks=settings.model_max_masks,
         cuda_graphs=settings.model_cuda_graphs,
+        packed_weights=settings.model_packed_weights,
         max_batch_size=settings.batch_max_size,
         max_batch_tokens=settings.batch_max_tokens,
     )

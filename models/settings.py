@@ -16,6 +16,10 @@ class ModelSettings(BaseSettings):
         None,
         description="auto (unset): replay the encoder as CUDA graphs on a CUDA device; 1: ask for them; 0: never",
     )
+    model_packed_weights: bool | None = Field(
+        None,
+        description="auto (unset): pack the encoder's weights for oneDNN on an x86 CPU; 1: ask for it; 0: never",
+    )
     model_max_masks: int = Field(5, ge=1, le=50, description="most masks one sentence may hold")
     model_worker_url: str | None = Field(None, description="unset: the model runs in this process")
     batch_max_size: int = Field(32, ge=1, description="most inputs per model batch")
@@ -28,7 +32,7 @@ class ModelSettings(BaseSettings):
     worker_max_body_bytes: int = Field(1_000_000, ge=1024, description="largest HTTP request body")
     worker_max_inputs: int = Field(256, ge=1, description="most sentences in one HTTP request")
 
-    @field_validator("model_cuda_graphs", mode="before")
+    @field_validator("model_cuda_graphs", "model_packed_weights", mode="before")
     @classmethod
     def _auto_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
