@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="replay the encoder as CUDA graphs: auto (on CUDA), on, off",
     )
+    parser.add_argument(
+        "--packed-weights",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="pack the encoder's weights for oneDNN: auto (on an x86 CPU), on, off",
+    )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
     parser.add_argument("--ray-serve", action="store_true", help="also measure the API on Ray Serve (mlm-bot serve)")
     parser.add_argument("--ray-replicas", type=int, default=1, help="Ray Serve replicas (with --ray-serve)")
@@ -222,6 +228,7 @@ def _worker_process(model: str, args: argparse.Namespace, server: str) -> Iterat
         QUEUE_MAX="100000",
         REQUEST_TIMEOUT_S="600",
         MODEL_CUDA_GRAPHS={"auto": "auto", "on": "1", "off": "0"}[args.cuda_graphs],
+        MODEL_PACKED_WEIGHTS={"auto": "auto", "on": "1", "off": "0"}[args.packed_weights],
     )
     cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", server, "--port", str(port)]
     if server == "serve":
@@ -373,6 +380,7 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs],
+            packed_weights={"auto": None, "on": True, "off": False}[args.packed_weights],
             max_batch_size=args.max_batch_size,
             max_batch_tokens=args.max_batch_tokens,
         )
@@ -381,7 +389,12 @@ def main(args: argparse.Namespace) -> int:
         baseline_sentences = sentences[: args.baseline_sentences or args.sentences]
         device = describe_device(args.device)
         lengths = [len(e.input_ids) for e in engine.prepare_batch([_request(s) for s in sentences[:64]])]
-        print(f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average", file=sys.stderr)
+        packed_layers = engine.packed_layers
+        print(
+            f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average; "
+            f"{packed_layers} linear layers packed for oneDNN",
+            file=sys.stderr,
+        )
 
         rounds: list[tuple[Measurement, list[Measurement]]] = []
         for round_ in range(args.rounds):
@@ -408,6 +421,7 @@ def main(args: argparse.Namespace) -> int:
                     "environment": environment(args.device),
                     "settings": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool))},
                     "tokens_per_sentence": statistics.mean(lengths),
+                    "packed_linear_layers": packed_layers,
                     "baseline": asdict(base_row),
                     "results": [asdict(r) for r in rows],
                     "rounds": [

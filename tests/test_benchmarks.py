@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from models import packed_linear
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,3 +39,21 @@ def test_cpu_side_without_git_history_says_how_to_give_the_baseline(tmp_path: Pa
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode != 0 and "--baseline-file" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not packed_linear.available(), reason="this torch has no oneDNN linear ops")
+def test_packed_weights_compares_plain_and_packed_layers_in_one_run(tmp_path: Path) -> None:
+    out = tmp_path / "packed.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/packed_weights.py", "--shape", "bert", "--batch-sizes", "1,4", "--rounds", "2",
+         "--repeats", "2", "--json-out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "| sentences per forward | plain ms | packed ms | x plain |" in done.stdout
+    data = json.loads(out.read_text())
+    assert [r["batch"] for r in data["rows"]] == [1, 4]
+    for r in data["rows"]:
+        assert r["plain_ms"] > 0 and r["packed_ms"] > 0
+        assert r["x_plain"] == pytest.approx(r["plain_ms"] / r["packed_ms"])
+    assert data["max_probability_diff"] < 1e-4

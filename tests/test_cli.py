@@ -88,6 +88,7 @@ def test_bench_measures_baseline_batcher_and_http_in_one_run(tmp_path: Path) -> 
     assert all(r["sentences"] == 24 and len(r["x_baseline_runs"]) == 2 for r in data["results"])
     assert data["baseline"]["sentences"] == 24 and data["baseline"]["x_baseline"] == 1.0
     assert "cpu_bf16" in data["environment"]
+    assert data["settings"]["packed_weights"] == "auto" and isinstance(data["packed_linear_layers"], int)
     assert len(data["rounds"]) == 2 and all(len(r["results"]) == len(paths) for r in data["rounds"])
     first = data["rounds"][0]
     assert data["results"][0]["x_baseline_runs"][0] == pytest.approx(
