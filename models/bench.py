@@ -29,6 +29,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# --cuda-graphs / --packed-weights: what each choice means to the engine, and in the worker's environment.
+SWITCH = {"auto": None, "on": True, "off": False}
+SWITCH_ENV = {"auto": "auto", "on": "1", "off": "0"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="hub id or local directory (default: random weights, bert-base shape)")
@@ -227,8 +231,8 @@ def _worker_process(model: str, args: argparse.Namespace, server: str) -> Iterat
         BATCH_MAX_TOKENS=str(args.max_batch_tokens),
         QUEUE_MAX="100000",
         REQUEST_TIMEOUT_S="600",
-        MODEL_CUDA_GRAPHS={"auto": "auto", "on": "1", "off": "0"}[args.cuda_graphs],
-        MODEL_PACKED_WEIGHTS={"auto": "auto", "on": "1", "off": "0"}[args.packed_weights],
+        MODEL_CUDA_GRAPHS=SWITCH_ENV[args.cuda_graphs],
+        MODEL_PACKED_WEIGHTS=SWITCH_ENV[args.packed_weights],
     )
     cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", server, "--port", str(port)]
     if server == "serve":
@@ -379,8 +383,8 @@ def main(args: argparse.Namespace) -> int:
             model,
             device=args.device,
             dtype=args.dtype,
-            cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs],
-            packed_weights={"auto": None, "on": True, "off": False}[args.packed_weights],
+            cuda_graphs=SWITCH[args.cuda_graphs],
+            packed_weights=SWITCH[args.packed_weights],
             max_batch_size=args.max_batch_size,
             max_batch_tokens=args.max_batch_tokens,
         )
