@@ -53,7 +53,12 @@ class InboxBot:
             self._on_poll()
         if not updates:
             return updates
-        new = await self._inbox.store([(u.update_id, json.dumps(u.to_dict(recursive=True))) for u in updates])
+        new = await self._inbox.store(
+            [
+                (u.update_id, json.dumps(u.to_dict(recursive=True)), u.effective_user.id if u.effective_user else None)
+                for u in updates
+            ]
+        )
         return tuple(u for u in updates if u.update_id in new)
 
 

@@ -18,8 +18,8 @@ async def test_store_keeps_each_update_once(tmp_path: Path) -> None:
     database = Database(f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3")
     await database.migrate()
     inbox = Repository(database).inbox
-    assert await inbox.store([(1, "{}"), (2, "{}")]) == {1, 2}
-    assert await inbox.store([(2, "{}"), (3, "{}")]) == {3}, "a re-sent update is not handed on again"
+    assert await inbox.store([(1, "{}", None), (2, "{}", None)]) == {1, 2}
+    assert await inbox.store([(2, "{}", None), (3, "{}", None)]) == {3}, "a re-sent update is not handed on again"
     assert [row.update_id for row in await inbox.unfinished()] == [1, 2, 3]
     await database.close()
 
@@ -37,7 +37,7 @@ async def test_unfinished_updates_are_answered_after_a_restart_unless_too_old(be
             "update_id": 52,
             "callback_query": {"id": "q", "from": fake.user(73), "chat_instance": "1", "data": "more"},
         }
-        await inbox.store([(50, json.dumps(fresh)), (51, json.dumps(stale)), (52, json.dumps(press))])
+        await inbox.store([(50, json.dumps(fresh), None), (51, json.dumps(stale), None), (52, json.dumps(press), None)])
         async with database.engine.begin() as connection:
             old = datetime.now(timezone.utc) - timedelta(minutes=20)
             await connection.execute(sa.text("UPDATE inbox SET received_at = :old WHERE update_id = 51"), {"old": old})
@@ -88,7 +88,7 @@ async def test_finished_updates_are_pruned_pending_ones_kept(tmp_path: Path) -> 
     database = Database(f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3")
     await database.migrate()
     inbox = Repository(database).inbox
-    await inbox.store([(1, "{}"), (2, "{}"), (3, "{}")])
+    await inbox.store([(1, "{}", None), (2, "{}", None), (3, "{}", None)])
     await write_all(database, [UpdateDone(1, datetime.now(timezone.utc)), UpdateDone(3, datetime.now(timezone.utc))])
     async with database.engine.begin() as connection:
         await connection.execute(sa.text("UPDATE inbox SET received_at = :t WHERE update_id IN (1, 2)"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -24,12 +25,13 @@ from bot.storage.repository import (
     Forget,
     InteractionEntry,
     LanguageChosen,
+    OwedReply,
     UserInfo,
     UserStarted,
     nearest_rank,
     write_all,
 )
-from bot.storage.tables import Base
+from bot.storage.tables import Base, User
 from bot.storage.writer import InteractionWriter
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
@@ -85,7 +87,7 @@ async def test_migrations_from_an_empty_database(database_url: str) -> None:
     )
     database = Database(database_url)
     async with database.engine.connect() as connection:
-        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0005"
+        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0006"
         columns = await connection.run_sync(
             lambda c: {col["name"] for col in sa.inspect(c).get_columns("interactions")}
         )
@@ -142,6 +144,35 @@ async def test_migration_from_the_previous_revision_keeps_and_fills_data(databas
     (row,) = await repo.interactions.all()
     assert row.input_text == "the [MASK] sat" and row.top_prediction == "cat" and row.user_id == 7
     await repo.db.close()
+
+
+async def test_migration_0006_finds_whose_inbox_and_outbox_rows_are(database_url: str) -> None:
+    """Rows stored before the user_id columns existed get their sender from the stored update, so /forget finds
+    them too."""
+    await asyncio.to_thread(upgrade, database_url, "0005")
+    database = Database(database_url)
+    message = {"update_id": 1, "message": {"message_id": 5, "from": {"id": 7}, "chat": {"id": 7}, "text": "hi"}}
+    answer = {"update_id": 2, "poll_answer": {"poll_id": "p", "user": {"id": 8}, "option_ids": [0]}}
+    nobody = {"update_id": 3, "channel_post": {"message_id": 1, "chat": {"id": -100}}}
+    now = datetime.now(timezone.utc)
+    async with database.engine.begin() as connection:
+        for update_id, update in ((1, message), (2, answer), (3, nobody), (4, "not json")):
+            await connection.execute(
+                sa.text("INSERT INTO inbox (update_id, received_at, payload, status) VALUES (:i, :now, :p, 'pending')"),
+                {"i": update_id, "now": now, "p": update if isinstance(update, str) else json.dumps(update)},
+            )
+        await connection.execute(
+            sa.text("INSERT INTO outbox (created_at, chat_id, thread, payload) VALUES (:now, -100, 5, :p)"),
+            {"now": now, "p": json.dumps({"message_id": 9, "name": "Ann", "user_id": 7})},
+        )
+    await database.close()
+    await asyncio.to_thread(upgrade, database_url)
+    database = Database(database_url)
+    async with database.engine.connect() as connection:
+        inbox = dict((await connection.execute(sa.text("SELECT update_id, user_id FROM inbox"))).all())
+        outbox = (await connection.execute(sa.text("SELECT user_id FROM outbox"))).scalar()
+    await database.close()
+    assert inbox == {1: 7, 2: 8, 3: None, 4: None} and outbox == 7
 
 
 def test_the_product_never_uses_create_all() -> None:
@@ -223,10 +254,25 @@ async def test_forget_deletes_the_user_and_everything_about_them(repo: Repositor
     now = datetime.now(timezone.utc)
     await write_all(repo.db, [UserStarted(UserInfo(1001, "ann"), now), entry(1), entry(2), entry(38)])
     await repo.comments.claim("-100:5", 1001)  # users 1001, 1002, 1001 above; the claim in 1001's name
+    await repo.inbox.store([(1, '{"update_id": 1}', 1001), (2, '{"update_id": 2}', 1002), (3, "{}", None)])
+    await write_all(repo.db, [OwedReply(-100, 5, 1001, "{}", now), OwedReply(-100, 5, 1002, "{}", now)])
     await write_all(repo.db, [Forget(1001, now)])
     assert await repo.users.get(1001) is None
     assert [r.user_id for r in await repo.interactions.all()] == [1002]
     assert await repo.comments.claim("-100:5", 1001)  # no record of the old claim either
+    assert [row.update_id for row in await repo.inbox.unfinished()] == [2, 3], "the updates they sent are gone"
+    assert [row.user_id for row in await repo.outbox.take_all()] == [1002], "and the replies owed to them"
+
+
+async def test_people_not_seen_within_the_retention_period_are_forgotten(repo: Repository) -> None:
+    now = datetime.now(timezone.utc)
+    await write_all(repo.db, [entry(1), entry(2)])  # users 1001 and 1002
+    async with repo.db.sessions.begin() as session:
+        await session.execute(sa.update(User).where(User.id == 1001).values(last_seen=now - timedelta(days=100)))
+    assert await repo.users.forget_inactive(now - timedelta(days=90)) == 1
+    assert await repo.users.get(1001) is None and await repo.users.get(1002) is not None
+    rows = await repo.interactions.all()  # what 1001 did stays counted, without their id
+    assert sorted(r.user_id or 0 for r in rows) == [0, 1002]
 
 
 async def test_a_language_choice_is_kept_until_changed_or_forgotten(repo: Repository) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.storage import Database, Repository
-from bot.storage.repository import InteractionEntry, UserInfo, UserStarted, write_all
-from bot.storage.writer import InteractionWriter, dead_letter_path_for, is_transient
+from bot.storage.repository import Forget, InteractionEntry, UserInfo, UserStarted, write_all
+from bot.storage.writer import Forgotten, InteractionWriter, dead_letter_path_for, is_transient
 from tests.test_storage import entry, hold_write_lock
 
 
@@ -111,7 +111,7 @@ async def test_forget_is_final_for_writes_that_started_before_it(database: Datab
     # A handler that started before /forget finishes after it and hands over its interaction and a Start.
     await writer.log(InteractionEntry("guide", user=user, input_text="in flight", created_at=before))
     await writer.log(UserStarted(user, before))
-    assert await forgotten
+    assert await forgotten is Forgotten.DONE
     await asyncio.to_thread(holder.join)
     await writer.flush()
     assert [r for r in await repo.interactions.all() if r.user_id == 7] == []
@@ -122,3 +122,68 @@ async def test_forget_is_final_for_writes_that_started_before_it(database: Datab
     await writer.log(InteractionEntry("prediction", user=user, input_text="new", created_at=datetime.now(timezone.utc)))
     await writer.close()
     assert [r.input_text for r in await repo.interactions.all() if r.user_id == 7] == ["new"]
+
+
+async def test_a_refused_write_logs_no_value_people_sent(database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLAlchemy's errors carry the statement's parameters ([parameters: ...]): the engine hides them, so
+    what a person typed reaches neither the log nor the error kept beside the dead letter."""
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError) as refused:  # the whole error, as a traceback would print it
+        await write_all(database, [InteractionEntry(kind=None, input_text="my secret sentence")])  # type: ignore[arg-type]
+    assert "my secret sentence" not in str(refused.value) and "parameters hidden" in str(refused.value)
+    writer = writer_for(database)
+    await writer.start()
+    await writer.log(InteractionEntry(kind=None, input_text="my secret sentence"))  # type: ignore[arg-type]
+    assert await writer.flush(timeout=10)
+    await writer.close()
+    (record,) = writer.letters.records()
+    assert "IntegrityError" in record["error"] and "my secret sentence" not in record["error"]
+    assert "my secret sentence" not in caplog.text and writer.dead_letters == 1
+
+
+async def test_forget_says_done_only_once_committed_and_failed_if_refused(database: Database) -> None:
+    refuse = True
+
+    async def write(ops) -> None:
+        if refuse and any(isinstance(op, Forget) for op in ops):
+            raise ValueError("the database refused the deletion")  # not transient: dead-lettered
+        await write_all(database, ops)
+
+    writer = InteractionWriter(write, dead_letter_path=dead_letter_path_for(database.url))
+    await writer.start()
+    await writer.log(entry(1))  # user 1001
+    assert await writer.forget(1001, timeout=10) is Forgotten.FAILED
+    assert [r.user_id for r in await Repository(database).interactions.all()] == [1001], "nothing was deleted"
+    refuse = False
+    assert await writer.forget(1001, timeout=10) is Forgotten.DONE
+    assert await Repository(database).interactions.all() == []
+    await writer.close()
+
+
+async def test_forget_is_pending_while_the_database_cannot_answer(database: Database, tmp_path: Path) -> None:
+    writer = writer_for(database)
+    await writer.start()
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "log.sqlite3", 1.5, locked))
+    holder.start()
+    await asyncio.to_thread(locked.wait)
+    assert await writer.forget(1001, timeout=0.3) is Forgotten.PENDING  # still written, once it can be
+    await asyncio.to_thread(holder.join)
+    assert await writer.flush(timeout=10)
+    await writer.close()
+
+
+async def test_forget_removes_the_persons_dead_letters_and_retention_prunes_old_ones(database: Database) -> None:
+    writer = writer_for(database)
+    await writer.start()
+    for user in (1001, 1002):
+        await writer.log(InteractionEntry(kind=None, user=UserInfo(user), input_text=f"{user}"))  # type: ignore[arg-type]
+    assert await writer.flush(timeout=10)
+    assert sorted(r["user_id"] for r in writer.letters.records()) == [1001, 1002]
+    assert await writer.forget(1001, timeout=10) is Forgotten.DONE
+    assert [r["user_id"] for r in writer.letters.records()] == [1002]
+    await writer.close()
+    assert writer.letters.prune(datetime.now(timezone.utc) - timedelta(days=1)) == 0, "a recent one stays"
+    assert writer.letters.prune(datetime.now(timezone.utc) + timedelta(seconds=1)) == 1
+    assert writer.letters.records() == []

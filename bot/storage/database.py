@@ -38,7 +38,8 @@ def _ensure_sqlite_folder(url: str) -> None:
 
 def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     _ensure_sqlite_folder(url)
-    engine = create_async_engine(url, pool_pre_ping=True)
+    # hide_parameters: an error's text (logged, dead-lettered) never carries the values people sent.
+    engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
 
         def pragmas(dbapi_connection, connection_record) -> None:

@@ -158,6 +158,15 @@ class Users:
         async with self._db.sessions() as session:
             return {str(language): int(count) for language, count in (await session.execute(query)).all()}
 
+    async def forget_inactive(self, cutoff: datetime) -> int:
+        """Retention: people not seen since ``cutoff`` are forgotten (their name, language, whether they can be
+        written to); what they did stays counted, without their id."""
+        async with self._db.sessions.begin() as session:
+            inactive = select(User.id).where(User.last_seen < cutoff)
+            await session.execute(update(Interaction).where(Interaction.user_id.in_(inactive)).values(user_id=None))
+            result = await session.execute(delete(User).where(User.last_seen < cutoff))
+            return int(result.rowcount or 0)
+
     async def chosen_language(self, user_id: int) -> str | None:
         """The language they chose for the bot's messages, or None if they never chose one."""
         async with self._db.sessions() as session:
@@ -165,8 +174,12 @@ class Users:
 
 
 async def _forget(session: AsyncSession, user_id: int) -> None:
+    """Every row about the person: what they did, their comment claims, the updates they sent (private chats and
+    groups alike), the public replies owed to them, and who they are."""
     await session.execute(delete(Interaction).where(Interaction.user_id == user_id))
     await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
+    await session.execute(delete(InboxUpdate).where(InboxUpdate.user_id == user_id))
+    await session.execute(delete(OutboxReply).where(OutboxReply.user_id == user_id))
     await session.execute(delete(User).where(User.id == user_id))
 
 
@@ -192,7 +205,7 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
                 chosen = update(User).where(User.id == op.user.id).values(chosen_language=op.language)
                 await session.execute(chosen)
             elif isinstance(op, OwedReply):
-                session.add(OutboxReply(chat_id=op.chat_id, thread=op.thread, payload=op.payload))
+                session.add(OutboxReply(chat_id=op.chat_id, thread=op.thread, user_id=op.user_id, payload=op.payload))
             elif isinstance(op, Forget):
                 await session.flush()
                 await _forget(session, op.user_id)
@@ -373,12 +386,13 @@ class Inbox:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def store(self, updates: Sequence[tuple[int, str]]) -> set[int]:
-        """Store (update_id, JSON) pairs in one transaction; returns the ids that were new (Telegram sends an
-        update again if the bot stopped before confirming it, and the stored copy is already being handled)."""
+    async def store(self, updates: Sequence[tuple[int, str, int | None]]) -> set[int]:
+        """Store (update_id, JSON, sender's user id) in one transaction; returns the ids that were new (Telegram
+        sends an update again if the bot stopped before confirming it, and the stored copy is already being
+        handled)."""
         if not updates:
             return set()
-        ids = [update_id for update_id, _ in updates]
+        ids = [update_id for update_id, _, _ in updates]
         for attempt in range(2):
             try:
                 async with self._db.sessions.begin() as session:
@@ -388,7 +402,11 @@ class Inbox:
                         ).all()
                     )
                     session.add_all(
-                        [InboxUpdate(update_id=i, payload=payload) for i, payload in updates if i not in known]
+                        [
+                            InboxUpdate(update_id=i, payload=payload, user_id=user_id)
+                            for i, payload, user_id in updates
+                            if i not in known
+                        ]
                     )
                 return set(ids) - known
             except IntegrityError:  # the same update stored meanwhile (two webhook deliveries at once): look again
@@ -411,7 +429,7 @@ class Inbox:
             )
 
     async def prune(self, cutoff: datetime) -> int:
-        """Delete finished updates older than ``cutoff``."""
+        """Delete finished (or expired) updates received before ``cutoff``."""
         async with self._db.sessions.begin() as session:
             result = await session.execute(
                 delete(InboxUpdate).where(InboxUpdate.status != "pending", InboxUpdate.received_at < cutoff)

@@ -97,6 +97,8 @@ class InboxUpdate(Base):
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     payload: Mapped[str] = mapped_column(Text)
+    # Who sent it (the update's "from"), so /forget finds their updates; None for updates with no person.
+    user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -111,4 +113,5 @@ class OutboxReply(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     chat_id: Mapped[int] = mapped_column(BigInteger)
     thread: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # the commenter the reply names
     payload: Mapped[str] = mapped_column(Text)

@@ -11,7 +11,8 @@ writes them in order, in batches (one transaction per batch):
   around it go through. Before, every error was retried forever: one bad row stopped the log, the buffer
   filled, and every handler then waited for room, which froze the bot;
 * ``/forget`` is final: the writes of that user made before it (still buffered, or logged by a handler that
-  was already running) are dropped, and the deletion is written alone, in order.
+  was already running) are dropped, the deletion is written alone, in order, and then their records leave the
+  dead-letter file. ``forget()`` says what happened: done, still waiting for the database, or refused.
 
 A full buffer is reported loudly and makes callers wait for room (after their reply has gone out).
 ``flush()`` waits, with a timeout, for what was handed over before it was called; ``close()`` writes out what
@@ -23,20 +24,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
+import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from cachetools import TTLCache
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
+from bot.storage.dead_letters import DeadLetters, dead_letter_path_for
 from bot.storage.repository import Forget, Write, write_user_id
+
+__all__ = ["Forgotten", "InteractionWriter", "dead_letter_path_for", "is_transient"]
 
 log = logging.getLogger(__name__)
 
 FORGOTTEN_KEPT = timedelta(hours=1)  # how long writes of a forgotten user that started before /forget are dropped
+FORGOTTEN_KEEP = 100_000  # people forgotten within that hour, remembered at once
+
+
+class Forgotten(enum.Enum):
+    DONE = "done"  # deleted, committed
+    PENDING = "pending"  # not yet: the database is busy or away (retried until it answers)
+    FAILED = "failed"  # the database refused the deletion: nothing was deleted, the person may try again
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -66,6 +78,7 @@ class InteractionWriter:
     ) -> None:
         self._write_all = write
         self.dead_letter_path = Path(dead_letter_path) if dead_letter_path else None
+        self.letters = DeadLetters(self.dead_letter_path) if self.dead_letter_path else None
         self._queue: asyncio.Queue[tuple[int, Write]] = asyncio.Queue(maxsize=max_buffer)
         self.max_buffer = max_buffer
         self.batch_size = batch_size
@@ -78,7 +91,8 @@ class InteractionWriter:
         self._handed_over = 0  # sequence number of the last write handed over
         self._done = 0  # every write up to this number is written, dead-lettered or dropped
         self._progress = asyncio.Condition()
-        self._forgotten: dict[int, datetime] = {}
+        self._forgotten: TTLCache[int, datetime] = TTLCache(FORGOTTEN_KEEP, ttl=FORGOTTEN_KEPT.total_seconds())
+        self._forget_outcomes: dict[int, asyncio.Future[bool]] = {}  # by write number: committed, or refused
         self._held: tuple[int, Write] | None = None  # a /forget taken from the queue, for the next batch
         self._task: asyncio.Task | None = None
 
@@ -116,14 +130,27 @@ class InteractionWriter:
         over meanwhile are not waited for. False if that took longer than ``timeout``."""
         return await self._wait_for(self._handed_over, timeout)
 
-    async def forget(self, user_id: int, timeout: float = 30.0) -> bool:
+    async def forget(self, user_id: int, timeout: float = 30.0) -> Forgotten:
         """Delete everything about the user, for good: their writes that started before now are dropped, even
-        those a running handler hands over later, and the deletion is written in order. True once it is in
-        the database; False if that takes longer than ``timeout`` (it is still written, as soon as it can be)."""
+        those a running handler hands over later, and the deletion is written in order, then their dead letters
+        are removed. DONE once committed; PENDING if that takes longer than ``timeout`` (it is still written, as
+        soon as it can be); FAILED if the database refused it (nothing was deleted)."""
+        now = self.note_forgotten(user_id)
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        number = self._handed_over + 1  # the number put() gives it (no await in between)
+        self._forget_outcomes[number] = outcome
+        await self.put(Forget(user_id, now))
+        try:
+            committed = await asyncio.wait_for(asyncio.shield(outcome), timeout)
+        except asyncio.TimeoutError:
+            return Forgotten.PENDING
+        return Forgotten.DONE if committed else Forgotten.FAILED
+
+    def note_forgotten(self, user_id: int) -> datetime:
+        """From now on (for FORGOTTEN_KEPT), writes of ``user_id`` that started before now are dropped."""
         now = datetime.now(timezone.utc)
         self._forgotten[user_id] = now
-        number = await self.put(Forget(user_id, now))
-        return await self._wait_for(number, timeout)
+        return now
 
     async def _wait_for(self, number: int, timeout: float) -> bool:
         async def reached() -> None:
@@ -161,9 +188,15 @@ class InteractionWriter:
                     self._held = item
                     break
                 batch.append(item)
+            refused: list[Write] = []
             try:
-                await self._write([op for _, op in batch if not self._is_forgotten(op)])
+                refused = await self._write([op for _, op in batch if not self._is_forgotten(op)])
+                if isinstance(batch[0][1], Forget) and not refused:
+                    await self._drop_dead_letters(batch[0][1].user_id)
             finally:
+                outcome = self._forget_outcomes.pop(batch[0][0], None)
+                if outcome is not None and not outcome.done():
+                    outcome.set_result(not refused)
                 for _ in batch:
                     self._queue.task_done()
                 async with self._progress:
@@ -175,10 +208,7 @@ class InteractionWriter:
             return False
         user_id = write_user_id(op)
         forgotten_at = self._forgotten.get(user_id) if user_id is not None else None
-        if forgotten_at is None:
-            return False
-        if datetime.now(timezone.utc) - forgotten_at > FORGOTTEN_KEPT:
-            del self._forgotten[user_id]  # type: ignore[arg-type]
+        if forgotten_at is None:  # never, or more than FORGOTTEN_KEPT ago (the cache's expiry)
             return False
         started = getattr(op, "created_at", None) or datetime.now(timezone.utc)
         if started.tzinfo is None:
@@ -188,21 +218,32 @@ class InteractionWriter:
             return True
         return False
 
-    async def _write(self, ops: list[Write]) -> None:
-        """Write ``ops``; transient failures are retried until they pass, refused writes are dead-lettered."""
+    async def _write(self, ops: list[Write]) -> list[Write]:
+        """Write ``ops``; transient failures are retried until they pass, refused writes are dead-lettered (and
+        returned)."""
         if not ops:
-            return
+            return []
         try:
             await self._retrying(ops)
         except Exception as exc:  # refused: find the write(s) at fault by halves, write the rest
             if len(ops) == 1:
                 await self._dead_letter(ops[0], exc)
-                return
+                return [ops[0]]
             middle = len(ops) // 2
-            await self._write(ops[:middle])
-            await self._write(ops[middle:])
-            return
+            return [*await self._write(ops[:middle]), *await self._write(ops[middle:])]
         self.written += sum(1 for op in ops if not isinstance(op, Forget))
+        return []
+
+    async def _drop_dead_letters(self, user_id: int) -> None:
+        if self.letters is None:
+            return
+        try:
+            removed = await asyncio.to_thread(self.letters.remove_user, user_id)
+        except OSError:
+            log.exception("could not remove a forgotten person's records from %s", self.dead_letter_path)
+            return
+        if removed:
+            log.info("removed %d dead-letter records of a forgotten person", removed)
 
     async def _retrying(self, ops: list[Write]) -> None:
         def before_sleep(state) -> None:
@@ -228,35 +269,19 @@ class InteractionWriter:
         self.dead_letters += 1
         where = str(self.dead_letter_path) if self.dead_letter_path else "nowhere (no dead-letter file)"
         log.error("the database refused a %s write (%s); kept in %s", type(op).__name__, _short(exc), where)
-        if self.dead_letter_path is None:
+        if self.letters is None:
             return
         record = {
             "failed_at": datetime.now(timezone.utc).isoformat(),
             "error": _short(exc),
             "type": type(op).__name__,
+            "user_id": write_user_id(op),  # whose it is: /forget removes it
             "write": dataclasses.asdict(op),
         }
-        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
         try:
-            await asyncio.to_thread(_append, self.dead_letter_path, line)
+            await asyncio.to_thread(self.letters.append, record)
         except OSError:
             log.exception("could not append to the dead-letter file %s", self.dead_letter_path)
-
-
-def _append(path: Path, line: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        out.write(line)
-
-
-def dead_letter_path_for(database_url: str) -> Path:
-    """Beside the SQLite file (``log.sqlite3.dead-letter.jsonl``), else ``data/dead-letter.jsonl``."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(database_url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return Path(parsed.database).resolve().with_name(Path(parsed.database).name + ".dead-letter.jsonl")
-    return Path("data", "dead-letter.jsonl").resolve()
 
 
 def _short(exc: BaseException | None) -> str:
