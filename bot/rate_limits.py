@@ -1,9 +1,19 @@
-"""Telegram's flood limits, as python-telegram-bot's AIORateLimiter paces them, plus what it cannot know.
+"""Telegram's flood limits, kept by the bot itself so that Telegram never has to refuse a chat, and a refusal that
+still comes holds back that chat only.
 
-AIORateLimiter counts every call that names a group's chat id against that group's allowance (about 20
-messages a minute). Reactions are not messages: a 👍 on each of 26 keyword comments from people who had
-started the bot used 26 slots, and delayed the next public reply under the post by 21 s. Reactions here count
-against the bot's overall 30 calls a second only.
+python-telegram-bot's ``AIORateLimiter`` paces the bot's 30 calls a second and each group's ~20 messages a minute,
+but not private chats, and a 429 for any one chat pauses *every* chat until ``retry_after`` has passed: one person
+sending "MLM" sixty times in ten seconds made Telegram refuse their chat, and the whole bot then waited. Here,
+on python-telegram-bot's ``BaseRateLimiter`` and aiolimiter's leaky buckets (the ones ``AIORateLimiter`` uses):
+
+* every call that names a chat shares the overall bucket (30 a second);
+* messages and edits (``PER_CHAT``) also take their chat's own bucket: a private chat a short burst of
+  ``private_burst`` then one a second, a group or channel its ~20 a minute. Reactions and "typing..." are not
+  messages: they skip it (a 👍 on each of 26 keyword comments had delayed the next public reply by 21 s);
+* a 429 (``RetryAfter``) holds back that chat alone for ``retry_after``, then the call is tried again (up to
+  ``max_retries`` times).
+
+The buckets of all chats live in ``cachetools`` caches with a size cap and an expiry, refreshed on every use.
 
 It also says whether calls are waiting (``busy``): a "typing..." action is worth sending when the bot is idle,
 and is one call too many in a burst, where it takes the place of a reply in the 30-a-second allowance (300
@@ -15,26 +25,93 @@ next few updates each sent "typing..." again: 11 to 18 actions for 40 sentences,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
-from telegram.ext import AIORateLimiter
+from aiolimiter import AsyncLimiter
+from cachetools import TTLCache
+from telegram.constants import FloodLimit
+from telegram.error import RetryAfter
+from telegram.ext import BaseRateLimiter
+from telegram.warnings import PTBDeprecationWarning
 
-OUTSIDE_GROUP_ALLOWANCE = frozenset({"setMessageReaction"})
+log = logging.getLogger(__name__)
+
 BUSY_AT = 3  # calls inside the limiter at once (or predictions begun within a second) past which courtesy is skipped
+KEEP = 100_000  # chats whose buckets are remembered at once
+# Calls that put a message into a chat (or change one): the ones Telegram counts per chat.
+PER_CHAT_PREFIXES = ("send", "edit", "copyMessage", "forwardMessage", "stopPoll")
+NOT_MESSAGES = frozenset({"sendChatAction"})
 
 
-class BotRateLimiter(AIORateLimiter):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+def paced_per_chat(endpoint: str) -> bool:
+    return endpoint.startswith(PER_CHAT_PREFIXES) and endpoint not in NOT_MESSAGES
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """``retry_after`` in seconds, whichever type this python-telegram-bot gives it (an int is deprecated)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class BotRateLimiter(BaseRateLimiter[int]):
+    def __init__(
+        self,
+        *,
+        overall_max_rate: float = FloodLimit.MESSAGES_PER_SECOND,
+        overall_time_period: float = 1,
+        group_max_rate: float = FloodLimit.MESSAGES_PER_MINUTE_PER_GROUP,
+        group_time_period: float = 60,
+        private_burst: int = 3,
+        private_per_second: float = FloodLimit.MESSAGES_PER_SECOND_PER_CHAT,
+        max_retries: int = 5,
+        keep: int = KEEP,
+    ) -> None:
+        self._overall = AsyncLimiter(overall_max_rate, overall_time_period)
+        self._group = (group_max_rate, group_time_period)
+        self._private = (private_burst, private_burst / private_per_second)
+        self.max_retries = max_retries
+        # A chat's bucket is re-set on every use and kept 10 minutes after its last: a bucket empties within a
+        # minute, so one dropped is one that a new bucket replaces exactly.
+        self._chats: TTLCache[int | str, AsyncLimiter] = TTLCache(keep, ttl=600)
+        # Chats Telegram asked to wait (429), until when (the event loop's clock).
+        self._held: TTLCache[int | str, float] = TTLCache(keep, ttl=3600)
         self.in_flight = 0
+        self.held_back = 0  # 429s answered for one chat and waited out by that chat alone
+
+    async def initialize(self) -> None:
+        """Nothing to set up: the buckets are made as chats appear."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
 
     @property
     def busy(self) -> bool:
         """Calls to Telegram are queued or under way: skip what is only a courtesy."""
         return self.in_flight >= BUSY_AT
+
+    def _bucket(self, chat_id: int | str) -> AsyncLimiter:
+        bucket = self._chats.get(chat_id)
+        if bucket is None:
+            group = not isinstance(chat_id, int) or chat_id < 0  # "@channel" names are channels too
+            bucket = AsyncLimiter(*(self._group if group else self._private))
+        self._chats[chat_id] = bucket
+        return bucket
+
+    async def _wait_if_held(self, chat_id: int | str | None) -> None:
+        loop = asyncio.get_running_loop()
+        # A loop, not one sleep: another 429 for the same chat may move its time on meanwhile.
+        while chat_id is not None and (until := self._held.get(chat_id, 0.0)) > loop.time():  # noqa: ASYNC110
+            await asyncio.sleep(until - loop.time())
 
     async def process_request(
         self,
@@ -45,15 +122,39 @@ class BotRateLimiter(AIORateLimiter):
         data: dict[str, Any],
         rate_limit_args: int | None,
     ) -> Any:
-        if endpoint in OUTSIDE_GROUP_ALLOWANCE and data.get("chat_id") is not None:
-            # The limiter reads the chat id from ``data`` only to pick its buckets; the request itself is in
-            # args/kwargs. A non-negative id keeps the overall bucket and leaves the group's alone.
-            data = {**data, "chat_id": 0}
+        chat_id = data.get("chat_id")
+        with contextlib.suppress(ValueError, TypeError):
+            chat_id = int(chat_id)  # type: ignore[arg-type]
+        retries = rate_limit_args if rate_limit_args is not None else self.max_retries
         self.in_flight += 1
         try:
-            return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+            for attempt in range(retries + 1):
+                await self._wait_if_held(chat_id)
+                per_chat = self._bucket(chat_id) if chat_id is not None and paced_per_chat(endpoint) else None
+                try:
+                    async with (
+                        per_chat or contextlib.nullcontext(),
+                        self._overall if chat_id is not None else contextlib.nullcontext(),
+                    ):
+                        return await callback(*args, **kwargs)
+                except RetryAfter as exc:
+                    if attempt == retries:
+                        log.warning("Telegram refused %s %d times in a row (429): giving up", endpoint, attempt + 1)
+                        raise
+                    wait = retry_after_seconds(exc)
+                    self.held_back += 1
+                    log.info("Telegram asked to wait %.0f s before %s in one chat: that chat waits", wait, endpoint)
+                    if chat_id is None:
+                        await asyncio.sleep(wait + 0.1)
+                    else:
+                        until = asyncio.get_running_loop().time() + wait + 0.1
+                        self._held[chat_id] = max(self._held.get(chat_id, 0.0), until)
+            raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
         finally:
             self.in_flight -= 1
+
+    def sizes(self) -> dict[str, int]:
+        return {"chats": len(self._chats), "held": len(self._held)}
 
 
 class Starts:

@@ -4,7 +4,9 @@ It speaks the Bot API's HTTP shape (``/bot<token>/<method>``, form or multipart 
 hands out updates through ``getUpdates`` long polling, keeps every call the bot makes, and refuses what the
 real Telegram refuses: malformed HTML, text over 4096 characters (or captions over 1024) after entity
 parsing, callback data over 64 bytes, more than 50 inline results, DMs to users who never started the bot.
-It can also answer 429 Too Many Requests on demand. Like Telegram, once ``setWebhook`` is called it refuses
+Like Telegram's flood control it answers 429 to a chat that gets messages faster than its allowance (a short burst,
+then about one a second in a private chat, 20 a minute in a group), for that chat only, and lists those chats in
+``floods``; it can also answer 429 Too Many Requests on demand. Like Telegram, once ``setWebhook`` is called it refuses
 ``getUpdates`` (409) and POSTs each update to the webhook with the ``X-Telegram-Bot-Api-Secret-Token``
 header, again until the webhook answers 2xx, and reports the last failure in ``getWebhookInfo``. Its HTML
 checker is written independently of the bot's own (``html.parser`` here), so a formatting bug in the bot
@@ -168,6 +170,14 @@ class FakeTelegram:
         self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) of messages their authors deleted
         self._answered_queries: set[str] = set()
         self.retry_after = 1
+        # Telegram's flood control per chat: a short burst, then about one message a second in a private chat and
+        # 20 a minute in a group; past that, 429 for that chat only (``floods`` lists the chats refused so). The
+        # bursts here are a little larger than the bot's own pacing, so jitter on a busy machine is not a flood.
+        self.flood_control = True
+        self.private_burst, self.private_per_s = 5.0, 1.0
+        self.group_burst, self.group_per_s = 22.0, 20 / 60
+        self.floods: list[int] = []
+        self._chat_levels: dict[int, tuple[float, float]] = {}  # chat id -> (bucket level, when last leaked)
         # (method, description) of every call refused as malformed (400): a bug in the bot. The 403s and 429s
         # a test asks for are not listed here; they show in ``calls`` with a "_rejected" key.
         self.rejections: list[tuple[str, str]] = []
@@ -424,7 +434,24 @@ class FakeTelegram:
             raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         return chat_id
 
-    def _maybe_429(self) -> None:
+    def _flood(self, chat_id: int) -> None:
+        """A leaky bucket per chat, as Telegram's flood control behaves: refused messages are not counted."""
+        if not self.flood_control:
+            return
+        burst, rate = (self.private_burst, self.private_per_s) if chat_id > 0 else (self.group_burst, self.group_per_s)
+        now = time.monotonic()
+        level, last = self._chat_levels.get(chat_id, (0.0, now))
+        level = max(0.0, level - (now - last) * rate)
+        if level + 1 > burst:
+            self._chat_levels[chat_id] = (level, now)
+            self.floods.append(chat_id)
+            wait = max(1, int((level + 1 - burst) / rate + 0.999))
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        self._chat_levels[chat_id] = (level + 1, now)
+
+    def _maybe_429(self, chat_id: int | None = None) -> None:
+        if chat_id is not None:
+            self._flood(chat_id)
         if self.server_errors > 0:
             self.server_errors -= 1
             raise ApiError(502, "Bad Gateway")
@@ -463,7 +490,7 @@ class FakeTelegram:
         chat_id = self._check_chat(params)
         check_text(params.get("text"), params.get("parse_mode"), 4096)
         check_markup(params.get("reply_markup"))
-        self._maybe_429()
+        self._maybe_429(chat_id)
         self._check_reply(chat_id, params)
         return self._bot_message(chat_id, params, **_as_sent(params))
 
@@ -474,7 +501,7 @@ class FakeTelegram:
             raise ApiError(400, "Bad Request: there is no document in the request")
         if params.get("caption"):
             check_text(params["caption"], params.get("parse_mode"), 1024, "caption")
-        self._maybe_429()
+        self._maybe_429(chat_id)
         return self._bot_message(
             chat_id, params, document={"file_id": "doc", "file_unique_id": "doc", "file_name": document["filename"]}
         )
@@ -486,7 +513,7 @@ class FakeTelegram:
             raise ApiError(400, "Bad Request: IMAGE_PROCESS_FAILED")
         if params.get("caption"):
             check_text(params["caption"], params.get("parse_mode"), 1024, "caption")
-        self._maybe_429()
+        self._maybe_429(chat_id)
         size = {"file_id": "photo", "file_unique_id": "photo", "width": 960, "height": 540}
         return self._bot_message(chat_id, params, photo=[size])
 
@@ -512,7 +539,7 @@ class FakeTelegram:
             explanation = check_text(explanation, params.get("explanation_parse_mode"), 200, "explanation")
         if explanation and explanation.count("\n") > 2:
             raise ApiError(400, "Bad Request: explanation is too long")
-        self._maybe_429()
+        self._maybe_429(chat_id)
         poll_id = f"poll{next(self._update_ids)}"
         poll = {
             "id": poll_id, "question": question, "total_voter_count": 0, "is_closed": False,
@@ -544,6 +571,7 @@ class FakeTelegram:
         sent = _as_sent(params)
         if stored.get("_html") == sent["_html"] and stored.get("reply_markup") == params.get("reply_markup"):
             raise ApiError(400, "Bad Request: message is not modified")
+        self._flood(chat_id)
         stored.update(sent)
         stored["reply_markup"] = params.get("reply_markup")
         return stored

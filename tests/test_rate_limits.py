@@ -1,22 +1,80 @@
-"""Reactions do not spend a group's ~20 messages a minute; messages to the group still do. A burst of
-predictions is told from a person by how many began within a second."""
+"""The bot's own pacing of Telegram's flood limits: a private chat gets a short burst then one message a second,
+a 429 holds back its own chat only, reactions and "typing..." do not spend a chat's allowance, messages to a
+group still do. A burst of predictions is told from a person by how many began within a second."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from telegram.error import RetryAfter
 
 from bot.rate_limits import BUSY_AT, BotRateLimiter, Starts
 
 GROUP = -1001555000111
 
 
-async def _call(limiter: BotRateLimiter, endpoint: str) -> str:
+async def _call(limiter: BotRateLimiter, endpoint: str, chat_id: int = GROUP) -> str:
     async def request() -> str:
         return endpoint
 
-    return await limiter.process_request(request, (), {}, endpoint, {"chat_id": GROUP}, None)
+    return await limiter.process_request(request, (), {}, endpoint, {"chat_id": chat_id}, None)
+
+
+async def test_a_private_chat_gets_a_short_burst_then_one_message_a_second() -> None:
+    limiter = BotRateLimiter(private_burst=3, private_per_second=5)  # 5 a second here, to keep the test short
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    done: list[float] = []
+
+    async def send() -> None:
+        await _call(limiter, "sendMessage", 42)
+        done.append(loop.time() - started)
+
+    await asyncio.gather(*(send() for _ in range(8)))
+    assert max(done[:3]) < 0.1, "the burst goes at once"
+    assert done[-1] >= (8 - 3) / 5 - 0.05, "the rest at the chat's pace"
+    # "typing..." and another person's chat do not wait behind this chat's messages.
+    quick = loop.time()
+    await asyncio.gather(_call(limiter, "sendChatAction", 42), _call(limiter, "sendMessage", 43))
+    assert loop.time() - quick < 0.1
+
+
+async def test_a_429_holds_back_that_chat_only() -> None:
+    limiter = BotRateLimiter(max_retries=2)
+    loop = asyncio.get_running_loop()
+    refused_once: set[int] = set()
+    answered: dict[int, float] = {}
+    started = loop.time()
+
+    def call(chat_id: int):
+        async def request() -> int:
+            if chat_id == 1 and chat_id not in refused_once:
+                refused_once.add(chat_id)
+                raise RetryAfter(1)
+            answered[chat_id] = loop.time() - started
+            return chat_id
+
+        return limiter.process_request(request, (), {}, "sendMessage", {"chat_id": chat_id}, None)
+
+    first = asyncio.create_task(call(1))
+    await asyncio.sleep(0.05)  # chat 1 has been told to wait
+    assert await asyncio.gather(call(2), call(3)) == [2, 3]
+    assert answered[2] < 0.5 and answered[3] < 0.5, "other chats go on while chat 1 waits"
+    second_in_one = asyncio.create_task(call(1))
+    assert await first == 1 and await second_in_one == 1
+    assert answered[1] >= 1.0, "chat 1 waited what Telegram asked"
+    assert limiter.held_back == 1
+
+
+async def test_a_429_that_keeps_coming_is_raised_after_the_retries() -> None:
+    limiter = BotRateLimiter(max_retries=1)
+
+    async def request() -> None:
+        raise RetryAfter(0)
+
+    with pytest.raises(RetryAfter):
+        await limiter.process_request(request, (), {}, "sendMessage", {"chat_id": 5}, None)
 
 
 async def test_reactions_skip_the_group_allowance_messages_do_not() -> None:
