@@ -38,6 +38,7 @@ from bot.handlers import (
     compare,
     errors,
     fallback,
+    gate,
     guide,
     inline,
     language,
@@ -129,9 +130,14 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(MessageHandler(groups & filters.IS_AUTOMATIC_FORWARD, comments.remember_post), group=comments.POSTS_GROUP)
     # Then: what the bot says while handling it is in the person's chosen language (English or Hinglish).
     add(TypeHandler(Update, languages.use_persons_language), group=languages.LANGUAGE_GROUP)
+    # Then the door: every private message, group command and button press spends its sender's action budget
+    # (over it: "slow down" once a minute, then silence); a button acts only if it is one of its message's own
+    # and belongs in that chat. A refused update ends here.
+    add(TypeHandler(Update, gate.admit), group=gate.BUDGET_GROUP)
+    add(TypeHandler(Update, gate.check_button), group=gate.BUTTONS_GROUP)
     # Commands answer new messages only: editing "/predict ..." or "/guide" must not run them again.
     # /start with a payload (a deep link the bot handed out) must come before the plain /start.
-    add(CommandHandler("start", guide.start_with_payload, filters=new & private & filters.Regex(r"^/start\s+\S")))
+    add(CommandHandler("start", guide.start_with_payload, filters=new & private & filters.Regex(r"\A/start\s+\S")))
     # /start alone: greeting, and the user can now receive DMs.
     add(CommandHandler("start", guide.start, filters=new & private))
     add(CommandHandler("help", guide.help_command, filters=new))
@@ -152,20 +158,20 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CommandHandler(["forget", "stats", "quiz", "compare", "language"], privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     # (":x<n>": the answer is for the guide's ready sentence n.)
-    add(CallbackQueryHandler(predict.more_button, pattern=r"^more(:x\d+)?$"))
-    add(CallbackQueryHandler(predict.fewer_button, pattern=r"^fewer(:x\d+)?$"))
-    add(CallbackQueryHandler(predict.chart_button, pattern=r"^chart(:x\d+)?$"))
-    add(CallbackQueryHandler(compare.compare_button, pattern=r"^compare(:x\d+)?$"))
+    add(CallbackQueryHandler(predict.more_button, pattern=r"\Amore(:x\d+)?\Z"))
+    add(CallbackQueryHandler(predict.fewer_button, pattern=r"\Afewer(:x\d+)?\Z"))
+    add(CallbackQueryHandler(predict.chart_button, pattern=r"\Achart(:x\d+)?\Z"))
+    add(CallbackQueryHandler(compare.compare_button, pattern=r"\Acompare(:x\d+)?\Z"))
     # The ready sentences under the guide (bidirectional context), one tap each.
-    add(CallbackQueryHandler(predict.experiment_button, pattern=r"^try:\d+$"))
-    add(CallbackQueryHandler(tap.tap_button, pattern=r"^tap:[A-Za-z0-9_-]+:\d+$"))
-    add(CallbackQueryHandler(quiz.quiz_button, pattern="^quiz$"))
+    add(CallbackQueryHandler(predict.experiment_button, pattern=r"\Atry:\d+\Z"))
+    add(CallbackQueryHandler(tap.tap_button, pattern=r"\Atap:[A-Za-z0-9_-]+:\d+\Z"))
+    add(CallbackQueryHandler(quiz.quiz_button, pattern=r"\Aquiz\Z"))
     # Answers to the quiz's polls.
     add(PollAnswerHandler(quiz.poll_answer))
-    add(CallbackQueryHandler(guide.guide_button, pattern="^guide$"))
+    add(CallbackQueryHandler(guide.guide_button, pattern=r"\Aguide\Z"))
     # The language chooser, and the switch under the greeting and the guide.
-    add(CallbackQueryHandler(language.language_button, pattern=r"^lang:(english|hinglish)(:(start|guide))?$"))
-    add(CallbackQueryHandler(privacy.forget_button, pattern="^forget:(yes|no)$"))
+    add(CallbackQueryHandler(language.language_button, pattern=r"\Alang:(english|hinglish)(:(start|guide))?\Z"))
+    add(CallbackQueryHandler(privacy.forget_button, pattern=r"\Aforget:(yes|no)\Z"))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
     add(CallbackQueryHandler(guide.stale_button))
     # Inline mode: @bot <sentence with [MASK]>, @bot mlm.

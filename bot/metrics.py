@@ -48,6 +48,12 @@ class BotMetrics:
         self.dead_letters = Gauge(
             "mlm_bot_writer_dead_letters", "Writes the database refused, kept in the dead-letter file", registry=r
         )
+        self.refused = Counter(
+            "mlm_bot_refused_updates",
+            "Updates refused before any handler: over the person's budget, or a button that does not belong there",
+            ["reason"],
+            registry=r,
+        )
         self.up = Gauge("mlm_bot_up", "1 while the bot is handling updates", registry=r)
 
     def watch_writer(self, writer: Any) -> None:

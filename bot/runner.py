@@ -21,8 +21,8 @@ from bot.app import build_application, register_commands, schedule_jobs
 from bot.comment_replies import CommentReplies, owed, restore
 from bot.inbox import install as install_inbox
 from bot.inbox import replay_unfinished
-from bot.limits import UserGate
-from bot.logs import redact
+from bot.limits import ActionBudget, UserGate
+from bot.logs import quiet_libraries, redact, set_pseudonym_key
 from bot.metrics import BotMetrics
 from bot.render import Renderer
 from bot.services import BotServices
@@ -35,13 +35,6 @@ from bot.webhook import Webhook, register_webhook
 from models.client import FillMaskService, create_fill_mask_service
 
 log = logging.getLogger(__name__)
-
-
-def quiet_http_loggers() -> None:
-    """httpx logs every request URL at INFO, and Bot API URLs contain the token: keep it at WARNING, whatever
-    level the rest of the logging runs at."""
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 RETRY_FIRST_S = 1.0
@@ -94,7 +87,8 @@ def describe_env_file() -> str:
 
 
 async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskService | None = None) -> None:
-    quiet_http_loggers()
+    quiet_libraries(settings.log_updates)  # no token, no update's text in any line, whatever LOG_LEVEL says
+    set_pseudonym_key(settings.token())
     log.info("%s; interaction log: %s", describe_env_file(), describe_storage(settings.database_url))
     database = Database(settings.database_url)
     try:
@@ -122,6 +116,7 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
         renderer=renderer,
         predict_gate=UserGate(settings.predictions_per_minute),
         inline_gate=UserGate(settings.inline_queries_per_minute, one_at_a_time=False),
+        budget=ActionBudget(settings.actions_per_minute, settings.actions_in_flight),
         comment_replies=comment_replies,
         metrics=metrics,
     )

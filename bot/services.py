@@ -2,6 +2,10 @@
 
 Handlers are typed with :data:`Context`: ``context.bot_data`` is a :class:`BotData` (``ContextTypes(bot_data=
 BotData)``), so ``context.bot_data.services`` is a :class:`BotServices`, not a value fetched from a dict by key.
+
+Whatever is kept in memory per person, chat, post, query or sentence is a ``cachetools`` cache with a size cap
+(and an expiry where old entries are worthless): strangers choose those keys, and memory must not grow with
+them. ``BotData.forget_person`` drops one person's entries from every one of them (/forget).
 """
 
 from __future__ import annotations
@@ -10,16 +14,16 @@ import asyncio
 import logging
 import re
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachetools import LRUCache, TTLCache
 from telegram.ext import CallbackContext, ContextTypes, ExtBot
 
 from bot.comment_replies import CommentReplies
 from bot.compare import Lineup
 from bot.languages import Languages
-from bot.limits import UserGate
+from bot.limits import ActionBudget, UserGate
 from bot.metrics import BotMetrics
 from bot.rate_limits import Starts
 from bot.render import Renderer
@@ -33,6 +37,13 @@ from models.engine import MASK_ALIASES
 
 log = logging.getLogger(__name__)
 
+# How many entries each in-memory map keeps at most (the least recently used go first).
+CLAIMS_KEPT = 100_000
+TAP_SENTENCES_KEPT = 10_000
+POSTS_KEPT = 100_000
+ANSWERED_KEPT = 10_000
+QUIZZES_KEPT = 10_000
+
 
 @dataclass
 class BotServices:
@@ -44,15 +55,18 @@ class BotServices:
     predict_gate: UserGate
     inline_gate: UserGate
     comment_replies: CommentReplies
+    # Everything a person asks, one budget (bot.handlers.gate); the gates above limit model calls on top.
+    budget: ActionBudget = field(default_factory=lambda: ActionBudget(20, 4))
     metrics: BotMetrics = field(default_factory=BotMetrics)
     # Comment claims made while the database could not answer: the once-per-post rule holds meanwhile.
-    claims_in_memory: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
-    # Per user, the model call of their newest inline query (a newer query cancels the older one).
+    claims_in_memory: LRUCache[tuple[str, int], None] = field(default_factory=lambda: LRUCache(CLAIMS_KEPT))
+    # Per user, the model call of their newest inline query (a newer query cancels the older one); an entry
+    # leaves when its call ends, so this holds at most the calls running at once.
     inline_in_flight: dict[int, asyncio.Task] = field(default_factory=dict)
     # /compare's models, loaded on first use (bot.compare).
     lineup: Lineup | None = None
-    # Sentences offered for tap-to-mask, by the short key in their buttons' data (the newest ones).
-    tap_sentences: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # Sentences offered for tap-to-mask, by the short key in their buttons' data: (whose, the text), the newest.
+    tap_sentences: LRUCache[str, tuple[int | None, str]] = field(default_factory=lambda: LRUCache(TAP_SENTENCES_KEPT))
     # The language each person chose (bot.languages); read from the repository unless given.
     languages: Languages | None = None
     # Predictions begun lately: in a burst "typing..." is skipped (bot.rate_limits).
@@ -67,16 +81,31 @@ class BotServices:
             self.lineup = Lineup(self.settings.compare_models, self.settings)
         return self.lineup
 
-    def remember_sentence(self, text: str, *, keep: int = 10_000) -> str:
+    def remember_sentence(self, text: str, user_id: int | None = None) -> str:
         """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length."""
         key = secrets.token_urlsafe(6)
-        self.tap_sentences[key] = text
-        while len(self.tap_sentences) > keep:
-            self.tap_sentences.popitem(last=False)
+        self.tap_sentences[key] = (user_id, text)
         return key
 
     def tapped_sentence(self, key: str) -> str | None:
-        return self.tap_sentences.get(key)
+        kept = self.tap_sentences.get(key)
+        return kept[1] if kept is not None else None
+
+    def forget_person(self, user_id: int) -> None:
+        """Everything this process holds about one person (/forget): their tap sentences, comment claims,
+        public replies still waiting, language, limits, and their inline query's model call."""
+        for key in [k for k, (owner, _) in self.tap_sentences.items() if owner == user_id]:
+            del self.tap_sentences[key]
+        for claim in [c for c in self.claims_in_memory if c[1] == user_id]:
+            del self.claims_in_memory[claim]
+        task = self.inline_in_flight.pop(user_id, None)
+        if task is not None:
+            task.cancel()
+        self.comment_replies.forget(user_id)
+        self.languages.forget(user_id)
+        self.predict_gate.forget(user_id)
+        self.inline_gate.forget(user_id)
+        self.budget.forget(user_id)
 
     @property
     def model_label(self) -> str:
@@ -110,14 +139,12 @@ class BotServices:
         except Exception:
             log.exception("could not hand a %s write to the writer", getattr(entry, "kind", type(entry).__name__))
 
-    def claim_in_memory(self, post_key: str, user_id: int, *, keep: int = 100_000) -> bool:
+    def claim_in_memory(self, post_key: str, user_id: int) -> bool:
         """The once-per-post rule without the database: True the first time in this process."""
         key = (post_key, user_id)
         if key in self.claims_in_memory:
             return False
         self.claims_in_memory[key] = None
-        while len(self.claims_in_memory) > keep:
-            self.claims_in_memory.popitem(last=False)
         return True
 
 
@@ -127,16 +154,21 @@ class BotData:
     def __init__(self) -> None:
         self._services: BotServices | None = None
         # The channel post behind each discussion thread: (group id, thread root) -> (channel id, post id).
-        self.posts: dict[tuple[int, int], tuple[int, int]] = {}
-        # Callback queries already answered (the newest ones), so the error handler never answers twice.
-        self.answered: OrderedDict[str, None] = OrderedDict()
-        # Quizzes in progress, by the id of the poll waiting for an answer (bot.handlers.quiz).
-        self.quizzes: OrderedDict[str, Any] = OrderedDict()
+        self.posts: LRUCache[tuple[int, int], tuple[int, int]] = LRUCache(POSTS_KEPT)
+        # Callback queries already answered (the newest ones), so the error handler never answers twice. Telegram
+        # takes an answer for about 15 s only: an hour is plenty.
+        self.answered: TTLCache[str, None] = TTLCache(ANSWERED_KEPT, ttl=3600)
+        # Quizzes in progress, by the id of the poll waiting for an answer (bot.handlers.quiz); a day to answer.
+        self.quizzes: TTLCache[str, Any] = TTLCache(QUIZZES_KEPT, ttl=86_400)
 
-    def mark_answered(self, query_id: str, *, keep: int = 10_000) -> None:
+    def mark_answered(self, query_id: str) -> None:
         self.answered[query_id] = None
-        while len(self.answered) > keep:
-            self.answered.popitem(last=False)
+
+    def forget_person(self, user_id: int) -> None:
+        """/forget: their quiz in progress, and everything the services hold about them."""
+        for poll_id in [p for p, run in self.quizzes.items() if getattr(run, "user_id", None) == user_id]:
+            del self.quizzes[poll_id]
+        self.services.forget_person(user_id)
 
     @property
     def services(self) -> BotServices:

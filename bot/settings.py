@@ -36,7 +36,7 @@ class HealthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     webhook_url: str | None = None
-    webhook_listen: str = "0.0.0.0"
+    webhook_listen: str = "127.0.0.1"
     webhook_port: int = 8443
     metrics_listen: str = "127.0.0.1"
     metrics_port: int = 9090
@@ -75,6 +75,10 @@ class BotSettings(ModelSettings):
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     # The language of people who have not chosen one (/language), and of public replies in groups.
     default_language: Literal["english", "hinglish"] = "english"
+    actions_per_minute: int = Field(
+        20, ge=1, description="per person: messages and button presses answered in private (a burst, then this rate)"
+    )
+    actions_in_flight: int = Field(4, ge=1, description="per person: actions still being answered at once")
     predictions_per_minute: int = Field(20, ge=1, description="per user, DMs and /predict")
     inline_queries_per_minute: int = Field(60, ge=1, description="per user, inline mode")
     retention_days: int = Field(90, ge=1, description="interaction texts older than this are removed daily")
@@ -84,11 +88,15 @@ class BotSettings(ModelSettings):
     inbox_max_age_s: float = Field(
         600, gt=0, description="updates left unfinished by a crash are answered after a restart if younger than this"
     )
+    # python-telegram-bot logs whole updates (people's texts and names) at DEBUG: only when asked for on purpose.
+    log_updates: bool = False
     # Webhook mode (polling is the default): Telegram posts updates to WEBHOOK_URL, the bot serves them on
     # WEBHOOK_LISTEN:WEBHOOK_PORT at the URL's path, behind a TLS reverse proxy.
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
-    webhook_listen: str = "0.0.0.0"
+    # This machine only: the TLS reverse proxy runs beside the bot (compose listens on 0.0.0.0 inside the
+    # container and publishes the port on 127.0.0.1).
+    webhook_listen: str = "127.0.0.1"
     webhook_port: int = Field(8443, ge=1, le=65535)
     # /healthz and /metrics in polling mode (in webhook mode they are on the webhook server). 0: no server.
     metrics_listen: str = "127.0.0.1"  # this machine only; compose sets 0.0.0.0 inside the container

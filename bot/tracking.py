@@ -54,6 +54,9 @@ async def finish(update: object, context: Context) -> None:
     if not isinstance(update, Update) or trace is None or trace.update_id != update.update_id:
         return
     seconds = time.monotonic() - trace.started
+    if trace.budget_person is not None:
+        context.bot_data.services.budget.done(trace.budget_person)
+        trace.budget_person = None  # once, even if finish is reached twice (bot.handlers.gate.stop_here)
     context.bot_data.services.metrics.handler_seconds.labels(trace.type).observe(seconds)
     # Updates that asked for nothing (a group's chatter, a member joining) at DEBUG: a busy group would
     # otherwise fill the log.

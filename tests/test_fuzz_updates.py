@@ -48,7 +48,15 @@ class Bot:
         self.stop = asyncio.Event()
         self._running = self.fake.running()
         await self._running.__aenter__()
-        settings = bot_settings(self.fake, bert_dir, tmp_path, predictions_per_minute=10_000)
+        # Generous limits: this test is about odd input, not floods (tests/test_fairness.py is).
+        settings = bot_settings(
+            self.fake,
+            bert_dir,
+            tmp_path,
+            predictions_per_minute=10_000,
+            actions_per_minute=10_000,
+            actions_in_flight=1000,
+        )
         self.task = asyncio.create_task(serve(settings, self.stop))
         await self.fake.wait_for(lambda f: bool(f.sent("deleteWebhook")), timeout=60)
 

@@ -1,8 +1,10 @@
-"""Per-user flood control, with a fake clock."""
+"""Per-person limits: the model gates (with a fake clock) and the one action budget."""
 
 from __future__ import annotations
 
-from bot.limits import UserGate
+import asyncio
+
+from bot.limits import ActionBudget, UserGate, Verdict
 
 
 class Clock:
@@ -42,3 +44,37 @@ def test_inline_gate_allows_overlapping_requests() -> None:
     gate = UserGate(10, one_at_a_time=False)
     with gate.enter(7) as first, gate.enter(7) as second:
         assert first is None and second is None
+
+
+async def test_the_action_budget_allows_a_burst_then_warns_once_then_is_quiet() -> None:
+    budget = ActionBudget(per_minute=3, in_flight=10)
+    verdicts = [await budget.admit(7) for _ in range(6)]
+    assert verdicts == [Verdict.GO] * 3 + [Verdict.WARN, Verdict.QUIET, Verdict.QUIET]
+    assert await budget.admit(8) is Verdict.GO, "one person's flood is not another's"
+
+
+async def test_the_budget_refills_at_its_rate() -> None:
+    budget = ActionBudget(per_minute=2, in_flight=10, period=0.4)  # 2 per 0.4 s: one back every 0.2 s
+    assert [await budget.admit(7) for _ in range(3)] == [Verdict.GO, Verdict.GO, Verdict.WARN]
+    await asyncio.sleep(0.25)
+    assert await budget.admit(7) is Verdict.GO
+    assert await budget.admit(7) is Verdict.QUIET  # over again; told already within the warning's minute
+
+
+async def test_actions_still_being_answered_count_too() -> None:
+    """A script that sends faster than its answers can go out (a guide takes seconds at Telegram's pace) holds no
+    more than ``in_flight`` of the bot's update slots."""
+    budget = ActionBudget(per_minute=100, in_flight=2)
+    assert [await budget.admit(7) for _ in range(3)] == [Verdict.GO, Verdict.GO, Verdict.WARN]
+    budget.done(7)
+    assert await budget.admit(7) is Verdict.GO
+    budget.done(7)
+    budget.done(7)
+    assert budget.sizes()["running"] == 0, "nobody's entry stays once their actions are answered"
+
+
+async def test_the_warning_comes_again_after_its_minute() -> None:
+    budget = ActionBudget(per_minute=1, in_flight=10, warn_every=0.2)
+    assert [await budget.admit(7) for _ in range(3)] == [Verdict.GO, Verdict.WARN, Verdict.QUIET]
+    await asyncio.sleep(0.25)
+    assert await budget.admit(7) is Verdict.WARN

@@ -68,3 +68,25 @@ def test_mlm_bot_health_asks_where_the_bot_listens(env: dict, url: str | None) -
     from bot.settings import HealthSettings
 
     assert HealthSettings(_env_file=None, **env).healthz_url() == url
+
+
+def test_nothing_listens_beyond_this_machine_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.cli import build_parser
+    from bot.settings import HealthSettings
+
+    for name in ("WEBHOOK_LISTEN", "METRICS_LISTEN", "WORKER_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(telegram_bot_token=TOKEN)
+    assert (settings.webhook_listen, settings.metrics_listen) == ("127.0.0.1", "127.0.0.1")
+    assert HealthSettings().webhook_listen == "127.0.0.1"
+    assert build_parser().parse_args(["worker"]).host == "127.0.0.1"
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+    assert settings.worker_token is None and settings.worker_token_value() is None
+
+
+def test_the_worker_token_is_a_secret_of_one_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_TOKEN", " s3cret-token ")
+    settings = load_settings(telegram_bot_token=TOKEN)
+    assert settings.worker_token_value() == "s3cret-token" and "s3cret" not in repr(settings)
+    with pytest.raises(SettingsError, match="WORKER_TOKEN: must be one word"):
+        load_settings(telegram_bot_token=TOKEN, worker_token="two words")
