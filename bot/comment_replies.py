@@ -79,6 +79,11 @@ class CommentReplies:
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._serve(key), name=f"comment-replies-{chat_id}-{thread}")
 
+    def forget(self, user_id: int) -> None:
+        """/forget: a reply still waiting no longer names them (the others under the post still get it)."""
+        for waiting in self._pending.values():
+            waiting[:] = [c for c in waiting if c.user_id != user_id]
+
     async def close(self, timeout: float = 30.0) -> list[Unsent]:
         """Send what is waiting without the gathering pause, for at most ``timeout`` seconds (Telegram allows
         about 20 messages a minute per group: a backlog can take minutes), then stop. Returns the replies not

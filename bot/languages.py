@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from cachetools import LRUCache
 from telegram import Update
 
 from bot.render import LANGUAGES, REPLY_LANGUAGE
@@ -53,7 +53,7 @@ class Languages:
         self, read: Callable[[int], Awaitable[str | None]], *, keep: int = 50_000, timeout: float = 0.5
     ) -> None:
         self._read = read
-        self._known: OrderedDict[int, str | None] = OrderedDict()
+        self._known: LRUCache[int, str | None] = LRUCache(keep)  # the people seen lately
         self._changes = 0  # choices made or forgotten: a read that started before one may be stale
         self.keep = keep
         self.timeout = timeout
@@ -62,7 +62,6 @@ class Languages:
         if user_id is None:
             return None
         if user_id in self._known:
-            self._known.move_to_end(user_id)
             return self._known[user_id]
         changes = self._changes
         try:
@@ -89,9 +88,9 @@ class Languages:
 
     def _store(self, user_id: int, language: str | None) -> None:
         self._known[user_id] = language
-        self._known.move_to_end(user_id)
-        while len(self._known) > self.keep:
-            self._known.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._known)
 
 
 async def use_persons_language(update: object, context: Context) -> None:

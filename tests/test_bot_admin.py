@@ -90,6 +90,11 @@ async def test_forget_asks_first_then_deletes_everything(fake: FakeTelegram, ber
         await asyncio.sleep(0.3)
         assert await repo.users.get(55) is not None
 
+        # The answer took the buttons away; asked again, the question has them again.
+        assert not fake.stored(55, question["message_id"]).get("reply_markup")
+        await fake.send_text(ann, "/forget")
+        await fake.wait_for(lambda f: len(f.sent("sendMessage", 55)) >= 3)
+        question = [m for m in fake._messages.values() if m["chat"]["id"] == 55 and m.get("reply_markup")][-1]
         await fake.press(ann, question, "forget:yes")
         await fake.wait_for(lambda f: len(f.sent("editMessageText", 55)) >= 2)
         assert "everything I stored about you is deleted" in parse_html(

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters, Update, User
 from telegram.helpers import create_deep_linked_url
 
+from bot.logs import CURRENT
 from bot.render import Renderer
 from bot.services import Context
 from bot.storage.repository import InteractionEntry, UserInfo
@@ -22,11 +23,15 @@ def user_info(user: User | None) -> UserInfo | None:
 
 
 def started_at(update: Update) -> datetime:
-    """When the user did it: the message's date, else now (callback and inline queries carry no date). /forget
-    drops the writes that started before it, also those a handler still running hands over afterwards."""
+    """When the user did it: the message's date, else when the bot began handling it (callback and inline
+    queries carry no date). /forget drops the writes that started before it, also those a handler still running
+    (a chart, a comparison) hands over afterwards: so never "now" at the end of a long handler."""
     message = update.effective_message
     if message is not None and message.date is not None and update.callback_query is None:
         return message.date
+    trace = CURRENT.get()
+    if trace is not None and trace.update_id == update.update_id:
+        return trace.began_at
     return datetime.now(timezone.utc)
 
 

@@ -16,8 +16,6 @@ from telegram.error import TelegramError
 
 from bot.handlers.common import Context, answer_query, log_interaction
 
-KEEP = 10_000  # quizzes in progress remembered at once (the oldest are forgotten)
-
 
 @dataclass
 class QuizRun:
@@ -59,10 +57,7 @@ async def _ask(context: Context, run: QuizRun) -> None:
         question_parse_mode=None,
         explanation_parse_mode=None,
     )
-    runs = context.bot_data.quizzes
-    runs[message.poll.id] = run
-    while len(runs) > KEEP:
-        runs.popitem(last=False)
+    context.bot_data.quizzes[message.poll.id] = run  # a capped cache: the oldest quizzes are forgotten
 
 
 async def poll_answer(update: Update, context: Context) -> None:

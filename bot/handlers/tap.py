@@ -31,7 +31,7 @@ async def offer_words(update: Update, context: Context) -> None:
     if len(words) < 2 or len(text) > LONGEST:
         await private_fallback(update, context)
         return
-    key = s.remember_sentence(text)
+    key = s.remember_sentence(text, update.effective_user.id if update.effective_user else None)
     buttons = [
         InlineKeyboardButton(match.group()[:24], callback_data=f"tap:{key}:{n}")
         for n, match in enumerate(words[:MAX_BUTTONS])
