@@ -24,15 +24,14 @@ MODEL_COMMANDS = ("run", "worker", "serve", "predict", "bench")  # the ones that
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
-    from bot.logs import UpdateFields, formatter
+    from bot.logs import UpdateFields, formatter, quiet_libraries
 
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))  # never prints the bot token, whichever format
-    handler.addFilter(UpdateFields())  # update id, user id, chat type on lines written while handling one
+    handler.addFilter(UpdateFields())  # update id, a pseudonym of the person, chat type while handling one
     logging.basicConfig(level=level, handlers=[handler])
-    # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token (bot.runner repeats this).
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # httpx logs request URLs (with the token), python-telegram-bot whole updates at DEBUG (bot.runner repeats it).
+    quiet_libraries(_setting("LOG_UPDATES", "").strip().lower() in ("1", "true", "yes"))
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
@@ -64,9 +63,10 @@ def _model_settings(args: argparse.Namespace):
 def cmd_worker(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from models.service import create_app
+    from models.service import create_app, warn_if_open
 
     settings = _model_settings(args)
+    warn_if_open(args.host, settings)
     server: uvicorn.Server | None = None
 
     def stop_on_load_failure() -> None:
@@ -105,8 +105,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     from models.ray_serve import APP_NAME, build
+    from models.service import warn_if_open
 
     settings = _model_settings(args)
+    warn_if_open(args.host, settings, "Ray Serve's proxy")
     ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

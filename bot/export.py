@@ -23,6 +23,17 @@ def as_record(row: Interaction) -> dict[str, Any]:
     return record
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (=HYPERLINK(...), +cmd|...): people's
+# texts are exported as text, behind an apostrophe, as OWASP's CSV-injection advice says.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_text_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write(rows: list[Interaction], out: TextIO, fmt: str) -> None:
     if fmt == "jsonl":
         for row in rows:
@@ -33,7 +44,7 @@ def write(rows: list[Interaction], out: TextIO, fmt: str) -> None:
     for row in rows:
         record = as_record(row)
         record["predictions"] = json.dumps(record["predictions"], ensure_ascii=False) if record["predictions"] else ""
-        writer.writerow(record)
+        writer.writerow({column: as_text_cell(value) for column, value in record.items()})
 
 
 async def load_rows(url: str, since_days: int | None = None) -> list[Interaction]:

@@ -9,6 +9,7 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from bot.handlers.common import Context, log_interaction
+from bot.logs import pseudonym
 
 log = logging.getLogger("bot.errors")
 
@@ -24,9 +25,9 @@ async def error_handler(update: object, context: Context) -> None:
         "error handling update %s (kind=%s chat=%s type=%s user=%s): %r",
         update.update_id,
         _kind(update),
-        chat.id if chat else None,
+        chat.id if chat and chat.type != chat.PRIVATE else None,  # a private chat's id is the person's
         chat.type if chat else None,
-        user.id if user else None,
+        pseudonym(user.id) if user else None,
         error,
         exc_info=error,
     )
