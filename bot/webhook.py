@@ -76,7 +76,8 @@ class Webhook:
         except Exception:
             return _refuse(400, "the body is not a Telegram update")
         try:
-            new = await self.inbox.store([(update.update_id, body.decode())])
+            sender = update.effective_user.id if update.effective_user else None
+            new = await self.inbox.store([(update.update_id, body.decode(), sender)])
         except Exception as exc:
             log.warning("could not store update %s (%s): Telegram will send it again", update.update_id, exc)
             return _refuse(503, "could not store the update")
@@ -127,9 +128,10 @@ async def register_webhook(application: Application, webhook: Webhook, health: H
 
 
 def webhook_problem(info: WebhookInfo, url: str, *, recent_s: float = 2 * CHECK_EVERY_S) -> str | None:
-    """What is wrong with the webhook as Telegram sees it, or None."""
+    """What is wrong with the webhook as Telegram sees it, or None. (``/healthz`` shows it: no addresses.)"""
     if info.url != url:
-        return f"Telegram posts updates to {info.url or 'nowhere'} (not {url}): another instance took over?"
+        where = "another address" if info.url else "nowhere"
+        return f"Telegram posts updates to {where}, not to WEBHOOK_URL: another instance took over?"
     last_error = info.last_error_date
     if last_error is not None and (datetime.now(timezone.utc) - last_error).total_seconds() < recent_s:
         return f"Telegram cannot deliver ({info.last_error_message}); {info.pending_update_count} updates waiting"

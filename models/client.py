@@ -25,6 +25,7 @@ from models.errors import (
     ModelLoadFailedError,
     ModelNotReadyError,
     RequestTimeoutError,
+    UnauthorizedError,
     WorkerUnavailableError,
 )
 from models.heap import freeze_loaded_objects
@@ -141,9 +142,12 @@ class RemoteFillMask:
         retries: int = 2,
         backoff: float = 0.25,
         model_name: str = "the model worker",
+        token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1/fill-mask")
+        self.shown_url = without_credentials(self.base_url)  # what log lines say: no password, no query
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.deadline = deadline
         self.retries = retries
         self.backoff = backoff
@@ -155,10 +159,10 @@ class RemoteFillMask:
         self._info_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(base_url=self.base_url, transport=self._transport)
-        log.info("using the model worker at %s", self.base_url)
+        self._client = httpx.AsyncClient(base_url=self.base_url, transport=self._transport, headers=self._headers)
+        log.info("using the model worker at %s", self.shown_url)
         if not await self._fetch_info():
-            log.warning("model worker at %s not ready yet: asking again in the background", self.base_url)
+            log.warning("model worker at %s not ready yet: asking again in the background", self.shown_url)
             self._info_task = asyncio.create_task(self._keep_asking_for_info(), name="mlm-worker-info")
 
     async def _fetch_info(self) -> bool:
@@ -167,7 +171,7 @@ class RemoteFillMask:
         except FillMaskError:
             return False
         self.model_name, self.mask_token, self.info_known = info["model"], info["mask_token"], True
-        log.info("model worker at %s serves %s (mask %s)", self.base_url, self.model_name, self.mask_token)
+        log.info("model worker at %s serves %s (mask %s)", self.shown_url, self.model_name, self.mask_token)
         return True
 
     async def _keep_asking_for_info(self) -> None:
@@ -205,10 +209,10 @@ class RemoteFillMask:
             return "the model client is not started"
         try:
             response = await self._client.get("/readyz", timeout=timeout)
-        except httpx.HTTPError as exc:
-            return f"the model worker at {self.base_url} cannot be reached ({type(exc).__name__})"
+        except httpx.HTTPError as exc:  # (health checks are read by strangers too: no address in them)
+            return f"the model worker cannot be reached ({type(exc).__name__})"
         if response.status_code != 200:
-            return f"the model worker at {self.base_url} is not ready (HTTP {response.status_code})"
+            return f"the model worker is not ready (HTTP {response.status_code})"
         return None
 
     async def _call(self, method: str, path: str, body: Any = None, *, with_headers: bool = False) -> Any:
@@ -240,12 +244,14 @@ class RemoteFillMask:
         except httpx.TimeoutException:
             raise RequestTimeoutError("The model worker did not answer in time. Try again in a moment.") from None
         except httpx.TransportError as exc:
-            log.warning("model worker %s: %s", self.base_url, type(exc).__name__)
+            log.warning("model worker %s: %s", self.shown_url, type(exc).__name__)
             raise _Retry(WorkerUnavailableError("The model worker cannot be reached right now.")) from None
         if response.status_code < 400:
             data = response.json()
             return (data, response.headers) if with_headers else data
         error = _error_from(response)
+        if isinstance(error, UnauthorizedError):
+            log.error("the model worker at %s refused this bot: set WORKER_TOKEN to the worker's", self.shown_url)
         if response.status_code in self.RETRY_STATUSES and not isinstance(error, ModelLoadFailedError):
             raise _Retry(error)
         raise error
@@ -287,10 +293,22 @@ def _error_from(response: httpx.Response) -> FillMaskError:
     return WorkerUnavailableError(message)
 
 
+def without_credentials(url: str) -> str:
+    """``http://user:secret@worker:8000/x?key=y`` -> ``http://worker:8000/x``: an address fit for a log line."""
+    try:
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "<the worker's address>"
+
+
 def create_fill_mask_service(settings: ModelSettings) -> FillMaskService:
     """The remote worker when ``MODEL_WORKER_URL`` is set, else the model in this process."""
     if settings.model_worker_url:
         return RemoteFillMask(
-            settings.model_worker_url, deadline=settings.model_deadline_s, model_name=settings.model_name
+            settings.model_worker_url,
+            deadline=settings.model_deadline_s,
+            model_name=settings.model_name,
+            token=settings.worker_token_value(),
         )
     return LocalFillMask(settings)

@@ -80,6 +80,20 @@ class ModelOverloadedError(FillMaskError):
     http_status = 507
 
 
+class CallerBusyError(BusyError):
+    """This caller already has as many sentences in the worker's queue as one caller may: the others' share is
+    kept for them. (Code ``busy``, as for a full queue; 429 tells the caller it is theirs to slow down.)"""
+
+    http_status = 429
+
+
+class UnauthorizedError(FillMaskError):
+    """The worker asks for ``Authorization: Bearer <WORKER_TOKEN>``, and the request had no such token."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class WorkerUnavailableError(FillMaskError):
     """The remote worker could not be reached (or kept failing) after retries."""
 
@@ -103,6 +117,7 @@ ERRORS_BY_CODE: dict[str, type[FillMaskError]] = {
         ModelLoadFailedError,
         ShuttingDownError,
         ModelOverloadedError,
+        UnauthorizedError,
         WorkerUnavailableError,
     )
 }

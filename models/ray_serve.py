@@ -79,7 +79,9 @@ def build(
         }
     else:
         options["num_replicas"] = replicas
-    return serve.deployment(FillMaskReplica, **options).bind(settings.model_dump(mode="json"))
+    values = settings.model_dump(mode="json")
+    values["worker_token"] = settings.worker_token_value()  # dumped as "**********" otherwise
+    return serve.deployment(FillMaskReplica, **options).bind(values)
 
 
 def _wants_gpu(device: str) -> bool:

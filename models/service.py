@@ -6,12 +6,19 @@ model; ``/healthz``, ``/readyz`` and ``/metrics`` are for the orchestrator and P
 
 Every answer is JSON; every mistake a client can make is a 4xx with ``{"error": message, "error_type": code}``
 (HF's error shape), never a 500.
+
+With ``WORKER_TOKEN`` set, ``/v1/*`` and ``/metrics`` answer only ``Authorization: Bearer <token>`` (compared
+in constant time; 401 otherwise); ``/healthz`` and ``/readyz`` stay open for orchestrators and say no more than
+ready or not. One caller (one client address) may have at most ``WORKER_CALLER_MAX_IN_FLIGHT`` sentences in the
+queue at once (429 past it), so a script with the token cannot fill the queue that the bot's users wait in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,11 +36,13 @@ from starlette.routing import Route
 from models.batcher import MicroBatcher
 from models.engine import MAX_TOP_K, FillMaskEngine
 from models.errors import (
+    CallerBusyError,
     FillMaskError,
     InputTooLongError,
     InvalidParameterError,
     ModelLoadFailedError,
     ModelNotReadyError,
+    UnauthorizedError,
 )
 from models.heap import freeze_loaded_objects
 from models.loading import ModelLoadError
@@ -100,6 +109,33 @@ class WorkerState:
         self.engine: FillMaskEngine | None = None
         self.batcher: MicroBatcher | None = None
         self.load_error: str | None = None
+        self.in_flight_by_caller: dict[str, int] = {}  # sentences queued per caller; an entry leaves at zero
+
+    def authorized(self, request: Request) -> bool:
+        token = self.settings.worker_token_value()
+        if token is None:
+            return True
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+    @contextlib.contextmanager
+    def caller_share(self, caller: str, sentences: int):
+        """Count ``sentences`` against ``caller``'s share of the queue while they are answered."""
+        held = self.in_flight_by_caller.get(caller, 0)
+        limit = self.settings.worker_caller_max_in_flight
+        if held + sentences > limit:
+            raise CallerBusyError(
+                f"This caller already has {held} sentences in the queue (at most {limit} at once): wait for them."
+            )
+        self.in_flight_by_caller[caller] = held + sentences
+        try:
+            yield
+        finally:
+            left = self.in_flight_by_caller.get(caller, 0) - sentences
+            if left > 0:
+                self.in_flight_by_caller[caller] = left
+            else:
+                self.in_flight_by_caller.pop(caller, None)
 
     async def load(self, factory: EngineFactory, on_failure: Callable[[], None] | None = None) -> None:
         try:
@@ -169,6 +205,8 @@ def create_app(
         return await _answer(state, "joint", request, _fill_joint)
 
     async def info(request: Request) -> Response:
+        if not state.authorized(request):
+            return _unauthorized()
         engine = state.engine
         if engine is None:
             return _error(state.not_ready())
@@ -196,6 +234,8 @@ def create_app(
         return JSONResponse({"status": "ready", "model": state.settings.model_name})
 
     async def metrics(request: Request) -> Response:
+        if not state.authorized(request):
+            return _unauthorized()
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -224,9 +264,14 @@ def create_app(
 
 async def _answer(state: WorkerState, endpoint: str, request: Request, handler: Callable) -> Response:
     started = time.perf_counter()
+    if not state.authorized(request):
+        state.metrics.requests.labels(endpoint, "unauthorized").inc()
+        return _unauthorized()
     try:
         body = await _read_body(request, state.settings)
-        response = await handler(state, body)
+        sentences = len(body.inputs) if isinstance(body.inputs, list) else 1
+        with state.caller_share(request.client.host if request.client else "unknown", sentences):
+            response = await handler(state, body)
         outcome = "ok"
     except FillMaskError as exc:
         response, outcome = _error(exc), exc.code
@@ -312,6 +357,34 @@ async def _fill_joint(state: WorkerState, body: FillMaskBody) -> Response:
         raise InvalidParameterError("The joint fill picks one word per mask: top_k does not apply.")
     (request,) = _requests(body, batcher.engine, 1)
     return JSONResponse((await batcher.fill_joint(request)).to_dict())
+
+
+def _unauthorized() -> JSONResponse:
+    error = UnauthorizedError("This worker needs Authorization: Bearer <WORKER_TOKEN>.")
+    response = _error(error)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_open(host: str, settings: ModelSettings, what: str = "the model worker") -> None:
+    """Say it at start-up when anyone who can reach the port can use the model."""
+    if settings.worker_token is None and not is_loopback(host):
+        log.warning(
+            "%s listens on %s without WORKER_TOKEN: anyone who can reach this port can use the model (on a "
+            "private compose network, the other containers). Set WORKER_TOKEN (the same value for the bot) or "
+            "listen on 127.0.0.1",
+            what,
+            host,
+        )
 
 
 def _error(exc: FillMaskError) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,11 +31,31 @@ class ModelSettings(BaseSettings):
     )
     worker_max_body_bytes: int = Field(1_000_000, ge=1024, description="largest HTTP request body")
     worker_max_inputs: int = Field(256, ge=1, description="most sentences in one HTTP request")
+    worker_caller_max_in_flight: int = Field(
+        256, ge=1, description="most sentences one caller (one address) may have in the worker's queue at once"
+    )
+    # A shared secret: the worker answers /v1/* and /metrics only to ``Authorization: Bearer <token>``, and the
+    # bot's client sends it. Unset: no check (fine on loopback or a private compose network).
+    worker_token: SecretStr | None = Field(None, description="bearer token the worker asks of its callers")
 
     @field_validator("model_cuda_graphs", "model_packed_weights", mode="before")
     @classmethod
     def _auto_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
+
+    @field_validator("worker_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not value.isprintable() or " " in value:
+                raise ValueError("must be one word of printable characters, e.g. from `openssl rand -hex 32`")
+        return value
+
+    def worker_token_value(self) -> str | None:
+        return self.worker_token.get_secret_value() if self.worker_token is not None else None
 
     @field_validator("model_worker_url", mode="before")
     @classmethod

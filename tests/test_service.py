@@ -18,10 +18,19 @@ from huggingface_hub import InferenceClient
 
 from models.client import RemoteFillMask
 from models.engine import FillMaskEngine
-from models.errors import NoMaskError, TargetNotSingleTokenError, TooManyMasksError, WorkerUnavailableError
+from models.errors import (
+    NoMaskError,
+    TargetNotSingleTokenError,
+    TooManyMasksError,
+    UnauthorizedError,
+    WorkerUnavailableError,
+)
 from models.service import create_app, load_engine
 from models.settings import ModelSettings
 from tests.hf_compare import assert_same_hf
+
+WORKER_TOKEN = "contract-test-token"
+AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
 
 
 @contextlib.contextmanager
@@ -77,8 +86,8 @@ def ray_serve(**settings: object) -> Iterator[str]:
 @pytest.fixture(scope="module", params=["uvicorn", "ray-serve"])
 def worker(request: pytest.FixtureRequest, bert_engine: FillMaskEngine, bert_dir) -> Iterator[str]:
     """Every contract test runs against ``mlm-bot worker``'s app under uvicorn and against the Ray Serve
-    deployment of ``mlm-bot serve``: one API, two ways to run it."""
-    limits = {"worker_max_body_bytes": 4096, "worker_max_inputs": 8}
+    deployment of ``mlm-bot serve``: one API, two ways to run it, both asking for ``WORKER_TOKEN``."""
+    limits = {"worker_max_body_bytes": 4096, "worker_max_inputs": 8, "worker_token": WORKER_TOKEN}
     if request.param == "uvicorn":
         with serve(lambda s: bert_engine, **limits) as url:
             wait_ready(url)
@@ -89,9 +98,10 @@ def worker(request: pytest.FixtureRequest, bert_engine: FillMaskEngine, bert_dir
             yield url
 
 
-def post(url: str, body: object, path: str = "/v1/fill-mask") -> httpx.Response:
+def post(url: str, body: object, path: str = "/v1/fill-mask", headers: dict | None = None) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(url + path, content=content, headers={"content-type": "application/json"})
+    sent = {"content-type": "application/json", **AUTH} if headers is None else headers
+    return httpx.post(url + path, content=content, headers=sent)
 
 
 def test_one_input_one_mask_is_a_list_of_dicts(worker: str, bert_engine: FillMaskEngine) -> None:
@@ -132,7 +142,7 @@ def test_targets_and_top_k(worker: str) -> None:
 def test_inference_client_round_trip(worker: str, bert_engine: FillMaskEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     # The session runs with HF_HUB_OFFLINE=1, which blocks every request of huggingface_hub, loopback too.
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    client = InferenceClient(model=f"{worker}/v1/fill-mask")
+    client = InferenceClient(model=f"{worker}/v1/fill-mask", token=WORKER_TOKEN)  # sent as a bearer token
     out = client.fill_mask("the cat sat on the [MASK] .", top_k=3)
     expected = bert_engine.fill("the cat sat on the [MASK] .", top_k=3).to_hf()
     assert [o.token for o in out] == [e["token"] for e in expected]
@@ -185,7 +195,7 @@ def test_bad_requests_get_a_readable_4xx_and_the_worker_stays_up(worker: str, bo
 
 def test_unknown_routes_and_methods_answer_json(worker: str) -> None:
     assert httpx.get(f"{worker}/nope").json()["error"] == "Not Found"
-    r = httpx.get(f"{worker}/v1/fill-mask")
+    r = httpx.get(f"{worker}/v1/fill-mask", headers=AUTH)
     assert r.status_code == 405 and "error" in r.json()
 
 
@@ -199,14 +209,14 @@ def test_joint_endpoint(worker: str, bert_engine: FillMaskEngine) -> None:
 
 
 def test_info(worker: str) -> None:
-    info = httpx.get(f"{worker}/v1/info").json()
+    info = httpx.get(f"{worker}/v1/info", headers=AUTH).json()
     assert info["mask_token"] == "[MASK]" and info["max_masks"] == 5 and info["dtype"] == "float32"
 
 
 def test_metrics_count_outcomes_batches_and_latency(worker: str) -> None:
     post(worker, {"inputs": "the [MASK] sat ."})
     post(worker, {"inputs": "no mask"})
-    text = httpx.get(f"{worker}/metrics").text
+    text = httpx.get(f"{worker}/metrics", headers=AUTH).text
     samples = {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
@@ -227,6 +237,37 @@ def gated_factory(engine: FillMaskEngine, gate: threading.Event, fail: bool = Fa
         return engine
 
     return factory
+
+
+def test_without_the_token_fill_mask_info_and_metrics_answer_401(worker: str) -> None:
+    refused = [
+        post(worker, {"inputs": "the [MASK] sat ."}, headers={"content-type": "application/json"}),
+        post(worker, {"inputs": "the [MASK] sat ."}, headers={"Authorization": "Bearer wrong"}),
+        post(worker, {"inputs": "the [MASK] sat ."}, headers={"Authorization": f"Basic {WORKER_TOKEN}"}),
+        post(worker, {"inputs": "the [MASK] sat ."}, "/v1/fill-mask/joint", headers={}),
+        httpx.get(f"{worker}/v1/info"),
+        httpx.get(f"{worker}/metrics"),
+    ]
+    assert [r.status_code for r in refused] == [401] * len(refused)
+    assert refused[0].json()["error_type"] == "unauthorized" and refused[0].headers["www-authenticate"] == "Bearer"
+    # Orchestrators' probes stay open, and say nothing but ready or not.
+    assert httpx.get(f"{worker}/healthz").status_code == 200 and httpx.get(f"{worker}/readyz").status_code == 200
+
+
+async def test_the_bots_client_sends_the_token_and_says_when_it_is_refused(
+    worker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    right, wrong = RemoteFillMask(worker, token=WORKER_TOKEN), RemoteFillMask(worker, token="not-it", deadline=2)
+    await right.start()
+    await wrong.start()
+    try:
+        assert (await right.fill_mask("the cat sat on the [MASK] .")).masks[0]
+        with pytest.raises(UnauthorizedError):
+            await wrong.fill_mask("the cat sat on the [MASK] .")
+        assert "refused this bot: set WORKER_TOKEN" in caplog.text
+    finally:
+        await right.close()
+        await wrong.close()
 
 
 def test_ready_only_after_the_model_is_loaded(bert_engine: FillMaskEngine) -> None:
@@ -257,7 +298,7 @@ def test_a_model_that_fails_to_load_makes_the_worker_unhealthy(bert_engine: Fill
 async def test_remote_client_matches_the_engine_and_raises_typed_errors(
     worker: str, bert_engine: FillMaskEngine
 ) -> None:
-    client = RemoteFillMask(worker)
+    client = RemoteFillMask(worker, token=WORKER_TOKEN)
     await client.start()
     try:
         assert client.mask_token == "[MASK]"

@@ -282,7 +282,8 @@ def test_every_documented_layout_is_a_valid_compose_file(
     compose: list[str], tmp_path: Path, files: list[str], expected: dict
 ) -> None:
     """The layouts this machine cannot run (no GPU, no PostgreSQL image without Docker Hub) are at least valid
-    compose files that wire the bot as README says."""
+    compose files that wire the bot as README says; and in none of them does anything listen in public: the
+    worker publishes no port at all, the bot's ports only on the host's loopback."""
     project = copy_of_the_repository(tmp_path / "mlm-bot")
     shutil.copy(project / ".env.example", project / ".env")
     command = [*compose, "-p", PROJECT]
@@ -299,3 +300,10 @@ def test_every_documented_layout_is_a_valid_compose_file(
         environment = config["services"][service].get("environment", {})
         for key, value in variables.items():
             assert environment.get(key) == value, (service, key, environment)
+    for name, service in config["services"].items():
+        ports = service.get("ports") or []
+        if name == "worker":
+            assert ports == [], "the worker is reached on the compose network, never published"
+        for port in ports:  # Compose v2 writes {host_ip, published, target}; v1 "127.0.0.1:9090:9090"
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).rsplit(":", 2)[0]
+            assert host_ip == "127.0.0.1", (name, port)
