@@ -31,7 +31,7 @@ from bot.storage import Database, Repository
 from bot.storage.repository import write_all
 from bot.storage.writer import InteractionWriter, dead_letter_path_for
 from bot.web import Health, HttpServer, create_app
-from bot.webhook import Webhook, register_webhook
+from bot.webhook import Webhook, register_webhook, watch_webhook
 from models.client import FillMaskService, create_fill_mask_service
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
     webhook: Webhook | None = None
     if settings.webhook_url:
         webhook = Webhook(
-            settings.webhook_url, settings.webhook_path, settings.ensure_webhook_secret(), application, repo.inbox
+            settings.webhook_url, settings.webhook_path, settings.webhook_secret_value(), application, repo.inbox
         )
         redact(webhook.secret)
         server = HttpServer(create_app(health, metrics, webhook), settings.webhook_listen, settings.webhook_port)
@@ -159,6 +159,9 @@ async def _run(
     if not await connect_to_telegram(application, settings, stop):
         return
     try:
+        if webhook is not None:
+            # Before the model loads: what Telegram posts meanwhile is stored and confirmed, answered once up.
+            await register_webhook(application, webhook)
         if not settings.model_worker_url:
             log.info("loading the model %s ...", settings.model_name)
         await model.start()  # the remote client logs "using the model worker at URL" itself
@@ -178,13 +181,15 @@ async def _run(
                 restore(comment_replies, row.chat_id, row.thread, row.payload)
             if webhook is not None:
                 webhook.accepting = True  # from now on handed on as they come; the replay skips those
-            skip = webhook.handed_on or () if webhook is not None else ()
+            # The live set: updates the endpoint hands on while the replay runs are skipped by it (a copy taken
+            # here, empty, would let them be handled twice).
+            skip = webhook.handed_on if webhook is not None and webhook.handed_on is not None else set()
             await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=skip)
             if webhook is not None:
                 webhook.handed_on = None
             try:
                 if webhook is not None:
-                    await register_webhook(application, webhook, health)
+                    watch_webhook(application, webhook, health)
                 else:
                     await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
             except BaseException:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
-import secrets
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -185,11 +187,14 @@ class BotSettings(ModelSettings):
         """The path the webhook server answers on: the public URL's path (a reverse proxy passes it on)."""
         return urlsplit(self.webhook_url or "").path or "/"
 
-    def ensure_webhook_secret(self) -> str:
-        """WEBHOOK_SECRET, or a random one made once for this run (Telegram gets it with setWebhook)."""
-        if self.webhook_secret is None:
-            self.webhook_secret = SecretStr(secrets.token_urlsafe(32))
-        return self.webhook_secret.get_secret_value()
+    def webhook_secret_value(self) -> str:
+        """WEBHOOK_SECRET, or one derived from the token: the same on every start and every replica (a random one
+        per start made Telegram's deliveries with the last run's secret fail with 403 while the model loaded,
+        and two replicas refused each other's), and unguessable without the token."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        digest = hmac.new(self.token().encode(), b"mlm-bot webhook secret v1", hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")  # 43 of Telegram's A-Z a-z 0-9 _ -
 
 
 def load_settings(**overrides: object) -> BotSettings:

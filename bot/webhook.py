@@ -12,7 +12,10 @@ The endpoint:
   schedule, slower and slower: minutes of silence after each restart.)
 - hands an update Telegram delivers twice (it does, after a timeout) to the handlers once.
 
-At start the bot registers the webhook (``setWebhook`` with the secret), then asks Telegram every minute
+The secret is ``WEBHOOK_SECRET``, or derived from the token (``BotSettings.webhook_secret_value``): the same on
+every start and every replica, so Telegram's deliveries with the secret it has are never refused by a restart.
+At start, before the model loads, the bot registers the webhook (``setWebhook`` with the secret), then asks
+Telegram every minute
 (``getWebhookInfo``) whether its deliveries arrive, so a proxy that is down or another instance that took the
 webhook over shows on ``/healthz``.
 """
@@ -85,7 +88,9 @@ class Webhook:
         # replay hands it on; while stopping, the next start's). Checked after the store, so none falls between.
         if update.update_id in new and self.accepting:
             if self.handed_on is not None:
-                self.handed_on.add(update.update_id)
+                if update.update_id in self.handed_on:  # the start-up replay took it already
+                    return Response(status_code=200)
+                self.handed_on.add(update.update_id)  # checked and marked with no wait between: never twice
             await self.application.update_queue.put(update)
         return Response(status_code=200)
 
@@ -99,9 +104,10 @@ def _worth_retrying(exc: BaseException) -> bool:
     return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
 
 
-async def register_webhook(application: Application, webhook: Webhook, health: Health) -> None:
-    """``setWebhook`` (a network failure is tried again a few times; a refusal is a :class:`StartupError`), then
-    the job that watches Telegram's view of the webhook for ``/healthz``."""
+async def register_webhook(application: Application, webhook: Webhook) -> None:
+    """``setWebhook`` (a network failure is tried again a few times; a refusal is a :class:`StartupError`). Called
+    before the model loads: from then on Telegram's deliveries are stored and confirmed, and answered once the
+    bot is up."""
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_worth_retrying), stop=stop_after_attempt(5), wait=wait_exponential(1, max=10),
@@ -113,6 +119,10 @@ async def register_webhook(application: Application, webhook: Webhook, health: H
                 )
     except BadRequest as exc:
         raise StartupError(f"Telegram refused WEBHOOK_URL {webhook.url}: {exc.message}") from None
+
+
+def watch_webhook(application: Application, webhook: Webhook, health: Health) -> None:
+    """The job that asks Telegram every minute how its deliveries go, for ``/healthz``."""
 
     async def check(context: object) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -262,3 +263,105 @@ async def test_an_update_posted_while_the_bot_starts_is_stored_then_answered(
     statuses = [status for _, status in fake.deliveries if isinstance(status, int)]
     assert statuses == [200], fake.deliveries  # stored before the model was ready, not refused
     assert len(fake.sent("sendDocument", 508)) == 1
+
+
+def test_the_default_secret_is_derived_from_the_token_the_same_everywhere(fake: FakeTelegram, bert_dir, tmp_path):
+    """No WEBHOOK_SECRET: every start and every replica of one bot derive the same secret (Telegram's alphabet,
+    43 characters); another bot's differs; a secret that is set is used as it is."""
+    one = bot_settings(fake, bert_dir, tmp_path, webhook_secret=None)
+    two = bot_settings(fake, bert_dir, tmp_path / "other", webhook_secret="")
+    other_bot = bot_settings(fake, bert_dir, tmp_path, telegram_bot_token="987654321:" + "x" * 35)
+    assert one.webhook_secret_value() == two.webhook_secret_value()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", one.webhook_secret_value())
+    assert other_bot.webhook_secret_value() != one.webhook_secret_value()
+    assert TOKEN not in one.webhook_secret_value() and TOKEN.split(":")[1] not in one.webhook_secret_value()
+    assert bot_settings(fake, bert_dir, tmp_path, webhook_secret=SECRET).webhook_secret_value() == SECRET
+
+
+async def test_a_restart_with_the_default_settings_refuses_no_delivery(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path, port: int
+) -> None:
+    """WEBHOOK_SECRET empty (``.env.example``'s default). The first run registers the webhook; the second run (a new
+    process: settings read afresh) loads its model slowly while Telegram keeps posting with the secret it has:
+    every delivery is stored and gets 200 (a random secret per start answered 403 until the model was loaded),
+    and each update is answered once."""
+
+    def fresh():
+        return bot_settings(
+            fake, bert_dir, tmp_path, webhook_url=f"http://127.0.0.1:{port}/telegram/hook", webhook_secret=None,
+            webhook_listen="127.0.0.1", webhook_port=port,
+        )  # fmt: skip
+
+    async with running_bot(fresh(), fake):
+        await fake.send_text(fake.user(520), "MLM")
+        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 520)), timeout=30)
+    registered = fake.webhook  # what Telegram keeps between the two runs
+    assert registered is not None and registered["secret_token"] == fresh().webhook_secret_value()
+    first_run = len(fake.deliveries)
+
+    settings = fresh()
+    model = SlowStart(settings)
+    people = range(521, 526)
+
+    async def post_while_loading() -> None:
+        await fake.wait_for(lambda f: bool(f.sent("setWebhook")[1:]), timeout=30)  # registered before loading
+        for person in people:
+            await fake.send_text(fake.user(person), "The cat sat on the [MASK].")
+        await fake.wait_for(lambda f: len([d for d in f.deliveries[first_run:] if d[1] == 200]) >= 5, timeout=30)
+        model.gate.set()
+
+    loading = asyncio.create_task(post_while_loading())
+    async with running_bot(settings, fake, model=model):
+        await loading
+        await fake.wait_for(lambda f: all(f.sent("sendMessage", p) for p in people), timeout=30)
+        await fake.settle(0.5)
+    statuses = [status for _, status in fake.deliveries[first_run:]]
+    assert statuses and set(statuses) == {200}, statuses
+    assert all(len(fake.sent("sendMessage", p)) == 1 for p in people), "each answered once"
+
+
+async def test_an_update_stored_as_the_start_up_replay_reads_the_inbox_is_handed_on_once(
+    fake: FakeTelegram, tmp_path: Path
+) -> None:
+    """The race the replay's guard is for: the endpoint has stored a new update (and has not yet handed it on)
+    when the replay reads the inbox and finds it pending. One of the two hands it on, never both. (The guard was
+    a copy of the set, taken while still empty: the update went to the handlers twice.)"""
+    from telegram.ext import ApplicationBuilder
+
+    from bot.inbox import replay_unfinished
+    from bot.metrics import BotMetrics
+    from bot.storage import Database, Repository
+    from bot.web import Health, create_app
+    from bot.webhook import Webhook
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/race.sqlite3")
+    await database.migrate()
+    inbox = Repository(database).inbox
+    stored, go_on = asyncio.Event(), asyncio.Event()
+    real_store = inbox.store
+
+    async def store_then_pause(updates):
+        new = await real_store(updates)
+        stored.set()
+        await go_on.wait()  # the endpoint resumes only after the replay has run
+        return new
+
+    inbox.store = store_then_pause  # type: ignore[method-assign]
+    application = ApplicationBuilder().token(TOKEN).updater(None).build()
+    webhook = Webhook("http://x/hook", "/hook", SECRET, application, inbox, accepting=True)
+    app = create_app(Health(database, None, webhook=True), BotMetrics(), webhook)
+    body = update_body(fake, 531, "MLM", update_id=9400)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        posting = asyncio.create_task(
+            client.post("/hook", json=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+        )
+        await stored.wait()
+        queued = await replay_unfinished(application, inbox, max_age_s=600, skip=webhook.handed_on)
+        go_on.set()
+        assert (await posting).status_code == 200
+    await database.close()
+    handed = []
+    while not application.update_queue.empty():
+        handed.append(application.update_queue.get_nowait().update_id)
+    assert queued == 1 and handed == [9400]
