@@ -193,6 +193,7 @@ class FakeTelegram:
         self.webhook_retry_s = 0.2  # Telegram waits longer before sending again
         self.webhook_connections = 8  # updates POSTed at once (Telegram's max_connections: 40 by default)
         self.deliveries: list[tuple[int, int | str]] = []  # (update_id, HTTP status or error) of every POST
+        self.polls = 0  # getUpdates calls (not kept in ``calls``: a long poll every few seconds)
 
     # ------------------------------------------------------------- server life
     @contextlib.asynccontextmanager
@@ -407,6 +408,7 @@ class FakeTelegram:
         return info
 
     async def api_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        self.polls += 1
         if self.webhook is not None:
             raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook")
         offset = int(params.get("offset") or 0)

@@ -420,12 +420,22 @@ class Inbox:
             query = select(InboxUpdate).where(InboxUpdate.status == "pending").order_by(InboxUpdate.update_id)
             return list((await session.scalars(query)).all())
 
-    async def expire(self, update_ids: Sequence[int]) -> None:
+    async def expire(self, update_ids: Sequence[int], status: str = "expired") -> None:
+        """Mark them finished without handling them: ``expired`` (too old) or ``parked`` (poisonous)."""
         async with self._db.sessions.begin() as session:
             await session.execute(
                 update(InboxUpdate)
                 .where(InboxUpdate.update_id.in_(list(update_ids)))
-                .values(status="expired", finished_at=utcnow())
+                .values(status=status, finished_at=utcnow())
+            )
+
+    async def count_attempt(self, update_ids: Sequence[int]) -> None:
+        """These are handed on again now (committed before they are)."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(InboxUpdate)
+                .where(InboxUpdate.update_id.in_(list(update_ids)))
+                .values(attempts=InboxUpdate.attempts + 1)
             )
 
     async def prune(self, cutoff: datetime) -> int:

@@ -89,8 +89,9 @@ class CommentTrigger(Base):
 
 class InboxUpdate(Base):
     """An update as fetched from Telegram, stored before the next poll confirms it (so a crash loses none):
-    ``pending`` until its handling has finished (``done``), or ``expired`` if it waited too long to be worth
-    answering."""
+    ``pending`` until its handling has finished (``done``), ``expired`` if it waited too long to be worth
+    answering, or ``parked`` if handing it on again after a restart did not finish either (it may be what
+    killed the bot: kept for the operator, never handed on again)."""
 
     __tablename__ = "inbox"
 
@@ -100,6 +101,8 @@ class InboxUpdate(Base):
     # Who sent it (the update's "from"), so /forget finds their updates; None for updates with no person.
     user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    # Starts that handed it on again (bot.inbox.replay_unfinished).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
