@@ -8,11 +8,12 @@ flight: Telegram does not send a confirmed update again.
 Here the polling bot's ``get_updates`` writes each fetched batch to the ``inbox`` table, in one transaction,
 before returning it, so before the next poll can confirm it. A handler in the last group marks the update done
 (through the background writer, in order with its interaction rows) once its handling has finished. In webhook
-mode ``bot.web`` stores each update the same way before answering Telegram's request. At
-start-up, updates left pending are handled first, oldest first; those older than ``INBOX_MAX_AGE_S`` are marked
-expired and logged instead of answered late, and one that was already handed on again at the last start and
-still did not finish is parked (``MAX_REPLAYS``): kept and logged once, never handed on again. Semantics: at least once (a reply can repeat after a crash), never
-silently dropped. Telegram re-sends what was fetched but not confirmed: stored ids are not handed on twice.
+mode ``bot.web`` stores each update the same way before answering Telegram's request. At start-up, updates
+left pending are handled first, oldest first; those older than ``INBOX_MAX_AGE_S`` are marked expired and
+logged instead of answered late, and one that was already handed on again at the last start and still did not
+finish is parked (``MAX_REPLAYS``): kept and logged once, never handed on again. Semantics: at least once (a
+reply can repeat after a crash), never silently dropped. Telegram re-sends what was fetched but not confirmed:
+stored ids are not handed on twice.
 """
 
 from __future__ import annotations
