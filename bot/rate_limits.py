@@ -11,7 +11,10 @@ on python-telegram-bot's ``BaseRateLimiter`` and aiolimiter's leaky buckets (the
   ``private_burst`` then one a second, a group or channel its ~20 a minute. Reactions and "typing..." are not
   messages: they skip it (a 👍 on each of 26 keyword comments had delayed the next public reply by 21 s);
 * a 429 (``RetryAfter``) holds back that chat alone for ``retry_after``, then the call is tried again (up to
-  ``max_retries`` times).
+  ``max_retries`` times);
+* a call that fails on the way (Telegram's 5xx, a connection dropped or refused, a timeout) is tried again with
+  backoff: a few times if it never left or does the same thing twice (edits, settings), once if it may have
+  arrived and would show twice (a message: at least once, at most one repeat).
 
 The buckets of all chats live in ``cachetools`` caches with a size cap and an expiry, refreshed on every use.
 
@@ -35,10 +38,11 @@ from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from aiolimiter import AsyncLimiter
 from cachetools import TTLCache
 from telegram.constants import FloodLimit
-from telegram.error import RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
@@ -49,10 +53,27 @@ KEEP = 100_000  # chats whose buckets are remembered at once
 # Calls that put a message into a chat (or change one): the ones Telegram counts per chat.
 PER_CHAT_PREFIXES = ("send", "edit", "copyMessage", "forwardMessage", "stopPoll")
 NOT_MESSAGES = frozenset({"sendChatAction"})
+# Calls that do the same thing however often they arrive.
+IDEMPOTENT_PREFIXES = ("edit", "get", "set", "delete")
+NETWORK_RETRY_S = 0.5  # before the first repeat of a call that failed on the way; doubled for each next one
 
 
 def paced_per_chat(endpoint: str) -> bool:
     return endpoint.startswith(PER_CHAT_PREFIXES) and endpoint not in NOT_MESSAGES
+
+
+def never_sent(exc: BaseException) -> bool:
+    """The request never left this machine (no connection, or none free): repeating it cannot double it."""
+    return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+
+
+def network_retries(endpoint: str, exc: NetworkError) -> int:
+    """How many times a call that failed on the way is tried again. One that never left, or that does the same
+    thing twice (an edit, a setting, a read), a few times; one that may have arrived and would then show twice
+    (a message, a button's answer) once: a reply is worth more than the small chance of seeing it twice."""
+    if never_sent(exc) or endpoint.startswith(IDEMPOTENT_PREFIXES) or endpoint in NOT_MESSAGES:
+        return 3
+    return 1
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -87,6 +108,7 @@ class BotRateLimiter(BaseRateLimiter[int]):
         self._held: TTLCache[int | str, float] = TTLCache(keep, ttl=3600)
         self.in_flight = 0
         self.held_back = 0  # 429s answered for one chat and waited out by that chat alone
+        self.network_retries = 0  # calls tried again after a 5xx, a dropped connection or a timeout
 
     async def initialize(self) -> None:
         """Nothing to set up: the buckets are made as chats appear."""
@@ -126,9 +148,11 @@ class BotRateLimiter(BaseRateLimiter[int]):
         with contextlib.suppress(ValueError, TypeError):
             chat_id = int(chat_id)  # type: ignore[arg-type]
         retries = rate_limit_args if rate_limit_args is not None else self.max_retries
+        floods = failures = 0
+        uncertain = False  # an attempt that failed may still have reached Telegram
         self.in_flight += 1
         try:
-            for attempt in range(retries + 1):
+            while True:
                 await self._wait_if_held(chat_id)
                 per_chat = self._bucket(chat_id) if chat_id is not None and paced_per_chat(endpoint) else None
                 try:
@@ -138,9 +162,10 @@ class BotRateLimiter(BaseRateLimiter[int]):
                     ):
                         return await callback(*args, **kwargs)
                 except RetryAfter as exc:
-                    if attempt == retries:
-                        log.warning("Telegram refused %s %d times in a row (429): giving up", endpoint, attempt + 1)
+                    if floods == retries:
+                        log.warning("Telegram refused %s %d times in a row (429): giving up", endpoint, floods + 1)
                         raise
+                    floods += 1
                     wait = retry_after_seconds(exc)
                     self.held_back += 1
                     log.info("Telegram asked to wait %.0f s before %s in one chat: that chat waits", wait, endpoint)
@@ -149,7 +174,22 @@ class BotRateLimiter(BaseRateLimiter[int]):
                     else:
                         until = asyncio.get_running_loop().time() + wait + 0.1
                         self._held[chat_id] = max(self._held.get(chat_id, 0.0), until)
-            raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
+                except BadRequest:
+                    if uncertain and endpoint.startswith("answer"):
+                        return True  # the earlier answer did arrive: Telegram takes one per query, and has it
+                    raise
+                except NetworkError as exc:  # a 5xx, a connection dropped or refused, a timeout (TimedOut)
+                    allowed = network_retries(endpoint, exc)
+                    if failures >= allowed:
+                        raise
+                    failures += 1
+                    uncertain = uncertain or not never_sent(exc)
+                    self.network_retries += 1
+                    log.warning(
+                        "%s failed on the way (%s); trying again (%d of %d)", endpoint, type(exc).__name__,
+                        failures, allowed,
+                    )  # fmt: skip
+                    await asyncio.sleep(NETWORK_RETRY_S * 2 ** (failures - 1))
         finally:
             self.in_flight -= 1
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import re
 import socket
 import time
@@ -32,7 +33,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TOKEN = "123456789:TEST-token_abcdefghijklmnopqrstuvwxyz0123"
@@ -147,6 +148,12 @@ def check_markup(markup: Any) -> None:
                 raise ApiError(400, "Bad Request: a button needs exactly one action")
 
 
+async def _drop_connection() -> AsyncIterator[bytes]:
+    """A body that breaks off: the server closes the connection before any answer (a dropped connection)."""
+    raise ConnectionResetError("the fake Bot API drops this connection")
+    yield b""  # pragma: no cover - makes this a generator
+
+
 @dataclass
 class Call:
     method: str
@@ -194,6 +201,12 @@ class FakeTelegram:
         self.webhook_connections = 8  # updates POSTed at once (Telegram's max_connections: 40 by default)
         self.deliveries: list[tuple[int, int | str]] = []  # (update_id, HTTP status or error) of every POST
         self.polls = 0  # getUpdates calls (not kept in ``calls``: a long poll every few seconds)
+        # A network that misbehaves: for sends, edits and answers, the share that gets a 502, a connection dropped
+        # before the request is handled, and an answer held past the client's timeout (the request *was* handled).
+        self.chaos: tuple[float, float, float] | None = None
+        self.hang_s = 6.0  # python-telegram-bot reads for 5 s
+        self.chaos_seen: list[tuple[str, str]] = []  # (method, "502" | "drop" | "timeout")
+        self._rng = random.Random(20261204)
 
     # ------------------------------------------------------------- server life
     @contextlib.asynccontextmanager
@@ -252,11 +265,38 @@ class FakeTelegram:
         self.webhook_error = (int(time.time()), f"Wrong response from the webhook: {response.status_code}")
         return False
 
-    async def _endpoint(self, request: Request) -> JSONResponse:
+    async def _endpoint(self, request: Request) -> Response:
         method = request.path_params["method"]
         if request.path_params["token"] != TOKEN:
             return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, status_code=401)
         params = await self._params(request)
+        trouble = self._trouble(method)
+        if trouble == "502":
+            return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status_code=502)
+        if trouble == "drop":
+            return StreamingResponse(_drop_connection(), media_type="application/json")
+        if trouble == "timeout":
+            answer = await self._answer(method, params)
+            await asyncio.sleep(self.hang_s)
+            return answer
+        return await self._answer(method, params)
+
+    def _trouble(self, method: str) -> str | None:
+        if self.chaos is None or not method.lower().startswith(("send", "edit", "answer")):
+            return None
+        draw, (bad_gateway, dropped, timed_out) = self._rng.random(), self.chaos
+        trouble = None
+        if draw < bad_gateway:
+            trouble = "502"
+        elif draw < bad_gateway + dropped:
+            trouble = "drop"
+        elif draw < bad_gateway + dropped + timed_out:
+            trouble = "timeout"
+        if trouble:
+            self.chaos_seen.append((method, trouble))
+        return trouble
+
+    async def _answer(self, method: str, params: dict[str, Any]) -> JSONResponse:
         handler = getattr(self, f"api_{method.lower()}", None)
         try:
             if handler is None:
