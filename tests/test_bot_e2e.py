@@ -949,3 +949,27 @@ async def test_compare_names_a_model_that_cannot_load_and_answers_with_the_other
 
 def said(fake: FakeTelegram, chat_id: int, phrase: str) -> bool:
     return any(phrase in parse_html(c.params["text"]) for c in fake.sent("sendMessage", chat_id))
+
+
+async def test_buttons_find_their_sentence_without_reply_to_message_even_after_a_restart(
+    fake: FakeTelegram, settings
+) -> None:
+    """Telegram may leave ``reply_to_message`` out of a press (an answer older than 48 hours, a reply to the latest
+    message): the buttons find the sentence by the answer's own chat and message id, logged with the answer,
+    in this run and the next."""
+    ava = fake.user(731)
+    async with running_bot(settings, fake) as repo:
+        await fake.send_text(ava, "Paris is the [MASK] of France.")
+        await replies(fake, 731)
+        answer = dict(_bot_messages(fake, 731)[-1])
+        answer.pop("reply_to_message")
+        await eventually(lambda: _kinds_of(repo, 731, "prediction"))  # the answer is in the log
+        await fake.press(ava, answer, "chart")
+        await fake.wait_for(lambda f: bool(f.sent("sendPhoto", 731)), timeout=30)
+    async with running_bot(settings, fake):  # another process: nothing of the last one in memory
+        await fake.press(ava, answer, "more")
+        await fake.wait_for(lambda f: bool(f.sent("editMessageText", 731)), timeout=30)
+    edited = parse_html(fake.sent("editMessageText", 731)[0].params["text"])
+    assert "Paris is the" in edited and not any(
+        "can't find the sentence" in parse_html(c.params["text"]) for c in fake.sent("sendMessage", 731)
+    )

@@ -87,7 +87,7 @@ async def test_migrations_from_an_empty_database(database_url: str) -> None:
     )
     database = Database(database_url)
     async with database.engine.connect() as connection:
-        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0007"
+        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0008"
         columns = await connection.run_sync(
             lambda c: {col["name"] for col in sa.inspect(c).get_columns("interactions")}
         )

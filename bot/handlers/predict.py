@@ -63,10 +63,10 @@ async def experiment_button(update: Update, context: Context) -> None:
     answer = await ask_for_button(update, context, sentence, TOP_K, shown)
     if answer is None:
         return
-    await shown.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True, experiment=number))
+    sent = await shown.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True, experiment=number))
     await log_interaction(
         update, context, "prediction", trigger=f"try{number}", input_text=sentence, model_name=s.model.model_name,
-        predictions=answer.for_log(),
+        predictions=answer.for_log(), answer_message_id=sent.message_id,
     )  # fmt: skip
 
 
@@ -93,7 +93,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
             )
             return
         latency_ms = (time.perf_counter() - started) * 1000
-    await message.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True))
+    sent = await message.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True))
     await log_interaction(
         update,
         context,
@@ -102,6 +102,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
         model_name=s.model.model_name,
         predictions=answer.for_log(),
         latency_ms=latency_ms,
+        answer_message_id=sent.message_id,  # the answer's buttons find the sentence by it
     )
 
 
@@ -174,23 +175,36 @@ async def ask_for_button(update: Update, context: Context, sentence: str, top_k:
 
 async def sentence_under(update: Update, context: Context, shown: Message | None) -> str | None:
     """The sentence an answer belongs to: a ready sentence's when the button carries its number (``more:x1``),
-    else read back from the person's message the answer replies to (so buttons survive restarts); None, after
-    saying so, when it is gone or has no mask any more."""
+    else the one logged with this answer's own chat and message id (so buttons survive restarts, work from
+    another replica, and need nothing Telegram may leave out of the press), else read back from the person's
+    message the answer replies to (an answer the log does not know yet, or any more); None, after saying so,
+    when it is gone or has no mask any more."""
     s = context.bot_data.services
     number = _experiment_of(update.callback_query.data)
     if number is not None:
         experiments = s.renderer.experiments()
         sentence = experiments[number][1] if number < len(experiments) else None
     else:
+        sentence = await _logged_sentence(s, shown)
         original = shown.reply_to_message if shown else None
         command = original and original.text and original.text.startswith("/")
-        sentence = after_command(original) if command else None
+        sentence = sentence or (after_command(original) if command else None)
         sentence = sentence or (original.text if original else None)
     if shown is None or not sentence or not s.has_mask(sentence):
         await answer_query(update, context)
         await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
         return None
     return sentence
+
+
+async def _logged_sentence(s: BotServices, shown: Message | None) -> str | None:
+    if shown is None:
+        return None
+    try:
+        return await asyncio.wait_for(s.repo.interactions.sentence_of_answer(shown.chat_id, shown.message_id), 2.0)
+    except Exception as exc:  # slow or away: what Telegram sent with the press may still tell
+        log.warning("could not look up an answer's sentence now (%s)", type(exc).__name__)
+        return None
 
 
 def _experiment_of(data: str | None) -> int | None:

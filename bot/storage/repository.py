@@ -39,6 +39,7 @@ class InteractionEntry:
     latency_ms: float | None = None
     outcome: str = "ok"
     created_at: datetime | None = None  # now, unless given (imports, tests)
+    answer_message_id: int | None = None  # the bot's answer in chat_id this is about (its buttons look it up)
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,18 @@ class Interactions:
             latency_percentiles=latency,
         )
 
+    async def sentence_of_answer(self, chat_id: int, message_id: int) -> str | None:
+        """The sentence the bot's answer ``message_id`` in ``chat_id`` was for (None: unknown, forgotten, or its
+        text removed by retention)."""
+        query = (
+            select(Interaction.input_text)
+            .where(Interaction.chat_id == chat_id, Interaction.answer_message_id == message_id)
+            .order_by(Interaction.id.desc())
+            .limit(1)
+        )
+        async with self._db.sessions() as session:
+            return await session.scalar(query)
+
     async def redact_older_than(self, cutoff: datetime) -> int:
         """Retention: older interactions keep their counts and timings but lose the texts people typed
         and what the model answered to them."""
@@ -349,6 +362,7 @@ def _row(entry: InteractionEntry) -> Interaction:
         top_prediction=_top_word(entry.predictions),
         latency_ms=entry.latency_ms,
         outcome=entry.outcome,
+        answer_message_id=entry.answer_message_id,
         **({"created_at": entry.created_at} if entry.created_at else {}),
     )
 

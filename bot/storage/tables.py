@@ -55,6 +55,7 @@ class Interaction(Base):
         Index("ix_interactions_created_at", "created_at"),
         Index("ix_interactions_kind", "kind"),
         Index("ix_interactions_kind_created_at", "kind", "created_at"),
+        Index("ix_interactions_answer", "chat_id", "answer_message_id"),
     )
 
     # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
@@ -73,6 +74,9 @@ class Interaction(Base):
     top_prediction: Mapped[str | None] = mapped_column(String(100))
     latency_ms: Mapped[float | None] = mapped_column(Float)
     outcome: Mapped[str] = mapped_column(String(32), default="ok")
+    # The bot's answer (a message in chat_id) this row is about: its buttons find their sentence here, whatever
+    # Telegram sends with the press (it may leave out reply_to_message), after a restart and on another replica.
+    answer_message_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CommentTrigger(Base):
