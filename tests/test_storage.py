@@ -59,6 +59,9 @@ async def repo(database_url: str) -> Repository:
     await database.close()
 
 
+CI_POSTGRES = Path(__file__).resolve().parents[1] / ".ci" / "postgres"  # `restart`: the server this run started
+
+
 def entry(i: int, kind: str = "prediction", **fields: object) -> InteractionEntry:
     values: dict = {
         "user": UserInfo(1000 + i % 37, f"user{i % 37}", "en"),
@@ -367,3 +370,48 @@ def test_percentile_is_nearest_rank() -> None:
     assert nearest_rank(100, 95) == 95
     assert nearest_rank(3, 50) == 2
     assert nearest_rank(4, 50) == 2 and nearest_rank(4, 95) == 4
+
+
+async def test_postgresql_restarted_in_the_middle_of_a_burst_loses_nothing(repo: Repository, database_url: str) -> None:
+    """A real PostgreSQL goes down (a fast stop: connections cut, "shutting down", then "starting up") and comes
+    back while the writer has 600 writes to make: every one is written, none twice."""
+    import subprocess
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL restart")
+    writer = InteractionWriter(repo.interactions.log_many, batch_size=5, retry_delay=0.05, max_retry_delay=0.5)
+    await writer.start()
+    restarting = asyncio.create_task(
+        asyncio.to_thread(subprocess.run, [str(CI_POSTGRES), "restart"], capture_output=True, timeout=60)
+    )
+    for i in range(600):  # a burst that goes on while the server goes down and comes back
+        await writer.log(entry(i))
+        await asyncio.sleep(0.003)
+    done = await restarting
+    assert done.returncode == 0, done.stderr
+    assert await writer.flush(timeout=60), "the writes wait for the database, then go through"
+    await writer.close()
+    rows = await repo.interactions.all()
+    assert sorted(int(r.latency_ms) for r in rows) == list(range(600))
+    assert writer.retries > 0 and writer.dead_letters == 0, "the restart was met, and retried, not refused"
+
+
+async def test_a_hung_statement_on_postgresql_times_out_and_counts_as_transient(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg waits forever by default: one hung connection would freeze the writer and polling. The engine sets
+    a command timeout (and a pool timeout), and what it raises is retried, not dead-lettered."""
+    from bot.storage import database as database_module
+    from bot.storage.writer import is_transient
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("asyncpg's command timeout")
+    monkeypatch.setattr(database_module, "COMMAND_TIMEOUT_S", 0.5)
+    database = Database(database_url)
+    started = time.monotonic()
+    with pytest.raises(Exception) as hung:
+        async with database.engine.connect() as connection:
+            await connection.execute(sa.text("SELECT pg_sleep(5)"))
+    await database.close()
+    assert time.monotonic() - started < 4 and is_transient(hung.value), repr(hung.value)
+    assert database.engine.pool.timeout() == database_module.POOL_TIMEOUT_S

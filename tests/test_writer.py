@@ -55,6 +55,37 @@ async def test_a_refused_write_is_dead_lettered_and_the_rest_are_written(
     await writer.close()
 
 
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [
+        ("08006", True),  # connection failure
+        ("40P01", True),  # deadlock detected
+        ("40001", True),  # serialization failure
+        ("53300", True),  # too many connections
+        ("57P03", True),  # the database system is starting up
+        ("57014", True),  # query canceled (a statement or command timeout)
+        ("25006", True),  # read-only transaction: a replica after a failover
+        ("23505", False),  # unique violation: the data's fault
+        ("22001", False),  # value too long
+        ("42P01", False),  # undefined table: a bug, not a blip
+    ],
+)
+def test_postgresql_errors_are_transient_by_their_sqlstate(code: str, transient: bool) -> None:
+    from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+
+    class AsyncpgError(Exception):  # what SQLAlchemy's asyncpg adapter puts in .orig: it carries .sqlstate
+        sqlstate = code
+
+    for wrapper in (DBAPIError, IntegrityError, ProgrammingError):
+        assert is_transient(wrapper("INSERT ...", {}, AsyncpgError("x"))) is transient, (code, wrapper)
+
+
+def test_a_pool_timeout_is_transient() -> None:
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    assert is_transient(PoolTimeout("QueuePool limit of size 5 overflow 10 reached"))
+
+
 def test_only_transient_errors_are_retried() -> None:
     from sqlalchemy.exc import DataError, IntegrityError, OperationalError, StatementError
 

@@ -36,10 +36,18 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
+COMMAND_TIMEOUT_S = 30.0  # one statement on PostgreSQL, at most: a hung connection must not freeze the writer
+POOL_TIMEOUT_S = 10.0  # waiting for a free connection, at most
+
+
 def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     _ensure_sqlite_folder(url)
+    options: dict = {}
+    if make_url(url).get_backend_name() == "postgresql":
+        options["connect_args"] = {"command_timeout": COMMAND_TIMEOUT_S}  # asyncpg has none by default
+        options["pool_timeout"] = POOL_TIMEOUT_S
     # hide_parameters: an error's text (logged, dead-lettered) never carries the values people sent.
-    engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+    engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **options)
     if engine.dialect.name == "sqlite":
 
         def pragmas(dbapi_connection, connection_record) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from cachetools import TTLCache
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from bot.storage.dead_letters import DeadLetters, dead_letter_path_for
@@ -51,13 +52,34 @@ class Forgotten(enum.Enum):
     FAILED = "failed"  # the database refused the deletion: nothing was deleted, the person may try again
 
 
+# PostgreSQL's SQLSTATE classes that say "not now" rather than "not this": 08 connection exceptions, 40
+# transaction rollback (deadlock, serialization failure), 53 insufficient resources (too many connections, disk
+# full), 57 operator intervention (starting up, shutting down, a statement or command timeout); and 25006, a
+# read-only transaction (a replica during a failover).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+TRANSIENT_SQLSTATES = frozenset({"25006"})
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a database error (asyncpg's, through SQLAlchemy's wrapper), if it has one."""
+    for candidate in (getattr(exc, "orig", None), exc):
+        code = getattr(candidate, "sqlstate", None)
+        if isinstance(code, str) and len(code) == 5:
+            return code
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: the database is busy or away, not refusing this data. OperationalError covers SQLite's
-    "database is locked" and lost server connections; IntegrityError, DataError, ProgrammingError and
+    """Worth retrying: the database is busy or away, not refusing this data. PostgreSQL's errors go by their
+    SQLSTATE (above); otherwise OperationalError covers SQLite's "database is locked" and lost server
+    connections, and a pool or command timeout is transient too; IntegrityError, DataError, ProgrammingError and
     values the driver cannot convert (StatementError) are the data's fault and never pass on a retry."""
-    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, TimeoutError)):
+    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, TimeoutError, SQLAlchemyTimeoutError)):
         return True
     if isinstance(exc, DBAPIError):
+        code = sqlstate(exc)
+        if code is not None:
+            return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
         return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
     return False
 
