@@ -24,7 +24,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.helpers import mention_html
 
 from bot.render import Renderer
-from bot.storage.repository import InteractionEntry, OwedReply, UserInfo
+from bot.storage.repository import InteractionEntry, OutboxSent, OwedReply, UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Commenter:
     name: str | None  # None for a comment sent as a channel: no one to mention
     user_id: int | None
     entry: InteractionEntry  # logged once the reply is out
+    outbox_id: int | None = None  # the outbox row that keeps the reply owed until Telegram took it
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,14 @@ class CommentReplies:
     def __init__(
         self,
         renderer: Renderer,
-        log_interaction: Callable[[InteractionEntry], Awaitable[None]],
+        log_interaction: Callable[[InteractionEntry | OutboxSent], Awaitable[None]],
         *,
         gather_seconds: float = 1.0,
+        remove_owed: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
     ) -> None:
         self._renderer = renderer
         self._log = log_interaction
+        self._remove_owed = remove_owed
         self.gather_seconds = gather_seconds
         self._bot: Bot | None = None
         self._pending: dict[tuple[int, int], list[Commenter]] = {}
@@ -79,6 +82,17 @@ class CommentReplies:
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._serve(key), name=f"comment-replies-{chat_id}-{thread}")
 
+    async def _sent(self, outbox_ids: tuple[int, ...]) -> None:
+        """The outbox rows of replies Telegram took: deleted now (the window in which a kill sends a reply twice
+        is this one statement); if the database cannot right now, through the writer, which retries."""
+        if self._remove_owed is not None:
+            try:
+                await self._remove_owed(outbox_ids)
+                return
+            except Exception as exc:
+                log.warning("could not remove %d sent replies from the outbox now (%s)", len(outbox_ids), exc)
+        await self._log(OutboxSent(outbox_ids, datetime.now(timezone.utc)))
+
     def forget(self, user_id: int) -> None:
         """/forget: a reply still waiting no longer names them (the others under the post still get it)."""
         for waiting in self._pending.values():
@@ -87,7 +101,8 @@ class CommentReplies:
     async def close(self, timeout: float = 30.0) -> list[Unsent]:
         """Send what is waiting without the gathering pause, for at most ``timeout`` seconds (Telegram allows
         about 20 messages a minute per group: a backlog can take minutes), then stop. Returns the replies not
-        sent by then (those being sent at that moment too: at least once), for the next start to send."""
+        sent by then (those being sent at that moment too: at least once) that have no outbox row yet (owed while
+        the database was away), for the next start to send; the others' rows are in the outbox already."""
         self.gather_seconds = 0
         tasks = list(self._tasks.values())
         if not tasks:
@@ -97,6 +112,7 @@ class CommentReplies:
             Unsent(key[0], key[1], commenter, self._keyboards[key])
             for key in list(self._tasks)
             for commenter in self._sending.get(key, []) + self._pending.get(key, [])
+            if commenter.outbox_id is None
         ]
         for task in pending:
             task.cancel()
@@ -165,6 +181,9 @@ class CommentReplies:
             outcome = "thread_gone"
         for commenter in batch:
             await self._log(replace(commenter.entry, outcome=outcome))
+        owed_rows = tuple(c.outbox_id for c in batch if c.outbox_id is not None)
+        if owed_rows:  # done with (sent, or refused for good): at once, so a kill now sends it again rarely
+            await self._sent(owed_rows)
         return True
 
 
@@ -182,11 +201,11 @@ def owed(unsent: Unsent) -> OwedReply:
     return OwedReply(unsent.chat_id, unsent.thread, c.user_id, json.dumps(payload), datetime.now(timezone.utc))
 
 
-def restore(replies: CommentReplies, chat_id: int, thread: int, payload: str) -> None:
-    """Queue a reply owed from the last run."""
+def restore(replies: CommentReplies, chat_id: int, thread: int, payload: str, outbox_id: int | None = None) -> None:
+    """Queue a reply owed from the last run (its outbox row goes once it is sent)."""
     data = json.loads(payload)
     entry = data["entry"]
     entry["user"] = UserInfo(**entry["user"]) if entry.get("user") else None
     entry["created_at"] = datetime.fromisoformat(entry["created_at"]) if entry.get("created_at") else None
-    commenter = Commenter(data["message_id"], data["name"], data["user_id"], InteractionEntry(**entry))
+    commenter = Commenter(data["message_id"], data["name"], data["user_id"], InteractionEntry(**entry), outbox_id)
     replies.add(chat_id, thread, commenter, InlineKeyboardMarkup.de_json(data["keyboard"], None))

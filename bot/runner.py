@@ -105,7 +105,7 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
         functools.partial(write_all, database), dead_letter_path=dead_letter_path_for(settings.database_url)
     )
     renderer = Renderer(default_language=settings.default_language)
-    comment_replies = CommentReplies(renderer, writer.log)
+    comment_replies = CommentReplies(renderer, writer.log, remove_owed=repo.outbox.remove)
     metrics = BotMetrics()
     metrics.watch_writer(writer)
     services = BotServices(
@@ -177,8 +177,8 @@ async def _run(
             await register_commands(application, services)
             await application.start()
             schedule_jobs(application)
-            for row in await repo.outbox.take_all():  # replies owed since the last run
-                restore(comment_replies, row.chat_id, row.thread, row.payload)
+            for row in await repo.outbox.pending():  # replies owed since the last run
+                restore(comment_replies, row.chat_id, row.thread, row.payload, row.id)
             if webhook is not None:
                 webhook.accepting = True  # from now on handed on as they come; the replay skips those
             # The live set: updates the endpoint hands on while the replay runs are skipped by it (a copy taken

@@ -311,3 +311,38 @@ async def test_sigterm_during_a_group_backlog_exits_in_budget_and_the_backlog_fo
             await asyncio.wait_for(process.communicate(), 60)
     named = "".join(c.params["text"] for c in fake.sent("sendMessage", GROUP["id"]))
     assert all(f"tg://user?id={u['id']}" in named for u in commenters), "every commenter got their reply"
+
+
+async def test_kill_9_while_comment_replies_wait_loses_none_and_doubles_none(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    """30 keyword comments under 30 posts of one group: the group's allowance (about 20 messages a minute) holds
+    replies back. The bot is killed (SIGKILL: no shutdown of any kind) while they wait; after the restart every
+    commenter is named, and none more than once beyond the one reply that may have been in flight."""
+    from tests.test_bot_e2e import GROUP, automatic_forward, comment
+
+    env = bot_process_env(fake, bert_dir, tmp_path / "bot.sqlite3", LOG_LEVEL="WARNING")
+    commenters = [fake.user(4100 + i, f"Fan{i}") for i in range(30)]
+    fake.never_started.update(u["id"] for u in commenters)
+    process = await start_bot_process(fake, env, tmp_path)
+    try:
+        for i, user in enumerate(commenters):
+            await comment(fake, user, await automatic_forward(fake, post_id=700 + i), "MLM")
+        # The group's burst goes out at once, then a reply every 3 s: the kill comes between two of those.
+        await fake.wait_for(lambda f: len(f.sent("sendMessage", GROUP["id"])) >= 21, timeout=60)
+        await asyncio.sleep(1.0)
+        process.kill()
+        await asyncio.wait_for(process.communicate(), 30)
+        sent_before = len(fake.sent("sendMessage", GROUP["id"]))
+        assert sent_before < len(commenters), "replies must still be waiting when the bot dies"
+        process = await start_bot_process(fake, env, tmp_path)
+        await fake.wait_for(lambda f: len(f.sent("sendMessage", GROUP["id"])) >= len(commenters), timeout=120)
+        await fake.settle(3.5)  # a reply every 3 s at the group's pace: nothing more comes
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.communicate(), 60)
+    named = [c.params["text"] for c in fake.sent("sendMessage", GROUP["id"])]
+    counts = [sum(f"tg://user?id={u['id']}" in text for text in named) for u in commenters]
+    assert all(count >= 1 for count in counts), "every commenter got their reply"
+    assert sum(count > 1 for count in counts) <= 1, "at most the one reply in flight at the kill went twice"

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 
 from telegram import Message, MessageOriginChannel, ReactionTypeEmoji, Update
 from telegram.error import Forbidden, TelegramError
 
-from bot.comment_replies import Commenter
+from bot.comment_replies import Commenter, Unsent, owed
 from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, send_guide, started_at
 from bot.payloads import post_payload
-from bot.storage.repository import CommentClaimed, UserUnreachable
+from bot.storage.repository import CommentClaimed, OwedReply, UserUnreachable
 from bot.storage.writer import is_transient
 from bot.triggers import detect_trigger
 
@@ -62,52 +63,70 @@ async def keyword_comment(update: Update, context: Context) -> None:
     user = message.from_user
     as_channel = message.sender_chat is not None or user is None or user.id in SERVICE_USER_IDS
     actor = message.sender_chat.id if message.sender_chat else user.id
-    if not await _claim(update, context, post_key, actor):
-        return  # once per person per post: no second public reply
     trigger = f"{keyword} on {channel_post[0]}:{channel_post[1]}" if channel_post else keyword
+    button = s.renderer.text("button_get_guide", language=s.renderer.default_language)  # a public reply
+    keyboard = open_bot_keyboard(context.bot.username, post_payload(message.chat_id, root), button)
+    commenter = Commenter(
+        message_id=message.message_id,
+        name=None if as_channel else user.first_name,
+        user_id=None if as_channel else user.id,
+        entry=entry(update, "comment", trigger=trigger, input_text=message.text),
+    )
+    public = as_channel or not await _may_dm(context, user.id)
+    # A public reply waits for the group's allowance (minutes, under a viral post): it is an outbox row from the
+    # moment it is owed, written with the claim in one transaction, so a kill at any point loses none.
+    owed_row = owed(Unsent(message.chat_id, root, commenter, keyboard)) if public else None
+    claimed, outbox_id = await _claim(update, context, post_key, actor, owed_row)
+    if not claimed:
+        return  # once per person per post: no second public reply
 
-    if not as_channel and await _may_dm(context, user.id):
+    if not public:
         try:
             await send_guide(context, user.id)
         except Forbidden as exc:
             blocked = "blocked" in str(exc).lower()
             await s.log(UserUnreachable(user.id, blocked, started_at(update)))
+            outbox_id = await _owe(context, owed(Unsent(message.chat_id, root, commenter, keyboard)))
         else:
             with contextlib.suppress(TelegramError):  # reactions may be off in this group
                 await message.set_reaction(ReactionTypeEmoji("👍"))
             await log_interaction(update, context, "comment", trigger=trigger, input_text=message.text, outcome="dm")
             return
 
-    button = s.renderer.text("button_get_guide", language=s.renderer.default_language)  # a public reply
-    s.comment_replies.add(
-        message.chat_id,
-        root,
-        Commenter(
-            message_id=message.message_id,
-            name=None if as_channel else user.first_name,
-            user_id=None if as_channel else user.id,
-            entry=entry(update, "comment", trigger=trigger, input_text=message.text),
-        ),
-        open_bot_keyboard(context.bot.username, post_payload(message.chat_id, root), button),
-    )
+    s.comment_replies.add(message.chat_id, root, replace(commenter, outbox_id=outbox_id), keyboard)
 
 
-async def _claim(update: Update, context: Context, post_key: str, actor: int) -> bool:
-    """The once-per-post rule: the database's unique constraint decides. While the database is locked or away,
-    this process remembers the claim and the writer records it later: the comment is still answered, once."""
+async def _claim(
+    update: Update, context: Context, post_key: str, actor: int, owed_row: OwedReply | None
+) -> tuple[bool, int | None]:
+    """The once-per-post rule: the database's unique constraint decides; with the claim, the public reply it owes
+    (its outbox row's id comes back). While the database is locked or away, this process remembers the claim and
+    the writer records it later: the comment is still answered, once (its reply kept in memory meanwhile)."""
     s = context.bot_data.services
     if (post_key, actor) in s.claims_in_memory:
-        return False
+        return False, None
     try:
-        return await s.repo.comments.claim(post_key, actor)
+        outbox_id = await s.repo.comments.claim_and_owe(post_key, actor, owed_row)
+        return outbox_id is not None, (outbox_id or None)
     except Exception as exc:
         if not is_transient(exc):
             raise
         log.warning("could not record a comment claim now (%s); answering and recording it later", type(exc).__name__)
         if not s.claim_in_memory(post_key, actor):
-            return False
+            return False, None
         await s.log(CommentClaimed(post_key, actor, started_at(update)))
-        return True
+        return True, None
+
+
+async def _owe(context: Context, owed_row: OwedReply) -> int | None:
+    """The outbox row of a reply owed after all (the DM was refused); None (kept in memory) if the database is
+    away now."""
+    try:
+        return await context.bot_data.services.repo.outbox.add(owed_row)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        return None
 
 
 async def _may_dm(context: Context, user_id: int) -> bool:

@@ -88,6 +88,14 @@ class OwedReply:
 
 
 @dataclass(frozen=True)
+class OutboxSent:
+    """Telegram took these owed replies (or refused them for good): their outbox rows go."""
+
+    outbox_ids: tuple[int, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class LanguageChosen:
     """The user chose the language of the bot's messages (/language or a language button)."""
 
@@ -106,7 +114,15 @@ class Forget:
 
 # What the background writer writes, in the order it was handed over.
 Write = (
-    InteractionEntry | UserStarted | UserUnreachable | CommentClaimed | UpdateDone | OwedReply | LanguageChosen | Forget
+    InteractionEntry
+    | UserStarted
+    | UserUnreachable
+    | CommentClaimed
+    | UpdateDone
+    | OwedReply
+    | OutboxSent
+    | LanguageChosen
+    | Forget
 )
 
 
@@ -115,7 +131,7 @@ def write_user_id(op: Write) -> int | None:
         return op.user.id if op.user is not None else None
     if isinstance(op, (UserStarted, LanguageChosen)):
         return op.user.id
-    if isinstance(op, UpdateDone):
+    if isinstance(op, (UpdateDone, OutboxSent)):
         return None
     return op.user_id
 
@@ -206,7 +222,9 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
                 chosen = update(User).where(User.id == op.user.id).values(chosen_language=op.language)
                 await session.execute(chosen)
             elif isinstance(op, OwedReply):
-                session.add(OutboxReply(chat_id=op.chat_id, thread=op.thread, user_id=op.user_id, payload=op.payload))
+                session.add(_outbox_row(op))
+            elif isinstance(op, OutboxSent):
+                await session.execute(delete(OutboxReply).where(OutboxReply.id.in_(list(op.outbox_ids))))
             elif isinstance(op, Forget):
                 await session.flush()
                 await _forget(session, op.user_id)
@@ -388,6 +406,21 @@ class Comments:
             return False
         return True
 
+    async def claim_and_owe(self, post_key: str, user_id: int, owed: OwedReply | None) -> int | None:
+        """``claim`` and, in the same transaction, the public reply it owes as an outbox row: None if it was
+        claimed already; else the row's id (0 with nothing owed)."""
+        try:
+            async with self._db.sessions.begin() as session:
+                session.add(CommentTrigger(post_key=post_key, user_id=user_id))
+                if owed is None:
+                    return 0
+                row = _outbox_row(owed)
+                session.add(row)
+                await session.flush()
+                return row.id
+        except IntegrityError:
+            return None
+
     async def delete_older_than(self, cutoff: datetime) -> int:
         async with self._db.sessions.begin() as session:
             result = await session.execute(delete(CommentTrigger).where(CommentTrigger.handled_at < cutoff))
@@ -461,17 +494,31 @@ class Inbox:
             return int(result.rowcount or 0)
 
 
+def _outbox_row(owed: OwedReply) -> OutboxReply:
+    return OutboxReply(chat_id=owed.chat_id, thread=owed.thread, user_id=owed.user_id, payload=owed.payload)
+
+
 class Outbox:
+    """Public replies owed to groups: a row from the moment a reply is owed until Telegram has taken it."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def take_all(self) -> list[OutboxReply]:
-        """The replies owed from the last run, oldest first, removed from the table (the caller sends them)."""
+    async def add(self, owed: OwedReply) -> int:
         async with self._db.sessions.begin() as session:
-            rows = list((await session.scalars(select(OutboxReply).order_by(OutboxReply.id))).all())
-            if rows:
-                await session.execute(delete(OutboxReply).where(OutboxReply.id.in_([r.id for r in rows])))
-            return rows
+            row = _outbox_row(owed)
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def remove(self, outbox_ids: Sequence[int]) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(delete(OutboxReply).where(OutboxReply.id.in_(list(outbox_ids))))
+
+    async def pending(self) -> list[OutboxReply]:
+        """The replies owed, oldest first (each row leaves once its reply is sent: ``OutboxSent``)."""
+        async with self._db.sessions() as session:
+            return list((await session.scalars(select(OutboxReply).order_by(OutboxReply.id))).all())
 
 
 class Repository:
