@@ -7,10 +7,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import signal
+import threading
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from telegram import Update
@@ -164,7 +170,11 @@ async def _run(
             await register_webhook(application, webhook)
         if not settings.model_worker_url:
             log.info("loading the model %s ...", settings.model_name)
-        await model.start()  # the remote client logs "using the model worker at URL" itself
+        # the remote client logs "using the model worker at URL" itself
+        if not await _unless_stopped(model.start(), stop):
+            log.info("stopped while the model was loading")
+            await application.shutdown()
+            return
     except BaseException:
         await application.shutdown()
         raise
@@ -218,19 +228,63 @@ async def _run(
             for unsent in await comment_replies.close(timeout=max(0.0, deadline - loop.time() - 2)):
                 await writer.log(owed(unsent))
     finally:
-        await writer.close(timeout=max(1.0, deadline - loop.time()))  # flush the interaction log
+        await writer.close(timeout=max(1.0, deadline - loop.time() - 1))  # flush the interaction log
         log.info("interaction log flushed (%d written)", writer.written)
-        await model.close()
-        if services.lineup is not None:
-            await services.lineup.close()
+        # The model and /compare's models, within what is left of the budget (a batch still running on them is
+        # not waited for past it).
+        closing = [model.close()] + ([services.lineup.close()] if services.lineup is not None else [])
+        for close in closing:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(close, max(0.5, deadline - loop.time()))
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, Any], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first (True if it finished). A stop while the model loads (minutes,
+    the first time: a download) must not wait for the load: the load is cancelled (its thread, if any, is left
+    to the exit's bound in ``run``)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    return False
 
 
 def run(settings: BotSettings) -> None:
+    """``mlm-bot run``: serve until SIGINT or SIGTERM, then end within SHUTDOWN_BUDGET_S of the signal. Work
+    left in threads by then (a model still loading, a chart being drawn) is not waited for: after everything
+    owed is written, the process exits without it."""
+    stopped_at: list[float] = []
+    served = threading.Event()  # serve() has returned: everything owed is written
+
+    def watchdog() -> None:
+        """The budget, whatever holds the exit up: threads of the default executor (which ``asyncio`` and the
+        interpreter both wait for at exit), or a step that overran."""
+        time.sleep(settings.shutdown_budget_s)
+        log.warning(
+            "still running %.0f s after the stop (work left in threads?): exiting now", time.monotonic() - stopped_at[0]
+        )
+        logging.shutdown()
+        os._exit(0 if served.is_set() else 1)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if not stopped_at:
+                stopped_at.append(time.monotonic())
+                threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await serve(settings, stop)
+        served.set()
 
     asyncio.run(main())

@@ -346,3 +346,45 @@ async def test_kill_9_while_comment_replies_wait_loses_none_and_doubles_none(
     counts = [sum(f"tg://user?id={u['id']}" in text for text in named) for u in commenters]
     assert all(count >= 1 for count in counts), "every commenter got their reply"
     assert sum(count > 1 for count in counts) <= 1, "at most the one reply in flight at the kill went twice"
+
+
+SLOW_LOAD = """
+import asyncio, time
+from bot import runner
+from bot.settings import load_settings
+from models.client import LocalFillMask
+
+class SlowLoad(LocalFillMask):
+    async def start(self):
+        await asyncio.to_thread(time.sleep, 120)  # the first start downloads the model: minutes
+
+runner.create_fill_mask_service = SlowLoad
+runner.run(load_settings())
+"""
+
+
+async def test_sigterm_while_the_model_loads_ends_within_the_budget(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    """The stop does not wait for a model still loading (a thread nobody can interrupt): the process ends within
+    SHUTDOWN_BUDGET_S of the signal, with exit 0."""
+    import sys
+
+    env = bot_process_env(fake, bert_dir, tmp_path / "bot.sqlite3", SHUTDOWN_BUDGET_S="3")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SLOW_LOAD, env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await fake.wait_for(lambda f: bool(f.sent("getMe")), timeout=60)  # the token is checked: loading now
+        await asyncio.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        stopped = asyncio.get_running_loop().time()
+        output = (await asyncio.wait_for(process.communicate(), 30))[0].decode()
+        took = asyncio.get_running_loop().time() - stopped
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+    assert process.returncode == 0, output[-2000:]
+    assert took < 3 + 1, f"{took:.1f} s after SIGTERM, over the 3 s budget"
