@@ -57,3 +57,16 @@ def test_packed_weights_compares_plain_and_packed_layers_in_one_run(tmp_path: Pa
         assert r["plain_ms"] > 0 and r["packed_ms"] > 0
         assert r["x_plain"] == pytest.approx(r["plain_ms"] / r["packed_ms"])
     assert data["max_probability_diff"] < 1e-4
+
+
+def test_soak_samples_the_bots_memory_as_updates_go_by(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/soak.py", "--updates", "200", "--every", "100", "--json-out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = json.loads(out.read_text())
+    assert [s["updates"] for s in samples] == [0, 100, 200]
+    assert all(s["rss_mib"] > 50 for s in samples), "the bot process's RSS, not this one's"
+    assert "growth after" in done.stdout

@@ -144,3 +144,23 @@ def test_worker_and_bot_take_the_setting_from_the_environment(
         gc.unfreeze()  # load_engine freezes the heap for a worker's lifetime; this process goes on testing
     assert (engine.packed_layers > 0) is packed
     engine.model_thread.shutdown()
+
+
+def test_the_packed_layers_run_a_few_dozen_shapes_whatever_the_batches() -> None:
+    """oneDNN keeps a primitive (and its memory) for every shape it runs: the rows of each product are rounded up
+    to a few dozen sizes, so a bot that sees every batch shape does not grow with them (benchmarks/soak.py)."""
+    from models.packed_linear import bucket_rows
+
+    sizes = {bucket_rows(rows) for rows in range(1, 32 * 128 + 1)}  # up to 32 sentences of 128 tokens
+    assert len(sizes) <= 64
+    assert all(rows <= bucket_rows(rows) <= rows + max(15, rows // 8) for rows in range(1, 32 * 128 + 1))
+
+
+def test_padded_rows_change_no_row_of_the_result() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(32, 48)
+    packed = PackedLinear(linear)
+    for shape in [(1, 1, 32), (3, 7, 32), (5, 29, 32), (130, 32)]:  # rows 1, 21, 145, 130: all padded
+        x = torch.randn(*shape)
+        assert packed(x).shape == (*shape[:-1], 48)
+        torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
