@@ -193,7 +193,7 @@ async def _run(
                 webhook.accepting = True  # from now on handed on as they come; the replay skips those
             # The live set: updates the endpoint hands on while the replay runs are skipped by it (a copy taken
             # here, empty, would let them be handled twice).
-            skip = webhook.handed_on if webhook is not None and webhook.handed_on is not None else set()
+            skip = webhook.handed_on if webhook is not None else set()
             await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=skip)
             if webhook is not None:
                 webhook.handed_on = None

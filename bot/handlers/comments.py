@@ -75,8 +75,8 @@ async def keyword_comment(update: Update, context: Context) -> None:
     public = as_channel or not await _may_dm(context, user.id)
     # A public reply waits for the group's allowance (minutes, under a viral post): it is an outbox row from the
     # moment it is owed, written with the claim in one transaction, so a kill at any point loses none.
-    owed_row = owed(Unsent(message.chat_id, root, commenter, keyboard)) if public else None
-    claimed, outbox_id = await _claim(update, context, post_key, actor, owed_row)
+    owed_row = owed(Unsent(message.chat_id, root, commenter, keyboard))
+    claimed, outbox_id = await _claim(update, context, post_key, actor, owed_row if public else None)
     if not claimed:
         return  # once per person per post: no second public reply
 
@@ -86,7 +86,7 @@ async def keyword_comment(update: Update, context: Context) -> None:
         except Forbidden as exc:
             blocked = "blocked" in str(exc).lower()
             await s.log(UserUnreachable(user.id, blocked, started_at(update)))
-            outbox_id = await _owe(context, owed(Unsent(message.chat_id, root, commenter, keyboard)))
+            outbox_id = await _owe(context, owed_row)
         else:
             with contextlib.suppress(TelegramError):  # reactions may be off in this group
                 await message.set_reaction(ReactionTypeEmoji("👍"))

@@ -161,7 +161,11 @@ class InteractionWriter:
         outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         number = self._handed_over + 1  # the number put() gives it (no await in between)
         self._forget_outcomes[number] = outcome
-        await self.put(Forget(user_id, now))
+        try:
+            await self.put(Forget(user_id, now))
+        except BaseException:
+            self._forget_outcomes.pop(number, None)
+            raise
         try:
             committed = await asyncio.wait_for(asyncio.shield(outcome), timeout)
         except asyncio.TimeoutError:
