@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+from cachetools import TTLCache
 from markupsafe import Markup
 from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
 from telegram.error import BadRequest, Forbidden, TelegramError
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_NAMES = 20  # per reply; more waiting commenters get the next one
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
+SETTLED_KEPT = 10_000  # outbox ids of replies sent lately, whose rows may take a moment to go
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class CommentReplies:
         self._keyboards: dict[tuple[int, int], InlineKeyboardMarkup] = {}
         self._tasks: dict[tuple[int, int], asyncio.Task] = {}
         self._sending: dict[tuple[int, int], list[Commenter]] = {}
+        # Sent (or dropped by /forget) while their outbox rows may still be there: not to be taken up again.
+        self._settled: TTLCache[int, None] = TTLCache(SETTLED_KEPT, ttl=3600)
 
     def start(self, bot: Bot) -> None:
         self._bot = bot
@@ -82,9 +86,16 @@ class CommentReplies:
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._serve(key), name=f"comment-replies-{chat_id}-{thread}")
 
+    def known_ids(self) -> set[int]:
+        """The outbox rows this process is sending or has sent: the active process takes up any others."""
+        queued = [*self._pending.values(), *self._sending.values()]
+        return {c.outbox_id for batch in queued for c in batch if c.outbox_id is not None} | set(self._settled)
+
     async def _sent(self, outbox_ids: tuple[int, ...]) -> None:
         """The outbox rows of replies Telegram took: deleted now (the window in which a kill sends a reply twice
         is this one statement); if the database cannot right now, through the writer, which retries."""
+        for outbox_id in outbox_ids:
+            self._settled[outbox_id] = None
         if self._remove_owed is not None:
             try:
                 await self._remove_owed(outbox_ids)
@@ -96,6 +107,9 @@ class CommentReplies:
     def forget(self, user_id: int) -> None:
         """/forget: a reply still waiting no longer names them (the others under the post still get it)."""
         for waiting in self._pending.values():
+            for c in waiting:
+                if c.user_id == user_id and c.outbox_id is not None:
+                    self._settled[c.outbox_id] = None  # its row goes with the rest of their data
             waiting[:] = [c for c in waiting if c.user_id != user_id]
 
     async def close(self, timeout: float = 30.0) -> list[Unsent]:

@@ -54,9 +54,13 @@ class InboxBot:
     with backoff (1 s, doubling to 30 s), one log line a try without the updates, instead of python-telegram-
     bot's CRITICAL traceback at every turn of a tight loop."""
 
-    def __init__(self, bot: Bot, inbox: Inbox, on_poll: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, bot: Bot, inbox: Inbox, on_poll: Callable[[], None] | None = None, handed_on: set[int] | None = None
+    ) -> None:
         self._bot = bot
         self._inbox = inbox
+        # Updates handed on and not finished, shared with the replay and hand_on_stored_elsewhere: once each.
+        self.handed_on: set[int] = handed_on if handed_on is not None else set()
         self._on_poll = on_poll  # told of every answer from Telegram (the health check: updates are flowing)
         self._next_offset = 0  # past every update stored (handed on or not)
         self._backoff = STORE_RETRY_FIRST_S
@@ -84,7 +88,10 @@ class InboxBot:
             return ()
         self._backoff = STORE_RETRY_FIRST_S
         self._next_offset = max(self._next_offset, max(u.update_id for u in updates) + 1)
-        return tuple(u for u in updates if u.update_id in new)
+        # Checked and marked with no wait between: an update another turn found meanwhile is not handed on twice.
+        fresh = tuple(u for u in updates if u.update_id in new and u.update_id not in self.handed_on)
+        self.handed_on.update(u.update_id for u in fresh)
+        return fresh
 
     async def _store(self, updates: tuple[Update, ...]) -> set[int]:
         return await self._inbox.store(
@@ -95,9 +102,11 @@ class InboxBot:
         )
 
 
-def install(application: Application, inbox: Inbox, on_poll: Callable[[], None] | None = None) -> None:
+def install(
+    application: Application, inbox: Inbox, on_poll: Callable[[], None] | None = None, handed_on: set[int] | None = None
+) -> None:
     """Give the application an Updater that polls through :class:`InboxBot`."""
-    bot = InboxBot(application.bot, inbox, on_poll)
+    bot = InboxBot(application.bot, inbox, on_poll, handed_on)
     application.updater = Updater(bot, application.update_queue)  # type: ignore[arg-type]
 
 
@@ -153,4 +162,27 @@ async def replay_unfinished(
         queued += 1
     if queued:
         log.info("handling %d updates left unfinished by the previous run", queued)
+    return queued
+
+
+async def hand_on_stored_elsewhere(application: Application, inbox: Inbox, handed_on: set[int]) -> int:
+    """Updates in the inbox that no one is handling: in webhook mode a load balancer hands Telegram's posts to
+    any replica, and a standby stores what it gets without handing it on; a process that lost the active lock
+    may have stored updates it did not hand on. The active process hands those on here (oldest first), once
+    each: ``handed_on`` is the set the poller (or the endpoint) and the start-up replay share. Ids of updates
+    finished since the last turn leave the set (a finished update is never pending again), so it holds only
+    unfinished ones. Returns how many were handed on."""
+    before = set(handed_on)
+    pending = await inbox.pending_ids()
+    handed_on -= before - pending
+    new = sorted(pending - handed_on)
+    if not new:
+        return 0
+    queued = 0
+    for update_id, payload in await inbox.payloads(new):
+        if update_id in handed_on:  # the endpoint handed it on while this looked
+            continue
+        handed_on.add(update_id)
+        await application.update_queue.put(Update.de_json(json.loads(payload), application.bot))
+        queued += 1
     return queued

@@ -25,8 +25,8 @@ from telegram.ext import Application
 
 from bot.app import build_application, register_commands, schedule_jobs
 from bot.comment_replies import CommentReplies, owed, restore
+from bot.inbox import hand_on_stored_elsewhere, replay_unfinished
 from bot.inbox import install as install_inbox
-from bot.inbox import replay_unfinished
 from bot.limits import ActionBudget, UserGate
 from bot.logs import quiet_libraries, redact, set_pseudonym_key
 from bot.metrics import BotMetrics
@@ -34,6 +34,7 @@ from bot.render import Renderer
 from bot.services import BotServices
 from bot.settings import BotSettings, StartupError
 from bot.storage import Database, Repository
+from bot.storage.leader import Leadership, leadership_for
 from bot.storage.repository import write_all
 from bot.storage.writer import InteractionWriter, dead_letter_path_for
 from bot.web import Health, HttpServer, create_app
@@ -49,6 +50,14 @@ RETRY_MAX_S = 60.0
 
 class TokenRefused(StartupError):
     """Telegram answered that the token is not valid."""
+
+
+class LostLeadership(Exception):
+    """Another process became the active one (this one lost the database's lock): this one stood down, and
+    ``run`` starts it again as a standby."""
+
+
+ADOPT_EVERY_S = 1.0  # the active process looks for work other processes left in the database this often
 
 
 async def connect_to_telegram(application: Application, settings: BotSettings, stop: asyncio.Event) -> bool:
@@ -97,14 +106,20 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
     set_pseudonym_key(settings.token())
     log.info("%s; interaction log: %s", describe_env_file(), describe_storage(settings.database_url))
     database = Database(settings.database_url)
+    leader = leadership_for(settings.database_url)
     try:
-        await database.migrate()
-        await _serve(settings, stop, database, model or create_fill_mask_service(settings))
+        # Migrations run under the active process's lock, never while another version of the bot is serving.
+        if await leader.try_acquire():
+            await database.migrate()
+        await _serve(settings, stop, database, leader, model or create_fill_mask_service(settings))
     finally:
+        await leader.release()
         await database.close()
 
 
-async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database, model: FillMaskService) -> None:
+async def _serve(
+    settings: BotSettings, stop: asyncio.Event, database: Database, leader: Leadership, model: FillMaskService
+) -> None:
     redact(settings.token())
     repo = Repository(database)
     writer = InteractionWriter(
@@ -128,16 +143,18 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
     )
     application = build_application(settings, services)
     health = Health(database, model, webhook=settings.webhook_url is not None)
+    handed_on: set[int] = set()  # updates handed on and not finished (bot.inbox): each is handed on once
     webhook: Webhook | None = None
     if settings.webhook_url:
         webhook = Webhook(
-            settings.webhook_url, settings.webhook_path, settings.webhook_secret_value(), application, repo.inbox
-        )
+            settings.webhook_url, settings.webhook_path, settings.webhook_secret_value(), application, repo.inbox,
+            handed_on=handed_on,
+        )  # fmt: skip
         redact(webhook.secret)
         server = HttpServer(create_app(health, metrics, webhook), settings.webhook_listen, settings.webhook_port)
     else:
         # every fetched update is stored before the next poll confirms it
-        install_inbox(application, repo.inbox, on_poll=health.polled)
+        install_inbox(application, repo.inbox, on_poll=health.polled, handed_on=handed_on)
         server = HttpServer(create_app(health, metrics), settings.metrics_listen, settings.metrics_port)
     if webhook is not None or settings.metrics_port:
         try:
@@ -147,7 +164,7 @@ async def _serve(settings: BotSettings, stop: asyncio.Event, database: Database,
             raise StartupError(f"{exc}: is another program using the port? Set {which}") from None
         log.info("health and metrics on http://%s:%d/healthz and /metrics", server.host, server.port)
     try:
-        await _run(settings, stop, services, application, health, webhook)
+        await _run(settings, stop, services, application, health, webhook, leader, handed_on)
     finally:
         await server.close()
 
@@ -159,6 +176,8 @@ async def _run(
     application: Application,
     health: Health,
     webhook: Webhook | None,
+    leader: Leadership,
+    handed_on: set[int],
 ) -> None:
     model, writer, repo, comment_replies = services.model, services.writer, services.repo, services.comment_replies
     # The token is checked before the model loads: a wrong token should cost a second, not a minute of loading.
@@ -175,6 +194,19 @@ async def _run(
             log.info("stopped while the model was loading")
             await application.shutdown()
             return
+        if not leader.held:  # a hot standby: the model is loaded; the database's lock decides when to serve
+            health.standby = True
+            log.info(
+                "another mlm-bot process is active on this database (or the database does not answer yet): "
+                "standing by to take over"
+            )
+            if not await leader.acquire(stop):
+                log.info("stopped while standing by")
+                await application.shutdown()
+                return
+            health.standby = False
+            log.info("the active process is gone: taking over")
+            await repo.db.migrate()
     except BaseException:
         await application.shutdown()
         raise
@@ -182,6 +214,7 @@ async def _run(
     await writer.start()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 1e9  # set when the stop comes: one budget for the whole shutdown
+    lost = asyncio.create_task(leader.watch(), name="leader-lock")
     try:
         async with application:  # initialize (done above, so a no-op) ... shutdown
             await register_commands(application, services)
@@ -193,10 +226,8 @@ async def _run(
                 webhook.accepting = True  # from now on handed on as they come; the replay skips those
             # The live set: updates the endpoint hands on while the replay runs are skipped by it (a copy taken
             # here, empty, would let them be handled twice).
-            skip = webhook.handed_on if webhook is not None else set()
-            await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=skip)
-            if webhook is not None:
-                webhook.handed_on = None
+            await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=handed_on)
+            adopt_left_work(application, services, handed_on)
             try:
                 if webhook is not None:
                     watch_webhook(application, webhook, health)
@@ -209,8 +240,12 @@ async def _run(
             services.metrics.up.set(1)
             how = f"webhook {settings.webhook_url}" if webhook is not None else "polling"
             log.info("@%s is up (model %s; %s)", application.bot.username, model.model_name, how)
-            await stop.wait()
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
             services.metrics.up.set(0)
+            if lost.done():  # another process is active now: stop handling at once, send nothing more
+                log.error("lost the database's active-process lock: another process took over; standing down")
             deadline = loop.time() + settings.shutdown_budget_s
             log.info(
                 "stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s
@@ -225,17 +260,40 @@ async def _run(
                 log.warning("updates still being handled when the budget ran out stay in the inbox for next time")
             # The public replies those updates queued, as far as the groups' allowances let them go in the
             # budget; the rest go to the outbox and out after the next start.
-            for unsent in await comment_replies.close(timeout=max(0.0, deadline - loop.time() - 2)):
+            # (None once the lock is lost: the active process sends them, from the outbox.)
+            budget = 0.0 if lost.done() else max(0.0, deadline - loop.time() - 2)
+            for unsent in await comment_replies.close(timeout=budget):
                 await writer.log(owed(unsent))
     finally:
         await writer.close(timeout=max(1.0, deadline - loop.time() - 1))  # flush the interaction log
         log.info("interaction log flushed (%d written)", writer.written)
+        if not lost.done():
+            lost.cancel()
+        await leader.release()  # a standby takes over now: everything this process owed is written
         # The model and /compare's models, within what is left of the budget (a batch still running on them is
         # not waited for past it).
         closing = [model.close()] + ([services.lineup.close()] if services.lineup is not None else [])
         for close in closing:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(close, max(0.5, deadline - loop.time()))
+    if lost.done() and not lost.cancelled():
+        raise LostLeadership()
+
+
+def adopt_left_work(application: Application, services: BotServices, handed_on: set[int]) -> None:
+    """The job that takes up what other processes on the database left for the active one: updates nobody is
+    handling (webhook deliveries a standby stored, as a load balancer sends Telegram's posts to every replica;
+    updates a process that stood down had stored), and public replies another process owed but did not send."""
+
+    async def adopt(context: object) -> None:
+        try:
+            await hand_on_stored_elsewhere(application, services.repo.inbox, handed_on)
+            for row in await services.repo.outbox.orphans(services.comment_replies.known_ids()):
+                restore(services.comment_replies, row.chat_id, row.thread, row.payload, row.id)
+        except Exception as exc:  # the database away for a moment: the next turn tries again
+            log.warning("could not look for work left by other processes (%s)", type(exc).__name__)
+
+    application.job_queue.run_repeating(adopt, interval=ADOPT_EVERY_S, first=ADOPT_EVERY_S, name="adopt")
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, Any], stop: asyncio.Event) -> bool:
@@ -284,7 +342,14 @@ def run(settings: BotSettings) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-        await serve(settings, stop)
+        while True:
+            try:
+                await serve(settings, stop)
+                break
+            except LostLeadership:
+                if stopped_at:
+                    break
+                log.info("starting again, as a standby")
         served.set()
 
     asyncio.run(main())

@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
@@ -29,7 +30,7 @@ from bot.rate_limits import Starts
 from bot.render import Renderer
 from bot.settings import BotSettings
 from bot.storage import Repository
-from bot.storage.repository import InteractionEntry, Write
+from bot.storage.repository import InteractionEntry, TapSentenceKept, Write
 from bot.storage.writer import InteractionWriter
 from bot.tracking import record_outcome
 from models.client import FillMaskService
@@ -81,15 +82,24 @@ class BotServices:
             self.lineup = Lineup(self.settings.compare_models, self.settings)
         return self.lineup
 
-    def remember_sentence(self, text: str, user_id: int | None = None) -> str:
-        """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length."""
+    async def remember_sentence(self, text: str, user_id: int | None = None) -> str:
+        """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length; kept here
+        and in the database (through the writer), so a tap works after a restart and on another process."""
         key = secrets.token_urlsafe(6)
         self.tap_sentences[key] = (user_id, text)
+        await self.log(TapSentenceKept(key, user_id, text, datetime.now(timezone.utc)))
         return key
 
-    def tapped_sentence(self, key: str) -> str | None:
+    async def tapped_sentence(self, key: str) -> str | None:
         kept = self.tap_sentences.get(key)
-        return kept[1] if kept is not None else None
+        if kept is not None:
+            return kept[1]
+        try:
+            row = await self.repo.state.tap_sentence(key)
+        except Exception as exc:  # the database away: the tap is answered as expired, not as an error
+            log.warning("could not look up a tap sentence (%s)", type(exc).__name__)
+            return None
+        return row.text if row is not None else None
 
     def forget_person(self, user_id: int) -> None:
         """Everything this process holds about one person (/forget): their tap sentences, comment claims,

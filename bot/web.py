@@ -42,6 +42,7 @@ class Health:
     model: FillMaskService
     webhook: bool
     started: bool = False  # the bot is taking updates (set when polling or the webhook starts)
+    standby: bool = False  # ready, waiting for the active process on the same database to stop (bot.storage.leader)
     last_poll: float | None = None  # monotonic time of the last getUpdates answer (polling mode)
     webhook_problem: str | None = None  # what Telegram's getWebhookInfo last reported wrong (webhook mode)
 
@@ -49,6 +50,8 @@ class Health:
         self.last_poll = time.monotonic()
 
     def updates(self) -> str | None:
+        if self.standby:  # healthy: it takes over when needed (and in webhook mode stores what it is sent)
+            return None
         if not self.started:
             return "starting"
         if self.webhook:
@@ -75,6 +78,8 @@ class Health:
         db_problem, model_problem = await asyncio.gather(database(), model())
         problems = {"updates": self.updates(), "database": db_problem, "model": model_problem}
         checks = {name: problem or "ok" for name, problem in problems.items()}
+        if self.standby:
+            checks["updates"] = "standby: another process on this database is active"
         return all(problem is None for problem in problems.values()), checks
 
 

@@ -54,8 +54,9 @@ class Webhook:
     application: Application
     inbox: Inbox
     accepting: bool = False  # hand updates on: between application.start() and the start of the shutdown
-    # Updates handed on while the start-up replay may still find them pending in the inbox (it skips them).
-    handed_on: set[int] | None = field(default_factory=set)
+    # Updates handed on and not finished: shared with the start-up replay and the active process's look for
+    # updates other processes stored (bot.inbox), so each is handed on once, whoever finds it first.
+    handed_on: set[int] = field(default_factory=set)
 
     async def endpoint(self, request: Request) -> Response:
         if not hmac.compare_digest(request.headers.get(SECRET_HEADER, "").encode(), self.secret.encode()):
@@ -87,10 +88,9 @@ class Webhook:
         # Not a second delivery of one already stored; and only once the bot is running (before, the start-up
         # replay hands it on; while stopping, the next start's). Checked after the store, so none falls between.
         if update.update_id in new and self.accepting:
-            if self.handed_on is not None:
-                if update.update_id in self.handed_on:  # the start-up replay took it already
-                    return Response(status_code=200)
-                self.handed_on.add(update.update_id)  # checked and marked with no wait between: never twice
+            if update.update_id in self.handed_on:  # the start-up replay (or the look at the inbox) took it already
+                return Response(status_code=200)
+            self.handed_on.add(update.update_id)  # checked and marked with no wait between: never twice
             await self.application.update_queue.put(update)
         return Response(status_code=200)
 

@@ -23,6 +23,26 @@ from tests.bot_harness import bot_settings, running_bot
 from tests.fake_telegram import FakeTelegram
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: an SQLite file, then the PostgreSQL that ``.ci/run`` starts (TEST_POSTGRES_URL) with
+    an empty schema, or a skip where there is none."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/bot.sqlite3"
+    postgres = os.environ.get("TEST_POSTGRES_URL")
+    if not postgres:
+        pytest.skip("no PostgreSQL here: TEST_POSTGRES_URL is not set (.ci/run sets it when it can start one)")
+    engine = create_async_engine(postgres)
+    async with engine.begin() as connection:  # a clean schema for every test
+        await connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+        await connection.execute(sa.text("CREATE SCHEMA public"))
+    await engine.dispose()
+    return postgres
+
+
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -77,12 +78,19 @@ def services() -> BotServices:
     )
 
 
-def test_tap_sentences_and_comment_claims_stay_bounded() -> None:
+async def test_tap_sentences_and_comment_claims_stay_bounded() -> None:
     s = services()
+    written: list[object] = []
+
+    async def keep(op: object) -> None:  # the writer: the database keeps every one, memory the newest
+        written.append(op)
+
+    s.writer = SimpleNamespace(log=keep)  # type: ignore[assignment]
     for n in range(MILLION):
-        s.remember_sentence("a sentence", n)
+        await s.remember_sentence("a sentence", n)
         s.claim_in_memory(f"-100:{n}", n)
     assert len(s.tap_sentences) <= TAP_SENTENCES_KEPT and len(s.claims_in_memory) <= CLAIMS_KEPT
+    assert len(written) == MILLION
 
 
 def test_posts_answered_buttons_and_quizzes_stay_bounded() -> None:

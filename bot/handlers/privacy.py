@@ -77,6 +77,8 @@ async def retention_job(context: Context) -> None:
     forgotten = await s.repo.comments.delete_older_than(cutoff)
     inactive = await s.repo.users.forget_inactive(cutoff)
     pruned = await s.repo.inbox.prune(datetime.now(timezone.utc) - timedelta(days=1))  # finished updates
+    # Tap sentences are texts people typed; a quiz not answered for a day is abandoned (as its memory copy is).
+    await s.repo.state.delete_older_than(cutoff, datetime.now(timezone.utc) - timedelta(days=1))
     letters = await asyncio.to_thread(s.writer.letters.prune, cutoff) if s.writer.letters is not None else 0
     log.info("retention: pruned %d finished updates from the inbox", pruned)
     log.info(

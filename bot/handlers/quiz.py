@@ -2,19 +2,22 @@
 
 Each poll is non-anonymous, so Telegram sends the bot a ``poll_answer`` update when the person answers (it shows
 them right or wrong and the explanation itself); the bot logs the answer and sends the next question, then the
-score. The quiz in progress lives in memory by poll id: after a restart, an answer to an old poll gets a line
-saying so, and ``/quiz`` starts afresh.
+score. The quiz in progress is kept by poll id in memory and in the database's ``quiz_runs`` (through the
+writer), so it goes on after a restart and on the process that took over; an answer to a poll nobody kept (older
+than a day, or forgotten) gets a line saying so, and ``/quiz`` starts afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from telegram import InputPollOption, Update
 from telegram.error import TelegramError
 
 from bot.handlers.common import Context, answer_query, log_interaction
+from bot.storage.repository import QuizAsked, QuizEnded
 
 
 @dataclass
@@ -23,6 +26,7 @@ class QuizRun:
     chat_id: int
     question: int = 0
     right: int = 0
+    poll_id: str | None = None  # the poll waiting for an answer
 
 
 async def quiz_command(update: Update, context: Context) -> None:
@@ -57,23 +61,44 @@ async def _ask(context: Context, run: QuizRun) -> None:
         question_parse_mode=None,
         explanation_parse_mode=None,
     )
-    context.bot_data.quizzes[message.poll.id] = run  # a capped cache: the oldest quizzes are forgotten
+    previous, run.poll_id = run.poll_id, message.poll.id
+    context.bot_data.quizzes[message.poll.id] = run  # a capped cache: the database keeps them all for a day
+    await s.log(
+        QuizAsked(
+            message.poll.id, run.user_id, run.chat_id, run.question, run.right, previous, datetime.now(timezone.utc)
+        )
+    )
+
+
+async def _find(context: Context, poll_id: str) -> QuizRun | None:
+    """The quiz waiting on this poll: in memory, or (after a restart, on another process) in the database."""
+    run = context.bot_data.quizzes.pop(poll_id, None)
+    if run is not None:
+        return run
+    try:
+        row = await context.bot_data.services.repo.state.quiz(poll_id)
+    except Exception:  # the database away: answered as a quiz from before, not as an error
+        return None
+    if row is None:
+        return None
+    return QuizRun(row.user_id, row.chat_id, row.question, row.right, row.poll_id)
 
 
 async def poll_answer(update: Update, context: Context) -> None:
     s = context.bot_data.services
     answer = update.poll_answer
-    run = context.bot_data.quizzes.pop(answer.poll_id, None)
     if answer.user is None:
         return
-    if run is None:  # a poll from before a restart: the quiz was in private, so the person's chat is their id
+    questions = s.renderer.quiz()
+    run = await _find(context, answer.poll_id)
+    if run is None or run.question >= len(questions):  # nobody kept it (a day old, forgotten), or the quiz changed
+        # The quiz is sent in private chats: the person's chat is their id.
         with contextlib.suppress(TelegramError):
             await context.bot.send_message(answer.user.id, s.renderer.html("quiz_lost"))
         return
     if answer.user.id != run.user_id:  # not theirs (quizzes are sent in private chats: should not happen)
         context.bot_data.quizzes[answer.poll_id] = run
         return
-    questions = s.renderer.quiz()
     question = questions[run.question]
     right = list(answer.option_ids) == [question["correct"]]
     run.right += right
@@ -89,3 +114,4 @@ async def poll_answer(update: Update, context: Context) -> None:
     await context.bot.send_message(
         run.chat_id, s.renderer.html("quiz_score", right=run.right, total=len(questions), keyword=keyword)
     )
+    await s.log(QuizEnded(answer.poll_id, datetime.now(timezone.utc)))

@@ -1,9 +1,10 @@
 """Tap a word to mask it: a private sentence *without* a mask gets one button per word; the tapped word is hidden
 and the model guesses it ("it was X, the model guessed Y, X at rank N").
 
-The sentence stays in memory under a short random key (the button's data is ``tap:<key>:<n>``, 15 bytes for any
-sentence, within Telegram's 64); after a restart, or once 10,000 newer sentences have pushed it out, a tap is
-answered as an expired button.
+The sentence is kept under a short random key (the button's data is ``tap:<key>:<n>``, 15 bytes for any
+sentence, within Telegram's 64): in memory, and in the database's ``tap_sentences`` so a tap works after a
+restart and on the process that took over. A key nobody kept (or kept longer ago than RETENTION_DAYS, or of a
+person who used /forget) is answered as an expired button.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ async def offer_words(update: Update, context: Context) -> None:
     if len(words) < 2 or len(text) > LONGEST:
         await private_fallback(update, context)
         return
-    key = s.remember_sentence(text, update.effective_user.id if update.effective_user else None)
+    key = await s.remember_sentence(text, update.effective_user.id if update.effective_user else None)
     buttons = [
         InlineKeyboardButton(match.group()[:24], callback_data=f"tap:{key}:{n}")
         for n, match in enumerate(words[:MAX_BUTTONS])
@@ -47,7 +48,7 @@ async def tap_button(update: Update, context: Context) -> None:
     query = update.callback_query
     shown = visible_message(update)
     _, key, number = query.data.split(":")
-    text = s.tapped_sentence(key)
+    text = await s.tapped_sentence(key)
     words = list(WORD.finditer(text)) if text else []
     if shown is None or text is None or int(number) >= min(len(words), MAX_BUTTONS):
         await answer_query(update, context)

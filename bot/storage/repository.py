@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -14,7 +14,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.database import Database
-from bot.storage.tables import CommentTrigger, InboxUpdate, Interaction, OutboxReply, User, utcnow
+from bot.storage.tables import (
+    CommentTrigger,
+    InboxUpdate,
+    Interaction,
+    OutboxReply,
+    QuizRun,
+    TapSentence,
+    User,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,37 @@ class LanguageChosen:
 
 
 @dataclass(frozen=True)
+class TapSentenceKept:
+    """A sentence offered for tap-to-mask under ``key`` (its buttons' data)."""
+
+    key: str
+    user_id: int | None
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QuizAsked:
+    """A quiz's next poll was sent: its progress is kept under the poll's id (the previous poll's row goes)."""
+
+    poll_id: str
+    user_id: int
+    chat_id: int
+    question: int
+    right: int
+    previous_poll_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QuizEnded:
+    """The quiz whose last poll is ``poll_id`` is over."""
+
+    poll_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Forget:
     """Delete everything stored about a user (/forget)."""
 
@@ -122,6 +162,9 @@ Write = (
     | OwedReply
     | OutboxSent
     | LanguageChosen
+    | TapSentenceKept
+    | QuizAsked
+    | QuizEnded
     | Forget
 )
 
@@ -131,7 +174,7 @@ def write_user_id(op: Write) -> int | None:
         return op.user.id if op.user is not None else None
     if isinstance(op, (UserStarted, LanguageChosen)):
         return op.user.id
-    if isinstance(op, (UpdateDone, OutboxSent)):
+    if isinstance(op, (UpdateDone, OutboxSent, QuizEnded)):
         return None
     return op.user_id
 
@@ -192,11 +235,13 @@ class Users:
 
 async def _forget(session: AsyncSession, user_id: int) -> None:
     """Every row about the person: what they did, their comment claims, the updates they sent (private chats and
-    groups alike), the public replies owed to them, and who they are."""
+    groups alike), the public replies owed to them, their tap sentences and quiz, and who they are."""
     await session.execute(delete(Interaction).where(Interaction.user_id == user_id))
     await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
     await session.execute(delete(InboxUpdate).where(InboxUpdate.user_id == user_id))
     await session.execute(delete(OutboxReply).where(OutboxReply.user_id == user_id))
+    await session.execute(delete(TapSentence).where(TapSentence.user_id == user_id))
+    await session.execute(delete(QuizRun).where(QuizRun.user_id == user_id))
     await session.execute(delete(User).where(User.id == user_id))
 
 
@@ -225,6 +270,21 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
                 session.add(_outbox_row(op))
             elif isinstance(op, OutboxSent):
                 await session.execute(delete(OutboxReply).where(OutboxReply.id.in_(list(op.outbox_ids))))
+            elif isinstance(op, TapSentenceKept):
+                kept = _insert(session, TapSentence).values(
+                    key=op.key, user_id=op.user_id, text=op.text, created_at=op.created_at
+                )
+                await session.execute(kept.on_conflict_do_nothing())
+            elif isinstance(op, QuizAsked):
+                if op.previous_poll_id is not None:
+                    await session.execute(delete(QuizRun).where(QuizRun.poll_id == op.previous_poll_id))
+                values = dict(
+                    poll_id=op.poll_id, user_id=op.user_id, chat_id=op.chat_id, question=op.question,
+                    right=op.right, asked_at=op.created_at,
+                )  # fmt: skip
+                await session.execute(_insert(session, QuizRun).values(**values).on_conflict_do_nothing())
+            elif isinstance(op, QuizEnded):
+                await session.execute(delete(QuizRun).where(QuizRun.poll_id == op.poll_id))
             elif isinstance(op, Forget):
                 await session.flush()
                 await _forget(session, op.user_id)
@@ -467,6 +527,22 @@ class Inbox:
             query = select(InboxUpdate).where(InboxUpdate.status == "pending").order_by(InboxUpdate.update_id)
             return list((await session.scalars(query)).all())
 
+    async def pending_ids(self) -> set[int]:
+        """The ids of the updates whose handling has not finished."""
+        async with self._db.sessions() as session:
+            query = select(InboxUpdate.update_id).where(InboxUpdate.status == "pending")
+            return set((await session.scalars(query)).all())
+
+    async def payloads(self, update_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """(update_id, JSON) of these updates that are still pending, oldest first."""
+        async with self._db.sessions() as session:
+            query = (
+                select(InboxUpdate.update_id, InboxUpdate.payload)
+                .where(InboxUpdate.update_id.in_(list(update_ids)), InboxUpdate.status == "pending")
+                .order_by(InboxUpdate.update_id)
+            )
+            return [(int(i), str(p)) for i, p in (await session.execute(query)).all()]
+
     async def expire(self, update_ids: Sequence[int], status: str = "expired") -> None:
         """Mark them finished without handling them: ``expired`` (too old) or ``parked`` (poisonous)."""
         async with self._db.sessions.begin() as session:
@@ -492,6 +568,9 @@ class Inbox:
                 delete(InboxUpdate).where(InboxUpdate.status != "pending", InboxUpdate.received_at < cutoff)
             )
             return int(result.rowcount or 0)
+
+
+ORPHAN_AFTER_S = 10.0
 
 
 def _outbox_row(owed: OwedReply) -> OutboxReply:
@@ -520,6 +599,42 @@ class Outbox:
         async with self._db.sessions() as session:
             return list((await session.scalars(select(OutboxReply).order_by(OutboxReply.id))).all())
 
+    async def orphans(self, known: Collection[int], *, older_than_s: float = ORPHAN_AFTER_S) -> list[OutboxReply]:
+        """Replies owed for longer than ``older_than_s`` that this process does not know of (``known``): owed by
+        a process that stood down, for the active one to send. (The age leaves the process that is adding a row
+        the moment between its insert and its queue.)"""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        async with self._db.sessions() as session:
+            old = (await session.scalars(select(OutboxReply.id).where(OutboxReply.created_at < cutoff))).all()
+            unknown = [i for i in old if i not in known]
+            if not unknown:
+                return []
+            query = select(OutboxReply).where(OutboxReply.id.in_(unknown)).order_by(OutboxReply.id)
+            return list((await session.scalars(query)).all())
+
+
+class PersonState:
+    """What a person is in the middle of, kept beyond one process: tap-to-mask sentences and quizzes."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def tap_sentence(self, key: str) -> TapSentence | None:
+        async with self._db.sessions() as session:
+            return await session.get(TapSentence, key)
+
+    async def quiz(self, poll_id: str) -> QuizRun | None:
+        async with self._db.sessions() as session:
+            return await session.get(QuizRun, poll_id)
+
+    async def delete_older_than(self, tap_cutoff: datetime, quiz_cutoff: datetime) -> int:
+        """Retention: tap sentences older than ``tap_cutoff`` (texts people typed) and quizzes left unanswered
+        since ``quiz_cutoff``."""
+        async with self._db.sessions.begin() as session:
+            taps = await session.execute(delete(TapSentence).where(TapSentence.created_at < tap_cutoff))
+            quizzes = await session.execute(delete(QuizRun).where(QuizRun.asked_at < quiz_cutoff))
+            return int(taps.rowcount or 0) + int(quizzes.rowcount or 0)
+
 
 class Repository:
     def __init__(self, db: Database) -> None:
@@ -529,3 +644,4 @@ class Repository:
         self.comments = Comments(db)
         self.inbox = Inbox(db)
         self.outbox = Outbox(db)
+        self.state = PersonState(db)

@@ -122,3 +122,28 @@ class OutboxReply(Base):
     thread: Mapped[int] = mapped_column(BigInteger)
     user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # the commenter the reply names
     payload: Mapped[str] = mapped_column(Text)
+
+
+class TapSentence(Base):
+    """A sentence offered for tap-to-mask, by the short key in its buttons' data (bot.handlers.tap): kept in the
+    database so a tap works after a restart and on the process that took over."""
+
+    __tablename__ = "tap_sentences"
+
+    key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class QuizRun(Base):
+    """A quiz in progress, by the id of the poll waiting for an answer (bot.handlers.quiz)."""
+
+    __tablename__ = "quiz_runs"
+
+    poll_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    question: Mapped[int] = mapped_column(Integer)  # 0-based: the question this poll asks
+    right: Mapped[int] = mapped_column(Integer)  # answered right before it
+    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
