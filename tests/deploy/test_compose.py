@@ -307,3 +307,54 @@ def test_every_documented_layout_is_a_valid_compose_file(
         for port in ports:  # Compose v2 writes {host_ip, published, target}; v1 "127.0.0.1:9090:9090"
             host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).rsplit(":", 2)[0]
             assert host_ip == "127.0.0.1", (name, port)
+
+
+def _container_logs(container: str) -> str:
+    done = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=False)
+    return done.stdout + done.stderr
+
+
+async def test_two_replicas_one_active_and_a_standby_that_takes_over(
+    compose: list[str], project: Path, tiny_model: Path
+) -> None:
+    """README's ``docker compose up -d --scale bot=2``: both replicas come up healthy on one SQLite file, one
+    polls and the other stands by; ``docker kill`` of the active one, and the standby answers within seconds."""
+    fake = FakeTelegram()
+    async with fake.running(host="0.0.0.0"):
+        write_env(project, fake)
+        (project / "docker-compose.test.yml").write_text(TEST_OVERRIDE.format(model=tiny_model))
+        deployment = Deployment(compose, project, ["docker-compose.yml", "docker-compose.test.yml"])
+        await asyncio.to_thread(deployment.run, "up", "-d", "--build", "--scale", "bot=2")
+        try:
+            await fake.wait_for(lambda f: bool(f.sent("deleteWebhook")), timeout=300)
+            containers = deployment.run("ps", "-q", "bot").stdout.split()
+            assert len(containers) == 2
+
+            def one_up_one_standing_by() -> bool:
+                logs = [_container_logs(c) for c in containers]
+                return sorted(("is up (model" in log, "standing by" in log) for log in logs) == [
+                    (False, True),
+                    (True, False),
+                ]
+
+            await wait_until(one_up_one_standing_by, 180, "one active replica and one standby")
+            await conversation(fake)
+            active = next(c for c in containers if "is up (model" in _container_logs(c))
+            standby = next(c for c in containers if c != active)
+            await wait_until(lambda: all(healthy_container(c) for c in containers), 120, "both healthchecks")
+            await asyncio.to_thread(subprocess.run, ["docker", "kill", active], capture_output=True, check=True)
+            killed = time.monotonic()
+            await fake.send_text(fake.user(778), "The dog sat on the [MASK].")
+            await fake.wait_for(lambda f: bool(f.sent("sendMessage", 778)), timeout=60)
+            took = time.monotonic() - killed
+            assert "is up (model" in _container_logs(standby)
+        except BaseException:
+            print(deployment.logs())
+            raise
+    assert took < 10, f"the standby answered {took:.1f} s after the kill"
+    assert {user_id for _, user_id in interactions(project)} >= {777, 778}
+
+
+def healthy_container(container: str) -> bool:
+    done = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)[0]["State"].get("Health", {}).get("Status") == "healthy"
