@@ -4,7 +4,7 @@
 #   docker build -t mlm-bot:cuda \
 #     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .    CUDA torch, for a GPU worker
 #
-# The GPU image needs the NVIDIA driver and the NVIDIA Container Toolkit on the host (README, "Deploy").
+# The GPU image needs the NVIDIA driver and the NVIDIA Container Toolkit on the host (docs/deploy.md).
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu

@@ -2,7 +2,7 @@
 
 BERT-base, RoBERTa-base, DistilBERT-base and ALBERT-base shapes with their real vocabulary sizes, so memory and
 time are those of the real models; the tokenizers are the tests' small ones (tokenizing is a tiny part of a
-forward). Measures what README states: the first comparison (loading the four models from disk), then
+forward). Measures what docs/features.md states: the first comparison (loading the four models from disk), then
 comparisons with the models loaded (p50 over 20 sentences), and the memory the four models add.
 
     python benchmarks/compare_cpu.py

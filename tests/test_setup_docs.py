@@ -44,3 +44,42 @@ def test_torch_floor_is_what_transformers_accepts() -> None:
     ours = _floor(metadata.requires("mlm-bot") or [], "torch")
     theirs = _floor(metadata.requires("transformers") or [], "torch", extra="torch")
     assert ours >= theirs, f"transformers disables torch below {theirs}; the project asks for torch>={ours}"
+
+
+README_MAX_BYTES = 12 * 1024
+
+
+def test_readme_is_short_and_its_first_screen_has_setup_run_and_tests() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= README_MAX_BYTES, f"README is {len(readme.encode())} bytes: move detail to docs/"
+    first_screen = readme[: readme.index("\n---\n")]
+    assert "mlm-bot run" in first_screen and "python -m pytest" in first_screen
+    assert "mlm-bot predict" in first_screen, "a way to see the model work without a Telegram token"
+    setup, _ = _first_screen_commands()
+    assert "[test]" not in setup, "the set-up installs what the bot needs; the test command adds the test tools"
+
+
+def test_ci_runs_the_test_command_readme_gives() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert ".venv/bin/python -m pytest" in readme
+    assert "\npython -m pytest -q\n" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_relative_link_in_readme_and_docs_leads_somewhere() -> None:
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+        assert not re.search(r"\]\(#", page.read_text()) or page.name == "README.md", f"{page.name}: a dead anchor"
+
+
+def test_every_setting_is_documented_and_in_env_example() -> None:
+    from bot.settings import BotSettings
+
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    example = (ROOT / ".env.example").read_text()
+    for name, field in BotSettings.model_fields.items():
+        variable = (field.alias or name).upper()
+        assert f"`{variable}`" in documented, f"{variable} is missing from docs/configuration.md"
+        assert re.search(rf"(?m)^#?\s*{variable}=", example), f"{variable} is missing from .env.example"
