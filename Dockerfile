@@ -38,8 +38,8 @@ COPY models /src/models
 COPY templates /src/templates
 RUN pip install --no-deps /src && rm -rf /src
 
-# The processes run as an unprivileged user. The entrypoint starts as root only to hand the data and cache
-# folders to that user (a host folder docker created for ./data belongs to root), then drops to it.
+# The processes run as an unprivileged user: the owner of the host's ./data, or "mlm" where Docker created that
+# folder (as root). The entrypoint starts as root only to pick that user and hand it the cache, then drops to it.
 COPY docker/entrypoint.sh /usr/local/bin/mlm-bot-entrypoint
 # (The user is written to /etc/passwd directly: useradd is not in every slim base image.)
 RUN echo "mlm:x:10001:10001:MLM Bot:/app:/usr/sbin/nologin" >> /etc/passwd \

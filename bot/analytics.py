@@ -101,6 +101,14 @@ async def gather_stats(repo: Repository, *, days: int = 7, now: datetime | None 
 
 def render_chart(stats: Stats, title: str) -> bytes:
     """Daily interactions per kind as a stacked bar chart, PNG bytes. CPU work: call it in a thread."""
+    figure = chart_figure(stats, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def chart_figure(stats: Stats, title: str):
+    """The chart as a matplotlib Figure (Agg: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,15 +118,17 @@ def render_chart(stats: Stats, title: str) -> bytes:
     figure = Figure(figsize=(8, 4.5), dpi=120)
     axes = figure.add_subplot()
     bottom = [0] * len(days)
+    positions = list(range(len(days)))  # numbers, labelled below (day names as x values are "categorical units")
     for kind in CHART_KINDS:
         counts = [stats.daily[d][kind] for d in days]
-        axes.bar([d.strftime("%b %d") for d in days], counts, bottom=bottom, label=kind)
+        axes.bar(positions, counts, bottom=bottom, label=kind)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    axes.set_xticks(positions, [d.strftime("%b %d") for d in days])
+    axes.set_ylim(0, max([*bottom, 0]) * 1.1 or 1)  # an empty week: 0 to 1, not -0.04 to 0.04
+    axes.yaxis.get_major_locator().set_params(integer=True)  # counts: whole numbers on the axis
     axes.set_title(title)
     axes.set_ylabel("interactions")
     axes.legend(loc="upper left", fontsize="small")
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure

@@ -20,7 +20,9 @@ log = logging.getLogger("mlm_bot")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-MODEL_COMMANDS = ("run", "worker", "serve", "predict", "bench")  # the ones that may load a model
+# The ones that may load a model (`run` sets its bars itself, once its settings are checked: a missing token is
+# reported before transformers is imported).
+MODEL_COMMANDS = ("worker", "serve", "predict", "bench")
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -33,6 +35,11 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     # httpx logs request URLs (with the token), python-telegram-bot whole updates at DEBUG (bot.runner repeats it).
     quiet_libraries(_setting("LOG_UPDATES", "").strip().lower() in ("1", "true", "yes"))
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Alembic says which migration runs (worth a line); its set-up chatter is not.
+    logging.getLogger("alembic.runtime.migration").addFilter(
+        lambda record: not str(record.msg).startswith(("Context impl", "Will assume"))
+    )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def _progress_bars(show: bool) -> None:
@@ -183,14 +190,16 @@ def _table(result, joint) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot.runner import StartupError, run
     from bot.settings import SettingsError, load_settings
 
-    try:
+    try:  # before torch and transformers are imported: a missing token is reported in a fraction of a second
         settings = load_settings()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _progress_bars(logging.getLogger().getEffectiveLevel() <= logging.INFO)
+    from bot.runner import StartupError, run
+
     try:
         run(settings)
     except StartupError as exc:

@@ -158,7 +158,7 @@ async def _serve(
         server = HttpServer(create_app(health, metrics), settings.metrics_listen, settings.metrics_port)
     if webhook is not None or settings.metrics_port:
         try:
-            await server.start()  # /healthz says "starting" while the model loads
+            await server.start()  # /healthz says what the start is waiting for (Telegram, the model ...)
         except OSError as exc:
             which = "WEBHOOK_PORT" if webhook else "METRICS_PORT (0 turns the server off)"
             raise StartupError(f"{exc}: is another program using the port? Set {which}") from None
@@ -186,7 +186,9 @@ async def _run(
     try:
         if webhook is not None:
             # Before the model loads: what Telegram posts meanwhile is stored and confirmed, answered once up.
+            health.phase = "registering the webhook with Telegram"
             await register_webhook(application, webhook)
+        health.phase, health.model_started = "loading the model", True
         if not settings.model_worker_url:
             log.info("loading the model %s ...", settings.model_name)
         # the remote client logs "using the model worker at URL" itself
@@ -195,7 +197,7 @@ async def _run(
             await application.shutdown()
             return
         if not leader.held:  # a hot standby: the model is loaded; the database's lock decides when to serve
-            health.standby = True
+            health.standby, health.phase = True, "standing by"
             log.info(
                 "another mlm-bot process is active on this database (or the database does not answer yet): "
                 "standing by to take over"
@@ -204,7 +206,7 @@ async def _run(
                 log.info("stopped while standing by")
                 await application.shutdown()
                 return
-            health.standby = False
+            health.standby, health.phase = False, "taking over from the process that was active"
             log.info("the active process is gone: taking over")
             await repo.db.migrate()
     except BaseException:
@@ -217,6 +219,7 @@ async def _run(
     lost = asyncio.create_task(leader.watch(), name="leader-lock")
     try:
         async with application:  # initialize (done above, so a no-op) ... shutdown
+            health.phase = "handling the updates left from before, then starting to poll"
             await register_commands(application, services)
             await application.start()
             schedule_jobs(application)

@@ -43,6 +43,9 @@ class Health:
     webhook: bool
     started: bool = False  # the bot is taking updates (set when polling or the webhook starts)
     standby: bool = False  # ready, waiting for the active process on the same database to stop (bot.storage.leader)
+    # What the start is waiting for right now (bot.runner sets it), so /healthz names it instead of guessing.
+    phase: str = "waiting for Telegram to answer getMe"
+    model_started: bool = False  # the model's load has begun (before, its check says what comes first)
     last_poll: float | None = None  # monotonic time of the last getUpdates answer (polling mode)
     webhook_problem: str | None = None  # what Telegram's getWebhookInfo last reported wrong (webhook mode)
 
@@ -53,7 +56,7 @@ class Health:
         if self.standby:  # healthy: it takes over when needed (and in webhook mode stores what it is sent)
             return None
         if not self.started:
-            return "starting"
+            return f"starting: {self.phase}"
         if self.webhook:
             return self.webhook_problem
         if self.last_poll is None or time.monotonic() - self.last_poll > POLL_STALE_S:
@@ -70,6 +73,8 @@ class Health:
             return None
 
         async def model() -> str | None:
+            if not self.model_started:
+                return f"not loaded yet: {self.phase} first"
             try:
                 return await asyncio.wait_for(self.model.ready(), CHECK_TIMEOUT_S)
             except Exception as exc:

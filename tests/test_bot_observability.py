@@ -123,7 +123,12 @@ async def test_health_reports_an_unreachable_database_and_a_stalled_poll(bert_di
         closed.bind(("127.0.0.1", 0))
         url = f"postgresql+asyncpg://bot:pw@127.0.0.1:{closed.getsockname()[1]}/bot"
     model = LocalFillMask(ModelSettings(model_name=str(bert_dir)))  # not started: still loading
-    health = Health(Database(url), model, webhook=False, started=True)
+    waiting = Health(Database(url), model, webhook=False)  # the start waits for Telegram: the model is not loading
+    _, checks = await waiting.check()
+    assert checks["updates"] == "starting: waiting for Telegram to answer getMe"
+    assert checks["model"] == "not loaded yet: waiting for Telegram to answer getMe first"
+    await waiting.database.close()
+    health = Health(Database(url), model, webhook=False, started=True, model_started=True)
     health.last_poll = time.monotonic() - POLL_STALE_S - 5
     ok, checks = await health.check()
     assert not ok

@@ -97,3 +97,49 @@ def test_options_after_the_subcommand_and_the_loading_bar_follow_the_log_level(b
     chatty = run("predict", "the [MASK] sat .", "--model", str(bert_dir), LOG_LEVEL="info")
     assert chatty.returncode == 0, chatty.stderr
     assert "Loading weights" in chatty.stderr and " INFO " in chatty.stderr
+
+
+def test_a_missing_token_is_reported_before_torch_or_transformers_is_imported(tmp_path: Path) -> None:
+    """Importing torch and transformers takes seconds: a newcomer's missing token must not wait for them."""
+    check = (
+        "import sys\n"
+        "from bot.cli import main\n"
+        "code = main(['run'])\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'telegram.ext') if m in sys.modules)\n"
+        "print('imported:', heavy)\n"
+        "sys.exit(code)\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, env=environ, cwd=tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "TELEGRAM_BOT_TOKEN is not set" in one_error_line(done)
+    assert "imported: []" in done.stdout
+
+
+def test_stats_on_an_empty_log_prints_no_library_chatter_and_a_chart_from_zero(tmp_path: Path) -> None:
+    """``mlm-bot stats --png`` on a fresh database: the statistics and one line about the file, no Alembic set-up
+    lines or matplotlib INFO; the empty week's chart runs from 0 (not -0.04 to 0.04)."""
+    import asyncio
+
+    from bot.analytics import chart_figure, gather_stats
+    from bot.storage import Database, Repository
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/log.sqlite3"
+    done = run("stats", "--png", str(tmp_path / "stats.png"), DATABASE_URL=url, LOG_LEVEL="INFO")
+    assert done.returncode == 0, done.stderr
+    assert "chart written to" in done.stdout
+    assert "matplotlib" not in done.stderr and "Context impl" not in done.stderr, done.stderr
+
+    async def empty_week():
+        database = Database(url)
+        try:
+            return await gather_stats(Repository(database), days=7)
+        finally:
+            await database.close()
+
+    axes = chart_figure(asyncio.run(empty_week()), "empty").axes[0]
+    assert axes.get_ylim() == (0.0, 1.0)
+    assert all(label.get_text() for label in axes.get_xticklabels()), "the days are named under the bars"

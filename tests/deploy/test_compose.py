@@ -317,9 +317,15 @@ def _container_logs(container: str) -> str:
 async def test_two_replicas_one_active_and_a_standby_that_takes_over(
     compose: list[str], project: Path, tiny_model: Path
 ) -> None:
-    """README's ``docker compose up -d --scale bot=2``: both replicas come up healthy on one SQLite file, one
-    polls and the other stands by; ``docker kill`` of the active one, and the standby answers within seconds."""
+    """docs/deploy.md's ``docker compose up -d --scale bot=2``: both replicas come up healthy on one SQLite file,
+    one polls and the other stands by; ``docker kill`` of the active one, and the standby answers within seconds.
+    A ``./data`` made on the host keeps its owner."""
     fake = FakeTelegram()
+    # ./data made by someone on the host (as `git clone` and `mkdir` would): it stays theirs, and so do the files
+    # the bot writes in it (the containers run as its owner).
+    host_owner = 4321
+    (project / "data").mkdir()
+    os.chown(project / "data", host_owner, host_owner)
     async with fake.running(host="0.0.0.0"):
         write_env(project, fake)
         (project / "docker-compose.test.yml").write_text(TEST_OVERRIDE.format(model=tiny_model))
@@ -352,6 +358,8 @@ async def test_two_replicas_one_active_and_a_standby_that_takes_over(
             print(deployment.logs())
             raise
     assert took < 10, f"the standby answered {took:.1f} s after the kill"
+    assert (project / "data").stat().st_uid == host_owner
+    assert (project / "data" / "mlm-bot.sqlite3").stat().st_uid == host_owner
     assert {user_id for _, user_id in interactions(project)} >= {777, 778}
 
 
