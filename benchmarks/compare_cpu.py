@@ -44,7 +44,7 @@ def build(kind: str, directory: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-    from models.random_models import BUILDERS
+    from models.bench.random_models import BUILDERS
 
     tiny = BUILDERS[kind](directory / "tiny")
     config = AutoConfig.from_pretrained(tiny)
@@ -62,8 +62,8 @@ def build(kind: str, directory: Path) -> Path:
 
 
 async def main() -> None:
-    from bot.compare import Lineup
-    from models.random_models import sentences
+    from bot.lineup import Lineup
+    from models.bench.random_models import sentences
     from models.settings import ModelSettings
 
     root = Path(tempfile.mkdtemp())

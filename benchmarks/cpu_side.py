@@ -1,4 +1,4 @@
-"""The batcher's CPU side: an earlier commit's ``models/batcher.py`` against this one, in one run.
+"""The batcher's CPU side: an earlier commit's ``models/serving/batcher.py`` against this one, in one run.
 
 With a fast GPU the model is not what limits throughput: the event loop, tokenizing and decoding are (the H200
 run plateaued at 8.7k sentences/s while a bert-base forward of 256 sentences took a few milliseconds). This
@@ -19,7 +19,7 @@ thread): one thread, holding the GIL, so on a many-core GPU box it is the ceilin
     python benchmarks/cpu_side.py --forward model --shape bert-base --device cuda --callers 64,256,1024
 
 A machine with the checkout but not its git history (the GPU box of ``benchmarks/gpu_check.sh``) takes the
-baseline as a file: ``git show 714e089:models/batcher.py > batcher_baseline.py`` where the history is, then
+baseline as a file: ``git show 714e089:models/serving/batcher.py > batcher_baseline.py`` where the history is, then
 ``--baseline-file batcher_baseline.py`` (``CPU_SIDE_BASELINE=batcher_baseline.py`` for ``gpu_check.sh``).
 """
 
@@ -31,6 +31,7 @@ import gc
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -46,21 +47,25 @@ BEFORE_EVENT_LOOP_WORK = "714e089"
 
 
 def load_baseline(ref: str, file: str | None):
-    """The baseline ``models/batcher.py``: ``file``, or the one at git ``ref``, imported as its own module (the
-    rest of ``models`` is this checkout's, so it must be recent enough to share its interfaces)."""
+    """The baseline ``models/serving/batcher.py``: ``file``, or the one at git ``ref``, imported as its own module
+    (the rest of ``models`` is this checkout's, so it must be recent enough to share its interfaces)."""
     if file is not None:
         source = Path(file).read_text()
     else:
-        shown = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{ref}:models/batcher.py"], capture_output=True, text=True, check=False
-        )
+        for path in ("models/serving/batcher.py", "models/batcher.py"):  # where it lives now; before 2026-12-04
+            shown = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True, check=False
+            )
+            if shown.returncode == 0:
+                break
         if shown.returncode != 0:
             raise SystemExit(
-                f"cannot read models/batcher.py at {ref} ({shown.stderr.strip() or 'no git history here?'}): "
-                f"save it with `git show {ref}:models/batcher.py > FILE` where the history is, and pass "
+                f"cannot read models/serving/batcher.py at {ref} ({shown.stderr.strip() or 'no git history here?'}): "
+                f"save it with `git show {ref}:models/serving/batcher.py > FILE` where the history is, and pass "
                 "--baseline-file FILE"
             )
         source = shown.stdout
+    source = _current_imports(source)
     path = Path(tempfile.mkdtemp()) / "batcher_baseline.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("batcher_baseline", path)
@@ -70,11 +75,28 @@ def load_baseline(ref: str, file: str | None):
     return module
 
 
+# Where the modules an older batcher imports live since the packages by role (2026-12-04).
+MOVED = {
+    "models.engine": "models.engine.core",
+    "models.results": "models.engine.results",
+    "models.errors": "models.engine.errors",
+    "models.device": "models.engine.device",
+    "models.heap": "models.engine.accel.heap",
+    "models.metrics": "models.serving.worker_metrics",
+}
+
+
+def _current_imports(source: str) -> str:
+    """An older batcher's ``from models.X import`` lines, pointed at where those modules live now."""
+    pattern = re.compile(r"^(\s*from )(" + "|".join(re.escape(old) for old in MOVED) + r")( import )", re.M)
+    return pattern.sub(lambda m: m.group(1) + MOVED[m.group(2)] + m.group(3), source)
+
+
 class StubForward:
     """The real engine (tokenizer, decoding, everything on the CPU) with the forward replaced by canned scores."""
 
     def __init__(self, engine) -> None:
-        from models.results import MaskScores
+        from models.engine.results import MaskScores
 
         self._engine = engine
         self._mask_scores = MaskScores
@@ -94,8 +116,8 @@ class StubForward:
 
 
 async def measure(module, engine, sentences: list[str], callers: int, args: argparse.Namespace) -> dict[str, float]:
-    from models.bench import _run_callers
-    from models.results import FillMaskRequest
+    from models.bench.benchmark import run_callers
+    from models.engine.results import FillMaskRequest
 
     batcher = module.MicroBatcher(
         engine,
@@ -106,9 +128,9 @@ async def measure(module, engine, sentences: list[str], callers: int, args: argp
     )
     await batcher.start()
     try:
-        await _run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences[:512], callers)  # warm-up
+        await run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences[:512], callers)  # warm-up
         loop_cpu = time.thread_time()
-        latencies, seconds = await _run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences, callers)
+        latencies, seconds = await run_callers(lambda s: batcher.fill(FillMaskRequest(s)), sentences, callers)
         loop_cpu = time.thread_time() - loop_cpu
     finally:
         await batcher.close()
@@ -116,10 +138,10 @@ async def measure(module, engine, sentences: list[str], callers: int, args: argp
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, object]]:
-    import models.batcher as current
-    from models.engine import FillMaskEngine
-    from models.random_models import BUILDERS
-    from models.random_models import sentences as make_sentences
+    import models.serving.batcher as current
+    from models.bench.random_models import BUILDERS
+    from models.bench.random_models import sentences as make_sentences
+    from models.engine.core import FillMaskEngine
 
     baseline = load_baseline(args.baseline_ref, args.baseline_file)
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +207,7 @@ def main() -> int:
     parser.add_argument("--json-out", help="also write the rows as JSON to this file")
     args = parser.parse_args()
 
-    from models.bench import describe_device
+    from models.bench.benchmark import describe_device
 
     rows = asyncio.run(run(args))
     print(f"\n{describe_device(args.device)}; forward: {args.forward}, shape {args.shape}, {args.sentences} sentences")

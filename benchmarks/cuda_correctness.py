@@ -40,8 +40,8 @@ def main() -> int:
     import torch
     from transformers import BertConfig, BertForMaskedLM, BertTokenizer, pipeline
 
-    from models.engine import FillMaskEngine
-    from models.random_models import _wordpiece_vocab, sentences
+    from models.bench.random_models import sentences, wordpiece_vocab
+    from models.engine.core import FillMaskEngine
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU here: nothing to check", file=sys.stderr)
@@ -50,7 +50,7 @@ def main() -> int:
     report: dict[str, object] = {"gpu": gpu, "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "bert-base-shape"
-        vocab = _wordpiece_vocab(30522, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        vocab = wordpiece_vocab(30522, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
         BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=512).save_pretrained(directory)
         torch.manual_seed(0)
         config = BertConfig(vocab_size=len(vocab), initializer_range=args.init_range)
@@ -89,7 +89,7 @@ def _per_mask(answer: list) -> list[list[dict]]:
 
 
 def _compare(engine, texts: list[str], expected: list[list[list[dict]]], margin: float) -> dict[str, float]:
-    from models.results import FillMaskRequest
+    from models.engine.results import FillMaskRequest
 
     batch = engine.prepare_batch([FillMaskRequest(t, 5) for t in texts])
     outputs = []

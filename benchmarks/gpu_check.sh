@@ -26,7 +26,7 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', to
 
 if wants tests; then
 step "CUDA tests"
-timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_engine.py 2>&1 \
+timeout 240 $PY -m pytest -q -p no:cacheprovider tests/engine/test_cuda_graphs.py tests/engine/test_engine.py 2>&1 \
   | tail -25 | tee "$OUT/tests.log" || status=1
 fi
 

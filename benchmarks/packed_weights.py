@@ -1,9 +1,9 @@
 """The engine's forward with plain linear layers against oneDNN-packed ones, in one process, interleaved.
 
-One engine, loaded without packing; its encoder's layers are then swapped between the plain ``nn.Linear`` and the
-``PackedLinear`` of ``models/packed_linear.py`` round after round, so both sides see the same machine, the same
-threads and the same inputs. Measures ``engine.forward`` (encoder, head at the masks, top-k) per batch size,
-reports medians and the ratio, and the largest difference in the returned probabilities.
+One engine, loaded without packing; its encoder's layers are then swapped between the plain ``nn.Linear`` and
+the ``PackedLinear`` of ``models/engine/accel/packed_linear.py`` round after round, so both sides see the same
+machine, the same threads and the same inputs. Measures ``engine.forward`` (encoder, head at the masks, top-k)
+per batch size, reports medians and the ratio, and the largest difference in the returned probabilities.
 
     python benchmarks/packed_weights.py                     # bert-base shape, random weights
     python benchmarks/packed_weights.py --dtype bfloat16
@@ -36,10 +36,10 @@ def main() -> int:
 
     import torch
 
-    from models import packed_linear
-    from models.engine import FillMaskEngine
-    from models.random_models import BUILDERS, sentences
-    from models.results import FillMaskRequest
+    from models.bench.random_models import BUILDERS, sentences
+    from models.engine.accel import packed_linear
+    from models.engine.core import FillMaskEngine
+    from models.engine.results import FillMaskRequest
 
     if not packed_linear.available():
         print("this torch has no oneDNN linear ops: nothing to compare", file=sys.stderr)

@@ -74,9 +74,9 @@ async def one_update(fake, rng: random.Random, n: int, post: dict) -> None:
 
 
 async def soak(updates: int, every: int) -> list[dict]:
-    from models.random_models import build_bert
-    from tests.bot_harness import free_port
-    from tests.fake_telegram import TOKEN, FakeTelegram
+    from models.bench.random_models import build_bert
+    from tests.support.bot_harness import free_port
+    from tests.support.fake_telegram import TOKEN, FakeTelegram
 
     tmp = Path(tempfile.mkdtemp())
     model = build_bert(tmp / "bert")

@@ -25,9 +25,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 async def burst(count: int, *, webhook: bool) -> float:
-    from models.random_models import build_bert
-    from tests.bot_harness import bot_settings, free_port, running_bot
-    from tests.fake_telegram import FakeTelegram
+    from models.bench.random_models import build_bert
+    from tests.support.bot_harness import bot_settings, free_port, running_bot
+    from tests.support.fake_telegram import FakeTelegram
 
     tmp = Path(tempfile.mkdtemp())
     model = build_bert(tmp / "bert")

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from bot.storage import Repository
+from bot.storage.vocabulary import ANSWERED
 
 CHART_KINDS = ("guide", "prediction", "inline", "comment", "start")
-OK_OUTCOMES = ("ok", "dm", "button")
+OK_OUTCOMES = ANSWERED
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,14 @@ from telegram.ext import (
     filters,
 )
 
-from bot import inbox, languages, tracking
+from bot.config import BotSettings
+from bot.context import CONTEXT_TYPES
+from bot.flood_control import BotRateLimiter
 from bot.handlers import (
     admin,
     comments,
     compare,
-    errors,
+    failures,
     fallback,
     gate,
     guide,
@@ -47,15 +49,14 @@ from bot.handlers import (
     quiz,
     tap,
 )
-from bot.metrics import CountingRequest
-from bot.rate_limits import BotRateLimiter
-from bot.services import CONTEXT_TYPES, BotServices
-from bot.settings import BotSettings
-from bot.triggers import detect_trigger
+from bot.http.metrics import CountingRequest
+from bot.services import BotServices
+from bot.text.triggers import detect_trigger
+from bot.updates import inbox, tracking
 
 
 class KeywordFilter(filters.MessageFilter):
-    """Text or caption that contains a trigger keyword as a whole word (see ``bot.triggers``)."""
+    """Text or caption that contains a trigger keyword as a whole word (see ``bot.text.triggers``)."""
 
     def __init__(self, keywords: Iterable[str]) -> None:
         super().__init__(name="KeywordFilter")
@@ -113,7 +114,15 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
     return application
 
 
-LAST_GROUP = 100
+# The handler groups, in the order python-telegram-bot runs them for every update (each group's first matching
+# handler runs; a handler that raises ApplicationHandlerStop ends the update there).
+FIRST_GROUP = -100  # follow the update: its ids on every log line, metrics
+POSTS_GROUP = -99  # a channel post forwarded into its discussion group: remember it, before any wait
+LANGUAGE_GROUP = -98  # the person's language, before anything is said
+BUDGET_GROUP = -97  # the action budget: after the language, so "slow down" is in it
+BUTTONS_GROUP = -96  # a press must be one of its message's own buttons
+ANSWER_GROUP = 0  # the answers: one handler per flow
+LAST_GROUP = 100  # this update is done (never replayed); LAST_GROUP - 1 closes its trace
 
 
 def register_handlers(application: Application, settings: BotSettings, services: BotServices) -> None:
@@ -125,16 +134,16 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add = application.add_handler
 
     # First group: follow the update (metrics; its ids on every log line written while it is handled).
-    add(TypeHandler(Update, tracking.begin), group=tracking.FIRST_GROUP)
+    add(TypeHandler(Update, tracking.begin), group=FIRST_GROUP)
     # A channel post forwarded into its discussion group: remember the post (never answered), before any wait.
-    add(MessageHandler(groups & filters.IS_AUTOMATIC_FORWARD, comments.remember_post), group=comments.POSTS_GROUP)
+    add(MessageHandler(groups & filters.IS_AUTOMATIC_FORWARD, comments.remember_post), group=POSTS_GROUP)
     # Then: what the bot says while handling it is in the person's chosen language (English or Hinglish).
-    add(TypeHandler(Update, languages.use_persons_language), group=languages.LANGUAGE_GROUP)
+    add(TypeHandler(Update, language.use_persons_language), group=LANGUAGE_GROUP)
     # Then the door: every private message, group command and button press spends its sender's action budget
     # (over it: "slow down" once a minute, then silence); a button acts only if it is one of its message's own
     # and belongs in that chat. A refused update ends here.
-    add(TypeHandler(Update, gate.admit), group=gate.BUDGET_GROUP)
-    add(TypeHandler(Update, gate.check_button), group=gate.BUTTONS_GROUP)
+    add(TypeHandler(Update, gate.admit), group=BUDGET_GROUP)
+    add(TypeHandler(Update, gate.check_button), group=BUTTONS_GROUP)
     # Commands answer new messages only: editing "/predict ..." or "/guide" must not run them again.
     # /start with a payload (a deep link the bot handed out) must come before the plain /start.
     add(CommandHandler("start", guide.start_with_payload, filters=new & private & filters.Regex(r"\A/start\s+\S")))
@@ -195,7 +204,7 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # Last groups: the update's handling has finished: its latency and log line; the inbox stops replaying it.
     add(TypeHandler(Update, tracking.finish), group=LAST_GROUP - 1)
     add(TypeHandler(Update, inbox.mark_done), group=LAST_GROUP)
-    application.add_error_handler(errors.error_handler)
+    application.add_error_handler(failures.error_handler)
 
 
 def schedule_jobs(application: Application) -> None:

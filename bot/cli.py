@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from models.errors import FillMaskError
+from models.engine.errors import FillMaskError
 
 log = logging.getLogger("mlm_bot")
 
@@ -70,7 +70,7 @@ def _model_settings(args: argparse.Namespace):
 def cmd_worker(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from models.service import create_app, warn_if_open
+    from models.serving.service import create_app, warn_if_open
 
     settings = _model_settings(args)
     warn_if_open(args.host, settings)
@@ -101,7 +101,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The worker's API on Ray Serve (``models.ray_serve``): a local Ray instance, or the cluster at
+    """The worker's API on Ray Serve (``models.serving.ray_serve``): a local Ray instance, or the cluster at
     ``--address``/``RAY_ADDRESS``; runs until SIGTERM or Ctrl-C, then takes the application down."""
     try:
         import ray
@@ -111,8 +111,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     import threading
 
-    from models.ray_serve import APP_NAME, build
-    from models.service import warn_if_open
+    from models.serving.ray_serve import APP_NAME, build
+    from models.serving.service import warn_if_open
 
     settings = _model_settings(args)
     warn_if_open(args.host, settings, "Ray Serve's proxy")
@@ -142,7 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from models.client import create_fill_mask_service
+    from models.serving.client import create_fill_mask_service
 
     settings = _model_settings(args)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
@@ -190,7 +190,7 @@ def _table(result, joint) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot.settings import SettingsError, load_settings
+    from bot.config import SettingsError, load_settings
 
     try:  # before torch and transformers are imported: a missing token is reported in a fraction of a second
         settings = load_settings()
@@ -213,7 +213,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     healthchecks run this inside the container."""
     import httpx
 
-    from bot.settings import HealthSettings
+    from bot.config import HealthSettings
 
     url = args.url or HealthSettings().healthz_url()
     if url is None:
@@ -236,7 +236,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 
     from sqlalchemy.engine import make_url
 
-    from bot.settings import StorageSettings
+    from bot.config import StorageSettings
 
     url = make_url(StorageSettings().database_url)
     if url.get_backend_name() != "sqlite" or not url.database:
@@ -264,7 +264,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from alembic.util import CommandError
 
-    from bot.settings import StorageSettings
+    from bot.config import StorageSettings
     from bot.storage.database import upgrade
 
     url = StorageSettings().database_url
@@ -285,10 +285,10 @@ def _without_password(url: str) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from bot.analytics import gather_stats, render_chart
-    from bot.render import Renderer
-    from bot.settings import StorageSettings
+    from bot.config import StorageSettings
     from bot.storage import Database, Repository
-    from bot.telegram_html import visible_text
+    from bot.text.render import Renderer
+    from bot.text.telegram_html import visible_text
 
     async def collect():
         database = Database(StorageSettings().database_url)
@@ -309,8 +309,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from bot.config import StorageSettings
     from bot.export import export
-    from bot.settings import StorageSettings
 
     count = export(StorageSettings().database_url, args.format, args.output, since_days=args.since)
     print(f"{count} interactions written to {args.output or 'stdout'}", file=sys.stderr)
@@ -318,7 +318,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from models.bench import main as bench_main
+    from models.bench.benchmark import main as bench_main
 
     return bench_main(args)
 
@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", help="auto, cpu, cuda ...")
     predict.set_defaults(func=cmd_predict)
 
-    from models.bench import add_arguments as add_bench_arguments
+    from models.bench.benchmark import add_arguments as add_bench_arguments
 
     bench = add("bench", help="HF pipeline vs. this worker, same sentences, same device")
     add_bench_arguments(bench)
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from models.loading import ModelLoadError
+    from models.engine.loading import ModelLoadError
 
     args = build_parser().parse_args(argv)  # LOG_LEVEL from the environment is checked too: it is the default
     _setup_logging(args.log_level, args.log_format)

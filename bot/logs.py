@@ -1,7 +1,7 @@
 """Log lines: the current update's fields on each, the text or JSON format, and no secrets or people in any.
 
 ``LOG_FORMAT=json`` writes one JSON object a line for log shippers, with ``update_id``, ``user``, ``chat_type``
-and ``update_type`` on every line written while an update is handled (``bot.tracking`` starts and ends that).
+and ``update_type`` on every line written while an update is handled (``bot.updates.tracking`` starts and ends that).
 ``user`` is a pseudonym (``pseudonym``: an HMAC of the Telegram id, keyed by the bot's token), never the id: a
 log line outlives /forget, so it must not name anyone. What people type is never logged either: the database
 engine hides SQL parameters, and python-telegram-bot (which logs whole updates at DEBUG) is kept at INFO unless
@@ -126,3 +126,10 @@ def formatter(kind: str) -> logging.Formatter:
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "traceback"},
         )
     return TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def record_outcome(kind: str, outcome: str) -> None:
+    """The update being handled was answered with ``kind`` and ``outcome`` (its "handled" line says so)."""
+    trace = CURRENT.get()
+    if trace is not None:
+        trace.kind, trace.outcome = kind, outcome

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.services import BotServices
-from models.results import FillMaskResult, JointFill
+from models.engine.results import FillMaskResult, JointFill
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application
 
 from bot.app import build_application, register_commands, schedule_jobs
-from bot.comment_replies import CommentReplies, owed, restore
-from bot.inbox import hand_on_stored_elsewhere, replay_unfinished
-from bot.inbox import install as install_inbox
-from bot.limits import ActionBudget, UserGate
+from bot.budgets import ActionBudget, UserGate
+from bot.config import BotSettings, StartupError
+from bot.http.health import Health
+from bot.http.metrics import BotMetrics
+from bot.http.server import HttpServer, create_app
+from bot.http.webhook import Webhook
 from bot.logs import quiet_libraries, redact, set_pseudonym_key
-from bot.metrics import BotMetrics
-from bot.render import Renderer
+from bot.public_replies import CommentReplies, owed, restore
 from bot.services import BotServices
-from bot.settings import BotSettings, StartupError
 from bot.storage import Database, Repository
 from bot.storage.leader import Leadership, leadership_for
 from bot.storage.repository import write_all
 from bot.storage.writer import InteractionWriter, dead_letter_path_for
-from bot.web import Health, HttpServer, create_app
-from bot.webhook import Webhook, register_webhook, watch_webhook
-from models.client import FillMaskService, create_fill_mask_service
+from bot.text.render import Renderer
+from bot.transports import Polling, Transport, WebhookTransport
+from bot.updates.inbox import hand_on_stored_elsewhere, replay_unfinished
+from bot.updates.inbox import install as install_inbox
+from models.serving.client import FillMaskService, create_fill_mask_service
 
 log = logging.getLogger(__name__)
 
@@ -143,28 +144,30 @@ async def _serve(
     )
     application = build_application(settings, services)
     health = Health(database, model, webhook=settings.webhook_url is not None)
-    handed_on: set[int] = set()  # updates handed on and not finished (bot.inbox): each is handed on once
-    webhook: Webhook | None = None
+    handed_on: set[int] = set()  # updates handed on and not finished (bot.updates.inbox): each is handed on once
+    transport: Transport
     if settings.webhook_url:
         webhook = Webhook(
             settings.webhook_url, settings.webhook_path, settings.webhook_secret_value(), application, repo.inbox,
             handed_on=handed_on,
         )  # fmt: skip
         redact(webhook.secret)
+        transport = WebhookTransport(application, webhook, health)
         server = HttpServer(create_app(health, metrics, webhook), settings.webhook_listen, settings.webhook_port)
     else:
         # every fetched update is stored before the next poll confirms it
         install_inbox(application, repo.inbox, on_poll=health.polled, handed_on=handed_on)
+        transport = Polling(application)
         server = HttpServer(create_app(health, metrics), settings.metrics_listen, settings.metrics_port)
-    if webhook is not None or settings.metrics_port:
+    if settings.webhook_url or settings.metrics_port:
         try:
             await server.start()  # /healthz says what the start is waiting for (Telegram, the model ...)
         except OSError as exc:
-            which = "WEBHOOK_PORT" if webhook else "METRICS_PORT (0 turns the server off)"
+            which = "WEBHOOK_PORT" if settings.webhook_url else "METRICS_PORT (0 turns the server off)"
             raise StartupError(f"{exc}: is another program using the port? Set {which}") from None
         log.info("health and metrics on http://%s:%d/healthz and /metrics", server.host, server.port)
     try:
-        await _run(settings, stop, services, application, health, webhook, leader, handed_on)
+        await _run(settings, stop, services, application, health, transport, leader, handed_on)
     finally:
         await server.close()
 
@@ -175,7 +178,7 @@ async def _run(
     services: BotServices,
     application: Application,
     health: Health,
-    webhook: Webhook | None,
+    transport: Transport,
     leader: Leadership,
     handed_on: set[int],
 ) -> None:
@@ -184,10 +187,7 @@ async def _run(
     if not await connect_to_telegram(application, settings, stop):
         return
     try:
-        if webhook is not None:
-            # Before the model loads: what Telegram posts meanwhile is stored and confirmed, answered once up.
-            health.phase = "registering the webhook with Telegram"
-            await register_webhook(application, webhook)
+        await transport.prepare()
         health.phase, health.model_started = "loading the model", True
         if not settings.model_worker_url:
             log.info("loading the model %s ...", settings.model_name)
@@ -214,61 +214,52 @@ async def _run(
         raise
     comment_replies.start(application.bot)
     await writer.start()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 1e9  # set when the stop comes: one budget for the whole shutdown
+    budget = ShutdownBudget()  # one budget for the whole shutdown, from the moment the stop comes
     lost = asyncio.create_task(leader.watch(), name="leader-lock")
     try:
         async with application:  # initialize (done above, so a no-op) ... shutdown
-            health.phase = "handling the updates left from before, then starting to poll"
+            health.phase = "handling the updates left from before, then taking updates in"
             await register_commands(application, services)
             await application.start()
             schedule_jobs(application)
             for row in await repo.outbox.pending():  # replies owed since the last run
                 restore(comment_replies, row.chat_id, row.thread, row.payload, row.id)
-            if webhook is not None:
-                webhook.accepting = True  # from now on handed on as they come; the replay skips those
+            transport.open()  # from now on handed on as they come; the replay skips those
             # The live set: updates the endpoint hands on while the replay runs are skipped by it (a copy taken
             # here, empty, would let them be handled twice).
             await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=handed_on)
             adopt_left_work(application, services, handed_on)
             try:
-                if webhook is not None:
-                    watch_webhook(application, webhook, health)
-                else:
-                    await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+                await transport.start()
             except BaseException:
                 await application.stop()  # the context's shutdown refuses a running application
                 raise
             health.started = True
             services.metrics.up.set(1)
-            how = f"webhook {settings.webhook_url}" if webhook is not None else "polling"
-            log.info("@%s is up (model %s; %s)", application.bot.username, model.model_name, how)
+            log.info("@%s is up (model %s; %s)", application.bot.username, model.model_name, transport.description)
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             services.metrics.up.set(0)
             if lost.done():  # another process is active now: stop handling at once, send nothing more
                 log.error("lost the database's active-process lock: another process took over; standing down")
-            deadline = loop.time() + settings.shutdown_budget_s
+            budget.start(settings.shutdown_budget_s)
             log.info(
                 "stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s
             )
-            if webhook is not None:
-                webhook.accepting = False  # what comes now is stored, and handed on by the next start's replay
-            if application.updater is not None and application.updater.running:
-                await application.updater.stop()
+            await transport.stop()  # what comes now is stored, and handed on by the next start's replay
             try:  # lets the updates already fetched finish, leaving a few seconds for the replies and the log
-                await asyncio.wait_for(application.stop(), max(0.5, deadline - loop.time() - 4))
+                await asyncio.wait_for(application.stop(), budget.left(reserve=4, at_least=0.5))
             except asyncio.TimeoutError:
                 log.warning("updates still being handled when the budget ran out stay in the inbox for next time")
             # The public replies those updates queued, as far as the groups' allowances let them go in the
             # budget; the rest go to the outbox and out after the next start.
             # (None once the lock is lost: the active process sends them, from the outbox.)
-            budget = 0.0 if lost.done() else max(0.0, deadline - loop.time() - 2)
-            for unsent in await comment_replies.close(timeout=budget):
+            sending = 0.0 if lost.done() else budget.left(reserve=2)
+            for unsent in await comment_replies.close(timeout=sending):
                 await writer.log(owed(unsent))
     finally:
-        await writer.close(timeout=max(1.0, deadline - loop.time() - 1))  # flush the interaction log
+        await writer.close(timeout=budget.left(reserve=1, at_least=1.0))  # flush the interaction log
         log.info("interaction log flushed (%d written)", writer.written)
         if not lost.done():
             lost.cancel()
@@ -278,9 +269,28 @@ async def _run(
         closing = [model.close()] + ([services.lineup.close()] if services.lineup is not None else [])
         for close in closing:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(close, max(0.5, deadline - loop.time()))
+                await asyncio.wait_for(close, budget.left(at_least=0.5))
     if lost.done() and not lost.cancelled():
         raise LostLeadership()
+
+
+class ShutdownBudget:
+    """The seconds the shutdown has, shared by its steps; unlimited until the stop comes (an error before then
+    still flushes what it can, bounded by ``run``'s watchdog)."""
+
+    UNSTARTED_S = 3600.0
+
+    def __init__(self) -> None:
+        self._deadline: float | None = None
+
+    def start(self, seconds: float) -> None:
+        self._deadline = asyncio.get_running_loop().time() + seconds
+
+    def left(self, *, reserve: float = 0.0, at_least: float = 0.0) -> float:
+        """What is left, keeping ``reserve`` seconds for the steps after this one, and never under ``at_least``."""
+        if self._deadline is None:
+            return self.UNSTARTED_S
+        return max(at_least, self._deadline - asyncio.get_running_loop().time() - reserve)
 
 
 def adopt_left_work(application: Application, services: BotServices, handed_on: set[int]) -> None:

@@ -1,7 +1,5 @@
-"""What every handler needs, built once at start-up, and the typed ``bot_data`` that carries it to them.
-
-Handlers are typed with :data:`Context`: ``context.bot_data`` is a :class:`BotData` (``ContextTypes(bot_data=
-BotData)``), so ``context.bot_data.services`` is a :class:`BotServices`, not a value fetched from a dict by key.
+"""What every handler needs, built once at start-up: :class:`BotServices` (``bot.context`` carries it to the
+handlers as ``context.bot_data.services``, typed).
 
 Whatever is kept in memory per person, chat, post, query or sentence is a ``cachetools`` cache with a size cap
 (and an expiry where old entries are worthless): strangers choose those keys, and memory must not grow with
@@ -16,34 +14,29 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
-from cachetools import LRUCache, TTLCache
-from telegram.ext import CallbackContext, ContextTypes, ExtBot
+from cachetools import LRUCache
 
-from bot.comment_replies import CommentReplies
-from bot.compare import Lineup
-from bot.languages import Languages
-from bot.limits import ActionBudget, UserGate
-from bot.metrics import BotMetrics
-from bot.rate_limits import Starts
-from bot.render import Renderer
-from bot.settings import BotSettings
+from bot.budgets import ActionBudget, UserGate
+from bot.config import BotSettings
+from bot.flood_control import Starts
+from bot.http.metrics import BotMetrics
+from bot.lineup import Lineup
+from bot.logs import record_outcome
+from bot.public_replies import CommentReplies
 from bot.storage import Repository
 from bot.storage.repository import InteractionEntry, TapSentenceKept, Write
 from bot.storage.writer import InteractionWriter
-from bot.tracking import record_outcome
-from models.client import FillMaskService
-from models.engine import MASK_ALIASES
+from bot.text.render import Renderer
+from bot.updates.languages import Languages
+from models.engine.core import MASK_ALIASES
+from models.serving.client import FillMaskService
 
 log = logging.getLogger(__name__)
 
 # How many entries each in-memory map keeps at most (the least recently used go first).
 CLAIMS_KEPT = 100_000
 TAP_SENTENCES_KEPT = 10_000
-POSTS_KEPT = 100_000
-ANSWERED_KEPT = 10_000
-QUIZZES_KEPT = 10_000
 
 
 @dataclass
@@ -64,13 +57,13 @@ class BotServices:
     # Per user, the model call of their newest inline query (a newer query cancels the older one); an entry
     # leaves when its call ends, so this holds at most the calls running at once.
     inline_in_flight: dict[int, asyncio.Task] = field(default_factory=dict)
-    # /compare's models, loaded on first use (bot.compare).
+    # /compare's models, loaded on first use (bot.lineup).
     lineup: Lineup | None = None
     # Sentences offered for tap-to-mask, by the short key in their buttons' data: (whose, the text), the newest.
     tap_sentences: LRUCache[str, tuple[int | None, str]] = field(default_factory=lambda: LRUCache(TAP_SENTENCES_KEPT))
-    # The language each person chose (bot.languages); read from the repository unless given.
+    # The language each person chose (bot.updates.languages); read from the repository unless given.
     languages: Languages | None = None
-    # Predictions begun lately: in a burst "typing..." is skipped (bot.rate_limits).
+    # Predictions begun lately: in a burst "typing..." is skipped (bot.flood_control).
     prediction_starts: Starts = field(default_factory=Starts)
 
     def __post_init__(self) -> None:
@@ -156,39 +149,3 @@ class BotServices:
             return False
         self.claims_in_memory[key] = None
         return True
-
-
-class BotData:
-    """``application.bot_data``: PTB creates it with no arguments; ``bot.app`` attaches the services."""
-
-    def __init__(self) -> None:
-        self._services: BotServices | None = None
-        # The channel post behind each discussion thread: (group id, thread root) -> (channel id, post id).
-        self.posts: LRUCache[tuple[int, int], tuple[int, int]] = LRUCache(POSTS_KEPT)
-        # Callback queries already answered (the newest ones), so the error handler never answers twice. Telegram
-        # takes an answer for about 15 s only: an hour is plenty.
-        self.answered: TTLCache[str, None] = TTLCache(ANSWERED_KEPT, ttl=3600)
-        # Quizzes in progress, by the id of the poll waiting for an answer (bot.handlers.quiz); a day to answer.
-        self.quizzes: TTLCache[str, Any] = TTLCache(QUIZZES_KEPT, ttl=86_400)
-
-    def mark_answered(self, query_id: str) -> None:
-        self.answered[query_id] = None
-
-    def forget_person(self, user_id: int) -> None:
-        """/forget: their quiz in progress, and everything the services hold about them."""
-        for poll_id in [p for p, run in self.quizzes.items() if getattr(run, "user_id", None) == user_id]:
-            del self.quizzes[poll_id]
-        self.services.forget_person(user_id)
-
-    @property
-    def services(self) -> BotServices:
-        if self._services is None:
-            raise RuntimeError("the bot's services are not attached (bot.app.build_application does that)")
-        return self._services
-
-    def attach(self, services: BotServices) -> None:
-        self._services = services
-
-
-Context = CallbackContext[ExtBot[None], dict, dict, BotData]
-CONTEXT_TYPES = ContextTypes(bot_data=BotData)

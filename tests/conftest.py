@@ -15,12 +15,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Engines built from settings in the tests run where the pipeline references do (CPU, fp32), on GPU machines too.
 os.environ.setdefault("MODEL_DEVICE", "cpu")
 
-from bot.settings import BotSettings
+from bot.config import BotSettings
 from bot.storage import Repository
-from models.engine import FillMaskEngine
-from models.random_models import BUILDERS
-from tests.bot_harness import bot_settings, running_bot
-from tests.fake_telegram import FakeTelegram
+from models.bench.random_models import BUILDERS
+from models.engine.core import FillMaskEngine
+from tests.support.bot_harness import bot_settings, running_bot
+from tests.support.fake_telegram import FakeTelegram
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.engine import FillMaskEngine
-from tests.hf_compare import assert_same_hf
+from models.engine.core import FillMaskEngine
+from tests.support.hf_compare import assert_same_hf
 
 MLM_BOT = str(Path(sys.executable).with_name("mlm-bot"))  # the installed console script
 
@@ -104,7 +104,7 @@ def test_bench_rejects_zero_rounds() -> None:
 def test_bench_ratios_pair_each_round_with_its_own_baseline() -> None:
     """A machine that slows down mid-run slows the baseline and the batcher alike: the median of the per-round
     ratios (5x here) is what the code is worth; the ratio of the medians (60/14 = 4.3x) mixes the rounds."""
-    from models.bench import Measurement, summarize
+    from models.bench.benchmark import Measurement, summarize
 
     def m(path: str, throughput: float) -> Measurement:
         return Measurement(path, 1 if path == "baseline" else 32, 100, 100 / throughput, 1.0, 2.0)

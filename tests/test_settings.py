@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.settings import SettingsError, load_settings
+from bot.config import SettingsError, load_settings
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
@@ -65,14 +65,14 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value:
     ],
 )
 def test_mlm_bot_health_asks_where_the_bot_listens(env: dict, url: str | None) -> None:
-    from bot.settings import HealthSettings
+    from bot.config import HealthSettings
 
     assert HealthSettings(_env_file=None, **env).healthz_url() == url
 
 
 def test_nothing_listens_beyond_this_machine_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     from bot.cli import build_parser
-    from bot.settings import HealthSettings
+    from bot.config import HealthSettings
 
     for name in ("WEBHOOK_LISTEN", "METRICS_LISTEN", "WORKER_TOKEN"):
         monkeypatch.delenv(name, raising=False)

@@ -75,7 +75,7 @@ def test_every_relative_link_in_readme_and_docs_leads_somewhere() -> None:
 
 
 def test_every_setting_is_documented_and_in_env_example() -> None:
-    from bot.settings import BotSettings
+    from bot.config import BotSettings
 
     documented = (ROOT / "docs" / "configuration.md").read_text()
     example = (ROOT / ".env.example").read_text()
@@ -83,3 +83,42 @@ def test_every_setting_is_documented_and_in_env_example() -> None:
         variable = (field.alias or name).upper()
         assert f"`{variable}`" in documented, f"{variable} is missing from docs/configuration.md"
         assert re.search(rf"(?m)^#?\s*{variable}=", example), f"{variable} is missing from .env.example"
+
+
+def test_the_defaults_docs_configuration_shows_are_the_settings_own() -> None:
+    """Defaults are declared once, in the settings classes; the table in docs/configuration.md must agree."""
+    from bot.config import BotSettings
+
+    fields = {(field.alias or name).upper(): field for name, field in BotSettings.model_fields.items()}
+    checked = 0
+    for row in (ROOT / "docs" / "configuration.md").read_text().splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        variables = re.findall(r"`([A-Z_]+)`", cells[0])
+        shown = re.findall(r"`([^`]*)`", cells[1])
+        words = cells[1].strip().lower()
+        for n, variable in enumerate(variables):
+            if variable not in fields:  # LOG_LEVEL, LOG_FORMAT: the command line's, read before the settings
+                continue
+            default = fields[variable].default
+            if len(shown) == len(variables):
+                value = shown[n]
+                if isinstance(default, bool):
+                    assert value == str(int(default)), (variable, value, default)
+                elif isinstance(default, (int, float)):
+                    assert float(value) == float(default), (variable, value, default)
+                elif default is None:  # "let the bot decide"
+                    assert value == "auto", (variable, value, default)
+                elif isinstance(default, tuple):  # a comma-separated list
+                    assert value == ",".join(default), (variable, value, default)
+                else:
+                    assert value == str(default), (variable, value, default)
+                checked += 1
+            elif words == "unset":
+                assert default is None, (variable, default)
+                checked += 1
+            elif words == "empty":
+                assert not default, (variable, default)
+                checked += 1
+    assert checked >= 25, f"only {checked} defaults could be read from the table"

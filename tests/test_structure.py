@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.render import Renderer
-from bot.services import BotData
+from bot.context import BotData
+from bot.text.render import Renderer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_engine_is_split_by_step_into_small_modules() -> None:
-    for name in ("engine", "prepare", "forward", "postprocess", "joint"):
-        lines = (ROOT / "models" / f"{name}.py").read_text().count("\n")
-        assert lines < 300, f"models/{name}.py has {lines} lines"
+    for name in ("core", "prepare", "forward", "postprocess", "joint"):
+        lines = (ROOT / "models" / "engine" / f"{name}.py").read_text().count("\n")
+        assert lines < 300, f"models/engine/{name}.py has {lines} lines"
 
 
 def test_handlers_get_their_services_from_typed_bot_data() -> None:
@@ -32,3 +32,114 @@ def test_one_path_turns_error_details_into_words() -> None:
     assert "try again in 12 s" in renderer.inline_refusal("rate_limited", {"retry_after": 12})
     sources = "".join(p.read_text() for p in (ROOT / "bot" / "handlers").rglob("*.py"))
     assert 'html("error"' not in sources, "handlers go through Renderer.error"
+
+
+def _modules(package: str) -> dict[str, Path]:
+    """Every module of a package, by dotted name."""
+    found = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """The project modules ``path`` imports, at the top or inside functions, TYPE_CHECKING blocks included."""
+    import ast
+
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name:
+                imported.add(name)
+    return imported
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {**_modules("bot"), **_modules("models")}
+    known = set(modules)
+    graph = {}
+    for name, path in modules.items():
+        # A package's __init__ is not an edge target worth a circle: only modules that hold code count.
+        graph[name] = {m for m in _imports(path, known) if m != name and modules[m].name != "__init__.py"}
+    return graph
+
+
+def test_no_import_circles_at_all() -> None:
+    """Not even through TYPE_CHECKING: a circle means two modules are one idea, or a third is missing."""
+    graph = _graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert circles == [], f"import circles: {circles}"
+
+
+def test_models_never_imports_bot_and_storage_never_imports_the_rest_of_the_bot() -> None:
+    graph = _graph()
+    for module, imported in graph.items():
+        if module.startswith("models"):
+            assert not any(m.startswith("bot") for m in imported), f"{module} imports {imported}"
+        if module.startswith("bot.storage"):
+            outside = {m for m in imported if m.startswith("bot") and not m.startswith("bot.storage")}
+            assert not outside, f"{module} imports {outside}"
+
+
+def test_no_two_modules_share_a_name() -> None:
+    """One name per idea: ``compare.py`` beside ``handlers/compare.py`` makes a reader open the wrong one."""
+    names: dict[str, list[str]] = {}
+    for package in ("bot", "models"):
+        for name, path in _modules(package).items():
+            if path.name != "__init__.py":
+                names.setdefault(path.stem, []).append(name)
+    twins = {stem: where for stem, where in names.items() if len(where) > 1}
+    assert twins == {}, f"modules with the same name: {twins}"
+
+
+def test_tests_import_helpers_never_other_tests_and_stay_readable() -> None:
+    import ast
+
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tests."):
+                assert not node.module.rpartition(".")[2].startswith("test_"), (
+                    f"{path.relative_to(ROOT)} imports {node.module}: shared helpers belong in tests/support"
+                )
+        lines = path.read_text().count("\n")
+        assert lines <= 600, f"{path.relative_to(ROOT)} has {lines} lines: split it by subject"

@@ -2,7 +2,7 @@
 
 A bot cannot write to a user first. Someone who already started the bot gets the guide in private (and a
 reaction on the comment); anyone else is named in a public reply with a button that opens the bot with a
-``/start <payload>`` deep link (``bot.comment_replies`` coalesces those replies). Once per person per post: the
+``/start <payload>`` deep link (``bot.public_replies`` coalesces those replies). Once per person per post: the
 database's unique constraint decides.
 """
 
@@ -15,12 +15,13 @@ from dataclasses import replace
 from telegram import Message, MessageOriginChannel, ReactionTypeEmoji, Update
 from telegram.error import Forbidden, TelegramError
 
-from bot.comment_replies import Commenter, Unsent, owed
 from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, send_guide, started_at
-from bot.payloads import post_payload
+from bot.public_replies import Commenter, Unsent, owed
 from bot.storage.repository import CommentClaimed, OwedReply, UserUnreachable
+from bot.storage.vocabulary import Kind, Outcome
 from bot.storage.writer import is_transient
-from bot.triggers import detect_trigger
+from bot.text.payloads import post_payload
+from bot.text.triggers import detect_trigger
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ SERVICE_USER_IDS = {777000, 1087968824, 136817688}
 # Handler group of remember_post: right after tracking.begin, before anything in an update's handling that waits
 # (the language lookup first). Updates are handled concurrently, so a comment that arrives with its post's forward
 # (a burst, or the inbox replayed after a restart) would otherwise be handled before the post is known.
-POSTS_GROUP = -99
 
 
 def thread_root(message: Message) -> int:
@@ -90,7 +90,9 @@ async def keyword_comment(update: Update, context: Context) -> None:
         else:
             with contextlib.suppress(TelegramError):  # reactions may be off in this group
                 await message.set_reaction(ReactionTypeEmoji("👍"))
-            await log_interaction(update, context, "comment", trigger=trigger, input_text=message.text, outcome="dm")
+            await log_interaction(
+                update, context, Kind.COMMENT, trigger=trigger, input_text=message.text, outcome=Outcome.DM
+            )
             return
 
     s.comment_replies.add(message.chat_id, root, replace(commenter, outbox_id=outbox_id), keyboard)

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters, Update, User
 from telegram.helpers import create_deep_linked_url
 
+from bot.context import Context
 from bot.logs import CURRENT
-from bot.render import Renderer
-from bot.services import Context
 from bot.storage.repository import InteractionEntry, UserInfo
+from bot.text.render import Renderer
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """``/compare <sentence>`` and the "⚖️ Compare models" button under a prediction: the same sentence through each
-model of ``COMPARE_MODELS`` (``bot.compare``), top 3 each, in one message."""
+model of ``COMPARE_MODELS`` (``bot.lineup``), top 3 each, in one message."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from telegram import Message, Update
 
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.handlers.predict import after_command, sentence_under
-from models.errors import FillMaskError
+from bot.storage.vocabulary import Kind
+from models.engine.errors import FillMaskError
 
 
 async def compare_command(update: Update, context: Context) -> None:
@@ -55,7 +56,7 @@ async def _compare(update: Update, context: Context, sentence: str, under: Messa
     )
     await under.reply_html(html)
     await log_interaction(
-        update, context, "compare", input_text=sentence,
+        update, context, Kind.COMPARE, input_text=sentence,
         predictions=[{"model": row.label, "masks": row.masks, "error": row.error} for row in rows],
     )  # fmt: skip
 

@@ -4,7 +4,7 @@
   press costs one action of its sender's budget, however many messages the answer takes (the guide's pages are
   one action). Over it, the person is told once a minute to slow down (a message in private, a line on the
   button), then hears nothing; groups never hear it. One person's flood therefore costs the bot a few answers a
-  minute, paced by Telegram's per-chat allowance (``bot.rate_limits``), and never the other people's turn.
+  minute, paced by Telegram's per-chat allowance (``bot.flood_control``), and never the other people's turn.
 * **Buttons** (``callback_data`` is written by the client, not by the bot): a press is handled only if its data
   is one of the buttons of the message it came from, and, in a group, only if the action belongs there (the
   guide button, which answers with a link to the private chat). Anything else (forged data, a button on an
@@ -18,13 +18,12 @@ from __future__ import annotations
 from telegram import Message, Update
 from telegram.ext import ApplicationHandlerStop
 
-from bot import inbox, tracking
+from bot.budgets import Verdict
 from bot.handlers.common import Context, answer_query, log_interaction
-from bot.limits import Verdict
 from bot.logs import CURRENT
+from bot.storage.vocabulary import Kind, Outcome
+from bot.updates import inbox, tracking
 
-BUDGET_GROUP = -97  # after the person's language is known (-98), so "slow down" is in it
-BUTTONS_GROUP = -96
 GROUP_BUTTONS = frozenset({"guide"})  # the one press that may act under a message in a group (it opens the bot)
 
 
@@ -69,7 +68,7 @@ async def admit(update: object, context: Context) -> None:
     elif verdict is Verdict.WARN and update.effective_chat.type == update.effective_chat.PRIVATE:
         await update.effective_message.reply_html(s.renderer.html("slow_down"))
     if verdict is Verdict.WARN:
-        await log_interaction(update, context, "limit", outcome="over_budget")
+        await log_interaction(update, context, Kind.LIMIT, outcome=Outcome.OVER_BUDGET)
     await stop_here(update, context)
 
 

@@ -15,9 +15,10 @@ from bot.handlers.common import (
     switch_language_button,
     user_info,
 )
-from bot.payloads import guide_payload, parse_payload
 from bot.storage.repository import UserStarted
-from bot.triggers import detect_trigger
+from bot.storage.vocabulary import Kind
+from bot.text.payloads import guide_payload, parse_payload
+from bot.text.triggers import detect_trigger
 
 
 async def start_with_payload(update: Update, context: Context) -> None:
@@ -29,14 +30,14 @@ async def start_with_payload(update: Update, context: Context) -> None:
         return
     await _started(update, context)
     await send_guide(context, update.effective_chat.id)
-    await log_interaction(update, context, "guide", trigger=f"start:{payload.post_key or payload.kind}")
+    await log_interaction(update, context, Kind.GUIDE, trigger=f"start:{payload.post_key or payload.kind}")
 
 
 async def start(update: Update, context: Context) -> None:
     await _started(update, context)
     text, keyboard = start_message(update, context)
     await update.effective_message.reply_html(text, reply_markup=keyboard)
-    await log_interaction(update, context, "start")
+    await log_interaction(update, context, Kind.START)
 
 
 def start_message(update: Update, context: Context) -> tuple[str, InlineKeyboardMarkup]:
@@ -80,7 +81,7 @@ async def guide_command(update: Update, context: Context) -> None:
         )
         return
     await send_guide(context, chat.id)
-    await log_interaction(update, context, "guide", trigger="/guide")
+    await log_interaction(update, context, Kind.GUIDE, trigger="/guide")
 
 
 async def keyword_message(update: Update, context: Context) -> None:
@@ -88,7 +89,7 @@ async def keyword_message(update: Update, context: Context) -> None:
     s = context.bot_data.services
     keyword = detect_trigger(update.effective_message.text, s.settings.trigger_keywords)
     await send_guide(context, update.effective_chat.id, reply_to=update.effective_message)
-    await log_interaction(update, context, "guide", trigger=keyword, input_text=update.effective_message.text)
+    await log_interaction(update, context, Kind.GUIDE, trigger=keyword, input_text=update.effective_message.text)
 
 
 async def guide_button(update: Update, context: Context) -> None:
@@ -100,7 +101,7 @@ async def guide_button(update: Update, context: Context) -> None:
         return
     await answer_query(update, context)
     await send_guide(context, chat.id)
-    await log_interaction(update, context, "guide", trigger="button")
+    await log_interaction(update, context, Kind.GUIDE, trigger="button")
 
 
 async def stale_button(update: Update, context: Context) -> None:

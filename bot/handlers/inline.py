@@ -12,12 +12,13 @@ from typing import Any
 from telegram import InlineQueryResultArticle, InlineQueryResultsButton, InputTextMessageContent, Update
 
 from bot.handlers.common import Context, log_interaction, open_bot_keyboard
-from bot.payloads import guide_payload
 from bot.predictions import Answer, answer_html, ask
-from bot.render import percent
 from bot.services import BotServices
-from bot.triggers import detect_trigger
-from models.errors import FillMaskError
+from bot.storage.vocabulary import Kind, Outcome
+from bot.text.payloads import guide_payload
+from bot.text.render import percent
+from bot.text.triggers import detect_trigger
+from models.engine.errors import FillMaskError
 
 CACHE_SECONDS = 300  # the same sentence gives the same answer: let Telegram cache it
 # Telegram drops inline answers after about 10 s, and people type on: an answer later than this is of no use.
@@ -46,11 +47,11 @@ async def inline_query(update: Update, context: Context) -> None:
             return  # the user typed on: a newer query replaces this one, which gets no answer
     except asyncio.TimeoutError:
         await query.answer([], button=_refusal(s, "timeout"), cache_time=0)
-        await log_interaction(update, context, "inline", input_text=text, outcome="timeout")
+        await log_interaction(update, context, Kind.INLINE, input_text=text, outcome=Outcome.TIMEOUT)
         return
     except FillMaskError as exc:
         await query.answer([], button=_refusal(s, exc.code, exc.details), cache_time=0)
-        await log_interaction(update, context, "inline", input_text=text, outcome=exc.code)
+        await log_interaction(update, context, Kind.INLINE, input_text=text, outcome=exc.code)
         return
 
     keyboard = open_bot_keyboard(context.bot.username, guide_payload(), s.renderer.text("button_open_bot"))
@@ -83,7 +84,7 @@ async def inline_query(update: Update, context: Context) -> None:
     await log_interaction(
         update,
         context,
-        "inline",
+        Kind.INLINE,
         input_text=text,
         model_name=s.model.model_name,
         predictions=answer.for_log(),

@@ -1,7 +1,7 @@
 """/language (English or Hinglish) and the language buttons: under the chooser, the greeting and the guide.
 
 ``/language`` alone shows both languages as buttons; ``/language hinglish`` (or ``english``) switches at once.
-A choice is remembered per person (``bot.languages``) and written to the database through the background
+A choice is remembered per person (``bot.updates.languages``) and written to the database through the background
 writer. Button data: ``lang:<language>`` (the chooser: it turns into the confirmation), ``lang:<language>:start``
 (the greeting is rewritten in place), ``lang:<language>:guide`` (the guide is sent again in that language).
 """
@@ -21,10 +21,11 @@ from bot.handlers.common import (
     visible_message,
 )
 from bot.handlers.guide import start_message
-from bot.languages import parse_language
-from bot.render import LANGUAGES, REPLY_LANGUAGE
 from bot.storage.repository import LanguageChosen
-from bot.telegram_html import visible_text
+from bot.storage.vocabulary import Kind
+from bot.text.render import LANGUAGES, REPLY_LANGUAGE
+from bot.text.telegram_html import visible_text
+from bot.updates.languages import parse_language
 
 
 async def language_command(update: Update, context: Context) -> None:
@@ -52,7 +53,7 @@ async def language_button(update: Update, context: Context) -> None:
         await answer_query(update, context, s.renderer.text("language_changed", name=language))
         if changed and update.effective_chat is not None:
             await send_guide(context, update.effective_chat.id)
-            await log_interaction(update, context, "guide", trigger="language")
+            await log_interaction(update, context, Kind.GUIDE, trigger="language")
         return
     await answer_query(update, context)
     if place == "start":
@@ -98,10 +99,18 @@ async def _choose(update: Update, context: Context, language: str) -> bool:
         return before != language
     s.languages.remember(user.id, language)
     await s.log(LanguageChosen(user_info(user), language, started_at(update)))
-    await log_interaction(update, context, "language", trigger=language)
+    await log_interaction(update, context, Kind.LANGUAGE, trigger=language)
     return before != language
 
 
 def _confirmation(context: Context) -> str:
     s = context.bot_data.services
     return s.renderer.html("language_set", keyword=s.settings.trigger_keywords[0])
+
+
+async def use_persons_language(update: object, context: Context) -> None:
+    """First thing for every update: what the bot says while handling it is in the person's language."""
+    if not isinstance(update, Update):
+        return
+    user = update.effective_user
+    REPLY_LANGUAGE.set(await context.bot_data.services.languages.of(user.id if user else None))

@@ -11,13 +11,14 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Mess
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot.charts import prediction_chart
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.predictions import Answer, answer_html, ask
-from bot.render import shorten
 from bot.services import BotServices
-from bot.telegram_html import visible_text
-from models.errors import FillMaskError
+from bot.storage.vocabulary import Kind
+from bot.text.charts import prediction_chart
+from bot.text.render import shorten
+from bot.text.telegram_html import visible_text
+from models.engine.errors import FillMaskError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ async def experiment_button(update: Update, context: Context) -> None:
         return
     sent = await shown.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True, experiment=number))
     await log_interaction(
-        update, context, "prediction", trigger=f"try{number}", input_text=sentence, model_name=s.model.model_name,
+        update, context, Kind.PREDICTION, trigger=f"try{number}", input_text=sentence, model_name=s.model.model_name,
         predictions=answer.for_log(), answer_message_id=sent.message_id,
     )  # fmt: skip
 
@@ -76,7 +77,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
     with s.predict_gate.enter(update.effective_user.id) as refusal:
         if refusal is not None:
             await message.reply_html(s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}))
-            await log_interaction(update, context, "prediction", input_text=sentence, outcome=refusal.code)
+            await log_interaction(update, context, Kind.PREDICTION, input_text=sentence, outcome=refusal.code)
             return
         limiter = context.bot.rate_limiter
         bursting = s.prediction_starts.bursting()
@@ -89,7 +90,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
         except FillMaskError as exc:
             await message.reply_html(s.renderer.error(exc.code, exc.details))
             await log_interaction(
-                update, context, "prediction", input_text=sentence, model_name=s.model.model_name, outcome=exc.code
+                update, context, Kind.PREDICTION, input_text=sentence, model_name=s.model.model_name, outcome=exc.code
             )
             return
         latency_ms = (time.perf_counter() - started) * 1000
@@ -97,7 +98,7 @@ async def _predict(update: Update, context: Context, sentence: str) -> None:
     await log_interaction(
         update,
         context,
-        "prediction",
+        Kind.PREDICTION,
         input_text=sentence,
         model_name=s.model.model_name,
         predictions=answer.for_log(),
@@ -127,7 +128,7 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     except BadRequest as exc:
         if "message is not modified" not in exc.message.lower():  # pressed twice: the same text again
             raise
-    await log_interaction(update, context, "prediction", trigger=f"top{top_k}", input_text=sentence)
+    await log_interaction(update, context, Kind.PREDICTION, trigger=f"top{top_k}", input_text=sentence)
 
 
 async def chart_button(update: Update, context: Context) -> None:
@@ -152,7 +153,7 @@ async def chart_button(update: Update, context: Context) -> None:
         "prediction_chart", model_name=s.model_label, sentence=sentence, mask_spelling=s.mask_spelling(sentence)
     )
     await shown.reply_photo(InputFile(png, filename="predictions.png"), caption=caption)
-    await log_interaction(update, context, "chart", input_text=sentence, model_name=s.model.model_name)
+    await log_interaction(update, context, Kind.CHART, input_text=sentence, model_name=s.model.model_name)
 
 
 async def ask_for_button(update: Update, context: Context, sentence: str, top_k: int, shown: Message) -> Answer | None:

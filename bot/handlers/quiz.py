@@ -18,6 +18,7 @@ from telegram.error import TelegramError
 
 from bot.handlers.common import Context, answer_query, log_interaction
 from bot.storage.repository import QuizAsked, QuizEnded
+from bot.storage.vocabulary import Kind, Outcome
 
 
 @dataclass
@@ -103,8 +104,8 @@ async def poll_answer(update: Update, context: Context) -> None:
     right = list(answer.option_ids) == [question["correct"]]
     run.right += right
     await log_interaction(
-        update, context, "quiz", trigger=f"q{run.question + 1}", input_text=question["question"],
-        outcome="right" if right else "wrong",
+        update, context, Kind.QUIZ, trigger=f"q{run.question + 1}", input_text=question["question"],
+        outcome=Outcome.RIGHT if right else "wrong",
     )  # fmt: skip
     run.question += 1
     if run.question < len(questions):

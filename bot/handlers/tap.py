@@ -16,7 +16,8 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.handlers.fallback import private_fallback
 from bot.handlers.predict import ask_for_button
-from models.engine import MAX_TOP_K
+from bot.storage.vocabulary import Kind, Outcome
+from models.engine.core import MAX_TOP_K
 
 WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")  # letters and digits, with inner apostrophes and hyphens
 MAX_BUTTONS = 12
@@ -69,6 +70,6 @@ async def tap_button(update: Update, context: Context) -> None:
         )
     )  # fmt: skip
     await log_interaction(
-        update, context, "prediction", trigger="tap", input_text=masked, model_name=s.model.model_name,
-        predictions=answer.for_log(), outcome="ok" if rank == 1 else "missed",
+        update, context, Kind.PREDICTION, trigger="tap", input_text=masked, model_name=s.model.model_name,
+        predictions=answer.for_log(), outcome=Outcome.OK if rank == 1 else Outcome.MISSED,
     )  # fmt: skip

@@ -6,6 +6,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -24,6 +25,7 @@ from bot.storage.tables import (
     User,
     utcnow,
 )
+from bot.storage.vocabulary import ANSWERED, Kind
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class UpdateDone:
 
 @dataclass(frozen=True)
 class OwedReply:
-    """A public comment reply not sent before the bot stopped (``bot.comment_replies`` encodes the payload)."""
+    """A public comment reply not sent before the bot stopped (``bot.public_replies`` encodes the payload)."""
 
     chat_id: int
     thread: int
@@ -329,7 +331,7 @@ class Interactions:
         """What /stats shows about the interactions from ``start`` on, counted by the database: a handful of
         GROUP BY queries over the (kind, created_at) index, whatever the window holds."""
         recent = Interaction.created_at >= start
-        ok = Interaction.outcome.in_(("ok", "dm", "button"))
+        ok = Interaction.outcome.in_([str(outcome) for outcome in ANSWERED])
         first = func.min(Interaction.id)
         async with self._db.sessions() as session:
             dialect = session.bind.dialect.name
@@ -365,7 +367,7 @@ class Interactions:
                     select(day, Interaction.kind, func.count()).where(recent).group_by(day, Interaction.kind)
                 )
             ).all()
-            timed = (recent, ok, Interaction.kind == "prediction", Interaction.latency_ms.is_not(None))
+            timed = (recent, ok, Interaction.kind == str(Kind.PREDICTION), Interaction.latency_ms.is_not(None))
             count = int(await session.scalar(select(func.count()).where(*timed)) or 0)
             latency: dict[int, float | None] = {}
             for q in percentiles:
@@ -432,17 +434,23 @@ def _row(entry: InteractionEntry) -> Interaction:
         user_id=entry.user.id if entry.user else None,
         chat_id=entry.chat_id,
         chat_type=entry.chat_type,
-        kind=entry.kind,
+        kind=_plain(entry.kind),
         trigger=entry.trigger,
         input_text=entry.input_text,
         model_name=entry.model_name,
         predictions=entry.predictions,
         top_prediction=_top_word(entry.predictions),
         latency_ms=entry.latency_ms,
-        outcome=entry.outcome,
+        outcome=_plain(entry.outcome),
         answer_message_id=entry.answer_message_id,
         **({"created_at": entry.created_at} if entry.created_at else {}),
     )
+
+
+def _plain(value: Any) -> Any:
+    """A vocabulary member as the plain string it stands for (the database gets strings, whichever way the
+    handler wrote them); anything else as it is."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def _top_word(predictions: Any) -> str | None:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from models.random_models import BUILDERS
-from tests.fake_telegram import TOKEN, FakeTelegram
+from models.bench.random_models import BUILDERS
+from tests.support.fake_telegram import TOKEN, FakeTelegram
 
 pytestmark = pytest.mark.deploy
 

@@ -1,0 +1,211 @@
+"""The bot's settings: one typed object read from the environment and ``.env``, checked at start-up."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.settings import ModelSettings
+
+TOKEN_HELP = (
+    "Open Telegram, talk to @BotFather (https://t.me/BotFather), send /newbot and follow its questions; "
+    "it answers with a token like 123456789:AAH... Put it in .env as TELEGRAM_BOT_TOKEN=<token> "
+    "(see .env.example) or export it in the shell."
+)
+
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/mlm-bot.sqlite3"
+
+
+class StorageSettings(BaseSettings):
+    """Where the interaction log lives: all the database commands need (no bot token)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+
+class HealthSettings(BaseSettings):
+    """Where the bot listens: the webhook, or ``/healthz`` and ``/metrics`` (``mlm-bot health`` reads just these;
+    no token needed)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Webhook mode (polling is the default): Telegram posts updates to WEBHOOK_URL, the bot serves them on
+    # WEBHOOK_LISTEN:WEBHOOK_PORT at the URL's path, behind a TLS reverse proxy.
+    webhook_url: str | None = None
+    # This machine only: the TLS reverse proxy runs beside the bot (compose listens on 0.0.0.0 inside the
+    # container and publishes the port on 127.0.0.1).
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(8443, ge=1, le=65535)
+    # /healthz and /metrics in polling mode (in webhook mode they are on the webhook server). 0: no server.
+    metrics_listen: str = "127.0.0.1"  # this machine only; compose sets 0.0.0.0 inside the container
+    metrics_port: int = Field(9090, ge=0, le=65535)
+
+    def healthz_url(self) -> str | None:
+        webhook = bool((self.webhook_url or "").strip())
+        host, port = (self.webhook_listen, self.webhook_port) if webhook else (self.metrics_listen, self.metrics_port)
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{port}/healthz" if port else None
+
+
+class StartupError(Exception):
+    """Something the bot cannot start with (a refused token, a port in use, a webhook URL Telegram refuses):
+    its message says which and what to do; retrying as it is cannot help."""
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names it and says how to fix it."""
+
+
+class BotSettings(ModelSettings, StorageSettings, HealthSettings):
+    """Everything ``mlm-bot run`` reads: the model's settings, the storage's and the listening ones (each declared
+    once, in its own class), and the bot's own below."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+
+    telegram_bot_token: SecretStr
+    telegram_api_base_url: str = "https://api.telegram.org/bot"
+    trigger_keywords: Annotated[tuple[str, ...], NoDecode] = ("MLM",)
+    # /compare: hub ids or local folders, comma-separated (loaded in this process on first use).
+    compare_models: Annotated[tuple[str, ...], NoDecode] = (
+        "google-bert/bert-base-uncased",
+        "FacebookAI/roberta-base",
+        "distilbert/distilbert-base-uncased",
+        "albert/albert-base-v2",
+    )
+    admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    # The language of people who have not chosen one (/language), and of public replies in groups.
+    default_language: Literal["english", "hinglish"] = "english"
+    actions_per_minute: int = Field(
+        20, ge=1, description="per person: messages and button presses answered in private (a burst, then this rate)"
+    )
+    actions_in_flight: int = Field(4, ge=1, description="per person: actions still being answered at once")
+    predictions_per_minute: int = Field(20, ge=1, description="per user, DMs and /predict")
+    inline_queries_per_minute: int = Field(60, ge=1, description="per user, inline mode")
+    retention_days: int = Field(90, ge=1, description="interaction texts older than this are removed daily")
+    shutdown_budget_s: float = Field(
+        20, gt=0, description="SIGTERM to exit, at most (below compose's stop_grace_period); owed replies are kept"
+    )
+    inbox_max_age_s: float = Field(
+        600, gt=0, description="updates left unfinished by a crash are answered after a restart if younger than this"
+    )
+    # python-telegram-bot logs whole updates (people's texts and names) at DEBUG: only when asked for on purpose.
+    log_updates: bool = False
+    # Telegram sends it back with every delivery; unset, derived from the token (webhook_secret_value).
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError(f"is empty. {TOKEN_HELP}")
+        if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", value.get_secret_value().strip()):
+            raise ValueError("does not look like a bot token (digits, a colon, then 20+ letters)")
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("compare_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+            if not value:
+                raise ValueError("needs at least one model, e.g. COMPARE_MODELS=google-bert/bert-base-uncased")
+        return value
+
+    @field_validator("default_language", mode="before")
+    @classmethod
+    def _language_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("trigger_keywords", mode="before")
+    @classmethod
+    def _split_keywords(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            value = tuple(v for v in value if v)
+            if not value:
+                raise ValueError("needs at least one keyword, e.g. TRIGGER_KEYWORDS=MLM")
+        return value
+
+    @field_validator("admin_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            if not all(re.fullmatch(r"-?\d+", p) for p in parts):
+                raise ValueError("must be numeric Telegram user ids separated by commas, e.g. 12345,67890")
+            return frozenset(int(p) for p in parts)
+        return value
+
+    @field_validator("telegram_api_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (default https://api.telegram.org/bot)")
+        return value
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip() or None
+        if isinstance(value, str):
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    "must be the public https:// address Telegram posts updates to, e.g. https://bot.example.com/telegram"
+                )
+        return value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.strip()):
+                raise ValueError("must be 1-256 characters: letters, digits, _ and - (Telegram's rule)")
+            return value.strip()
+        return value
+
+    def token(self) -> str:
+        return self.telegram_bot_token.get_secret_value()
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the webhook server answers on: the public URL's path (a reverse proxy passes it on)."""
+        return urlsplit(self.webhook_url or "").path or "/"
+
+    def webhook_secret_value(self) -> str:
+        """WEBHOOK_SECRET, or one derived from the token: the same on every start and every replica (a random one
+        per start made Telegram's deliveries with the last run's secret fail with 403 while the model loaded,
+        and two replicas refused each other's), and unguessable without the token."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        digest = hmac.new(self.token().encode(), b"mlm-bot webhook secret v1", hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")  # 43 of Telegram's A-Z a-z 0-9 _ -
+
+
+def load_settings(**overrides: object) -> BotSettings:
+    """Settings from the environment and ``.env``; every problem becomes one readable ``SettingsError``."""
+    try:
+        return BotSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "SETTINGS"
+            if name == "TELEGRAM_BOT_TOKEN" and error["type"] == "missing":
+                lines.append(f"TELEGRAM_BOT_TOKEN is not set. {TOKEN_HELP}")
+            else:
+                lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("\n".join(lines)) from None

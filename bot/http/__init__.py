@@ -1,0 +1,1 @@
+"""The bot's HTTP server: /healthz, /metrics and the webhook."""

@@ -1,0 +1,1 @@
+"""Words and pictures: templates into Telegram HTML, keyword triggers, deep-link payloads, charts."""

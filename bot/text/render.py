@@ -1,0 +1,252 @@
+"""Everything the bot says comes from ``templates/`` (Jinja2); this module turns templates into messages.
+
+* ``messages/*.html``: Telegram HTML, autoescaped, so user text echoed into them is always escaped;
+* ``strings.txt``: plain-text macros (button labels, inline titles, command descriptions), not escaped,
+  because Telegram shows those fields verbatim;
+* ``guide.j2``: the guide, rendered from one source as Telegram HTML (messages) and as Markdown (document);
+* ``facts.j2`` and ``links.j2``: the guide's figures, code and links, shared by every language.
+
+**Languages.** English is the top folder; ``hinglish/`` holds the same files in Hinglish and is read first when
+a person chose Hinglish (``/language``), so a file missing there falls back to English (a test makes sure none
+is missing from what ships). Which language a message is in comes from the ``language`` argument, else from
+:data:`REPLY_LANGUAGE` (set for each update to the person's choice), else the bot's default: handlers need not
+pass it around.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from bot.text.telegram_html import MESSAGE_LIMIT, escape, split_html, visible_text
+
+# What error.html and the inline refusal may say about an error, from its details.
+ERROR_FIELDS = ("count", "limit", "retry_after")
+
+
+LANGUAGES = ("english", "hinglish")
+DEFAULT_LANGUAGE = "english"
+
+# The language of what the bot says while it handles one update: the person's choice (bot.updates.languages sets it).
+REPLY_LANGUAGE: ContextVar[str | None] = ContextVar("reply_language", default=None)
+
+
+def _loader(language: str, templates_dir: Path | None = None) -> jinja2.BaseLoader:
+    """The templates shipped with the package, or a folder of your own wording (``templates_dir``, else
+    ``MLM_BOT_TEMPLATES``); for a language other than English, its subfolder first, then the English files."""
+    folder = templates_dir if templates_dir is not None else os.environ.get("MLM_BOT_TEMPLATES")
+    if folder:
+        base: jinja2.BaseLoader = jinja2.FileSystemLoader(str(folder))
+        if language == "english":
+            return base
+        return jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(Path(folder) / language)), base])
+    base = jinja2.PackageLoader("templates", ".")
+    if language == "english":
+        return base
+    return jinja2.ChoiceLoader([jinja2.PackageLoader("templates", language), base])
+
+
+class GuideFormat:
+    """How the guide's pieces look in one output format. Code and urls are escaped here; the text given to the
+    other pieces is already formatted (pieces nest), and the template's literal text must be safe as is."""
+
+    def __init__(self, esc: Callable[[str], str], **patterns: str) -> None:
+        self.esc = esc
+        self._patterns = patterns
+
+    def _fill(self, piece: str, text: str, **extra: str) -> str:
+        return self._patterns[piece].format(text, **extra)
+
+    def title(self, text: str) -> str:
+        return self._fill("title", text)
+
+    def h(self, text: str) -> str:
+        return self._fill("h", text)
+
+    def b(self, text: str) -> str:
+        return self._fill("b", text)
+
+    def i(self, text: str) -> str:
+        return self._fill("i", text)
+
+    def li(self, text: str) -> str:
+        return self._fill("li", text)
+
+    def sub(self, text: str) -> str:
+        return self._fill("sub", text)
+
+    def code(self, text: str) -> str:
+        return self._fill("code", self.esc(text))
+
+    def pre(self, text: str, language: str | None = None) -> str:
+        if language:
+            return self._fill("pre_language", self.esc(text), language=language)
+        return self._fill("pre", self.esc(text))
+
+    def link(self, text: str, url: str) -> str:
+        return self._fill("link", text, url=self.esc(url))
+
+    def page(self) -> str:
+        """Where one Telegram message of the guide ends and the next begins (nothing in the document)."""
+        return self._patterns["page"]
+
+
+PAGE_BREAK = "\x0c"  # form feed: never in the guide's own text
+
+
+HtmlFormat = GuideFormat(
+    escape,
+    title="<b>🧠 {}</b>",
+    h="<b>{}</b>",
+    b="<b>{}</b>",
+    i="<i>{}</i>",
+    li="• {}",
+    sub="    ◦ {}",
+    code="<code>{}</code>",
+    pre="<pre>{}</pre>",
+    pre_language='<pre><code class="language-{language}">{}</code></pre>',
+    link='<a href="{url}">{}</a>',
+    page=PAGE_BREAK,
+)
+MarkdownFormat = GuideFormat(
+    lambda text: text,
+    title="# 🧠 {}",
+    h="## {}",
+    b="**{}**",
+    i="*{}*",
+    li="- {}",
+    sub="  - {}",
+    code="`{}`",
+    pre="```\n{}\n```",
+    pre_language="```{language}\n{}\n```",
+    link="[{}]({url})",
+    page="",
+)
+
+
+class _Language:
+    """The Jinja environments of one language: HTML (autoescaped) and plain text."""
+
+    def __init__(self, loader: jinja2.BaseLoader) -> None:
+        common = {"loader": loader, "undefined": jinja2.StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
+        self.html = jinja2.Environment(autoescape=True, **common)
+        self.plain = jinja2.Environment(autoescape=False, keep_trailing_newline=False, **common)
+        self.html.filters["percent"] = percent
+        self.html.filters["bar"] = _bar
+        self.html.filters["shorten"] = shorten
+        self.strings = self.plain.get_template("strings.txt").module
+
+    def module(self, name: str) -> Any:
+        return self.plain.get_template(name).module
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path | None = None, *, default_language: str = DEFAULT_LANGUAGE) -> None:
+        if default_language not in LANGUAGES:
+            raise ValueError(f"unknown language {default_language!r}: one of {', '.join(LANGUAGES)}")
+        self.default_language = default_language
+        self._languages = {language: _Language(_loader(language, templates_dir)) for language in LANGUAGES}
+        self._guide_html = functools.lru_cache(maxsize=16)(self._render_guide_html)
+        self._guide_md = functools.lru_cache(maxsize=16)(self._render_guide_md)
+
+    def language(self, language: str | None = None) -> str:
+        """The language a message is in: the one asked for, else the current update's person's, else the default."""
+        chosen = language or REPLY_LANGUAGE.get()
+        return chosen if chosen in self._languages else self.default_language
+
+    def _env(self, language: str | None) -> _Language:
+        return self._languages[self.language(language)]
+
+    def html(self, name: str, *, language: str | None = None, **context: Any) -> str:
+        """One Telegram HTML message from ``messages/<name>.html``."""
+        return self._env(language).html.get_template(f"messages/{name}.html").render(**context).strip()
+
+    def error(self, code: str, details: Mapping[str, Any] | None = None, *, plain: bool = False) -> str:
+        """The one path from an error code and its details (a mask count and limit, seconds to wait) to words:
+        ``messages/error.html`` as a message, or as plain text of at most 200 characters (a callback answer)."""
+        fields = {name: (details or {}).get(name) for name in ERROR_FIELDS}
+        fields["retry_after"] = fields["retry_after"] or 0
+        html = self.html("error", code=code, **fields)
+        return visible_text(html)[:200] if plain else html
+
+    def inline_refusal(self, code: str, details: Mapping[str, Any] | None = None) -> str:
+        """The same, as the text of the button above inline results (at most 64 characters)."""
+        fields = {name: (details or {}).get(name) for name in ERROR_FIELDS}
+        fields["retry_after"] = fields["retry_after"] or 0
+        return self.text("inline_refusal", code=code, **fields).strip()[:64]
+
+    def text(self, macro: str, *, language: str | None = None, **context: Any) -> str:
+        """A plain-text string (a button label, a title) from a macro in ``strings.txt``."""
+        return str(getattr(self._env(language).strings, macro)(**context)).strip()
+
+    def quiz(self, language: str | None = None) -> list[dict[str, Any]]:
+        """The quiz's questions (question, options, correct, explanation), from ``quiz.j2``."""
+        return list(self._env(language).module("quiz.j2").questions)
+
+    def experiments(self) -> list[tuple[str, str]]:
+        """(button label, sentence) of the ready sentences under the guide, from ``experiments.j2``."""
+        return list(self._env(None).module("experiments.j2").experiments)
+
+    def learn_more(self) -> list[tuple[str, str, str]]:
+        """(button label, link text, url) of the guide's learn-more links, from ``links.j2``."""
+        return list(self._env(None).module("links.j2").learn_more)
+
+    def guide_messages(self, model_name: str, *, language: str | None = None) -> tuple[str, ...]:
+        """The guide as Telegram messages. Rendered once per model name and language: a viral post sends it
+        hundreds of times."""
+        return self._guide_html(model_name, self.language(language))
+
+    def guide_markdown(self, model_name: str, *, language: str | None = None) -> str:
+        return self._guide_md(model_name, self.language(language))
+
+    def _render_guide_html(self, model_name: str, language: str) -> tuple[str, ...]:
+        guide = self._languages[language].plain.get_template("guide.j2")
+        rendered = guide.render(fmt=HtmlFormat, model_name=model_name)
+        # One message per topic (short enough to read on a phone); split further only if one grew too long.
+        pages = [page.strip() for page in rendered.split(PAGE_BREAK) if page.strip()]
+        return tuple(part for page in pages for part in split_html(page, MESSAGE_LIMIT))
+
+    def _render_guide_md(self, model_name: str, language: str) -> str:
+        guide = self._languages[language].plain.get_template("guide.j2")
+        return guide.render(fmt=MarkdownFormat, model_name=model_name).strip() + "\n"
+
+
+def percent(score: float) -> str:
+    percent = score * 100
+    return f"{percent:.1f}%" if percent >= 0.1 else "<0.1%"
+
+
+def _bar(score: float, width: int = 10) -> str:
+    filled = round(score * width)
+    return "▓" * filled + "░" * (width - filled)
+
+
+def shorten(text: str, limit: int = 300, around: str | None = None) -> str:
+    """At most ``limit`` characters, cut around ``around`` (e.g. the filled word) when it is given."""
+    if len(text) <= limit:
+        return text
+    center = text.find(around) if around else -1
+    if center < 0:
+        return text[: limit - 1].rstrip() + "…"
+    start = max(0, min(center - limit // 2, len(text) - limit + 2))
+    piece = text[start : start + limit - 2].strip()
+    return ("…" if start > 0 else "") + piece + ("…" if start + limit - 2 < len(text) else "")
+
+
+__all__ = [
+    "DEFAULT_LANGUAGE",
+    "LANGUAGES",
+    "REPLY_LANGUAGE",
+    "GuideFormat",
+    "HtmlFormat",
+    "MarkdownFormat",
+    "Renderer",
+    "percent",
+    "shorten",
+]

@@ -1,0 +1,1 @@
+"""Accelerations the engine switches on where they pay: CUDA graphs, packed CPU weights, a frozen heap."""

@@ -1,0 +1,192 @@
+"""Step 2 of the engine, on the one model thread: token ids to the top candidates at each mask.
+
+Pad the batch (into one pinned host buffer, one copy to the device), run the encoder (or replay its CUDA graph),
+gather the hidden states at the mask positions and apply the MLM head there only (the pipeline projects every
+position onto the whole vocabulary), softmax, top-k, one transfer back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from models.engine.accel.cuda_graphs import GraphedEncoder
+from models.engine.results import EncodedInput, MaskScores
+
+log = logging.getLogger(__name__)
+
+HeadFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ForwardStep:
+    """The engine's forward pass (mixed into ``FillMaskEngine``, which sets these attributes)."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    dtype: torch.dtype
+    pad_token_id: int
+    max_length: int
+    max_batch_size: int
+    max_batch_tokens: int
+    vocab_size: int
+    _vocab: dict[str, int]
+    _encoder: nn.Module
+    _head: HeadFn | None
+    _graphed: GraphedEncoder | None
+    _suppressed: torch.Tensor
+
+    @torch.inference_mode()
+    def _build_graphs(self, probe: EncodedInput) -> GraphedEncoder | None:
+        """Capture the encoder's CUDA graphs, then check one replay against the eager encoder; anything that
+        goes wrong (no CUDA, an architecture that cannot be captured, a mismatch) leaves the engine eager."""
+        if self.device.type != "cuda" or self._head is None:
+            log.warning("CUDA graphs need a CUDA device and a split MLM head; running eagerly")
+            return None
+        graphed = GraphedEncoder(
+            lambda ids, attention: self._encoder(input_ids=ids, attention_mask=attention)[0],
+            device=self.device,
+            pad_token_id=self.pad_token_id,
+            max_length=self.max_length,
+            max_batch=self.max_batch_size,
+            max_tokens=self.max_batch_tokens,
+        )
+        try:
+            seconds = graphed.build()
+            ids, attention, rows, cols = self._tensors([probe])
+            eager = self._encoder(input_ids=ids, attention_mask=attention)[0][rows, cols].float()
+            replayed = graphed(ids, attention)
+            tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
+            if replayed is None or (replayed[rows, cols].float() - eager).abs().max().item() > tolerance * (
+                1 + eager.abs().max().item()
+            ):
+                raise RuntimeError("a replayed graph does not reproduce the eager encoder")
+        except Exception:
+            log.warning("%s: CUDA graphs could not be used; running eagerly", self.name, exc_info=True)
+            del graphed
+            torch.cuda.empty_cache()
+            return None
+        log.info("%s: captured %d CUDA graphs in %.1f s", self.name, len(graphed.buckets), seconds)
+        return graphed
+
+    def _words_only_suppression(self) -> torch.Tensor:
+        """Token ids a chat user never wants as "the word": special tokens and WordPiece continuations."""
+        suppressed = set(self.tokenizer.all_special_ids)
+        suppressed.update(i for token, i in self._vocab.items() if token.startswith("##"))
+        ids = sorted(i for i in suppressed if 0 <= i < self.vocab_size)
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+    def _tensors(self, batch: Sequence[EncodedInput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input ids, attention mask and the mask rows/columns, packed in one (pinned, on CUDA) host buffer and
+        sent to the device in one non-blocking copy."""
+        n, width = len(batch), max(len(e) for e in batch)
+        masks = sum(len(e.mask_positions) for e in batch)
+        cells = n * width
+        host = torch.empty(2 * cells + 2 * masks, dtype=torch.long, pin_memory=self.device.type == "cuda")
+        buf = host.numpy()
+        ids, attention = buf[:cells].reshape(n, width), buf[cells : 2 * cells].reshape(n, width)
+        rows, cols = buf[2 * cells : 2 * cells + masks], buf[2 * cells + masks :]
+        ids.fill(self.pad_token_id)
+        attention.fill(0)
+        k = 0
+        for i, e in enumerate(batch):
+            ids[i, : len(e)] = e.input_ids
+            attention[i, : len(e)] = 1
+            rows[k : k + len(e.mask_positions)] = i
+            cols[k : k + len(e.mask_positions)] = e.mask_positions
+            k += len(e.mask_positions)
+        dev = host.to(self.device, non_blocking=True)
+        return (
+            dev[:cells].view(n, width),
+            dev[cells : 2 * cells].view(n, width),
+            dev[2 * cells : 2 * cells + masks],
+            dev[2 * cells + masks :],
+        )
+
+    @torch.inference_mode()
+    def forward(self, batch: Sequence[EncodedInput]) -> list[MaskScores]:
+        """One padded batch through the model; returns each input's top-k per mask. Call on the model thread
+        (``run_forward`` does that for synchronous callers)."""
+        ids, attention, rows, cols = self._tensors(batch)
+        if self._head is not None:
+            hidden = self._graphed(ids, attention) if self._graphed is not None else None
+            if hidden is None:
+                hidden = self._encoder(input_ids=ids, attention_mask=attention)[0]
+            logits = self._head(hidden[rows, cols])
+        else:
+            logits = self.model(input_ids=ids, attention_mask=attention).logits[rows, cols]
+        probs = logits.float().softmax(dim=-1)
+        return self._top_k(batch, probs)
+
+    def _top_k(self, batch: Sequence[EncodedInput], probs: torch.Tensor) -> list[MaskScores]:
+        owners = [i for i, e in enumerate(batch) for _ in e.mask_positions]
+        words_only_rows = [r for r, i in enumerate(owners) if batch[i].words_only]
+        if len(words_only_rows) == len(owners) and len(self._suppressed):
+            probs[:, self._suppressed] = 0.0  # the common case (the bot): no row index to build and copy
+        elif words_only_rows and len(self._suppressed):
+            index = torch.tensor(words_only_rows, device=probs.device)
+            probs[index.unsqueeze(1), self._suppressed.unsqueeze(0)] = 0.0
+        free_rows = [r for r, i in enumerate(owners) if batch[i].target_ids is None]
+        per_row: dict[int, tuple[list[float], list[int]]] = {}
+        if free_rows:
+            k = max(batch[owners[r]].top_k for r in free_rows)
+            free = probs if len(free_rows) == len(owners) else probs[torch.tensor(free_rows, device=probs.device)]
+            values, indices = free.topk(k, dim=-1)
+            for r, v, t in zip(free_rows, values.tolist(), indices.tolist(), strict=False):
+                per_row[r] = (v, t)
+        for r, i in enumerate(owners):
+            target_ids = batch[i].target_ids
+            if target_ids is None:
+                continue
+            candidates = torch.tensor(target_ids, device=probs.device)
+            values, indices = probs[r, candidates].topk(min(batch[i].top_k, len(target_ids)))
+            per_row[r] = (values.tolist(), [target_ids[j] for j in indices.tolist()])
+        results: list[MaskScores] = []
+        row = 0
+        for e in batch:
+            scores, tokens = [], []
+            for _ in e.mask_positions:
+                v, t = per_row[row]
+                scores.append(tuple(v[: e.top_k]))
+                tokens.append(tuple(t[: e.top_k]))
+                row += 1
+            results.append(MaskScores(scores=tuple(scores), token_ids=tuple(tokens)))
+        return results
+
+
+def mlm_head(model: PreTrainedModel) -> HeadFn | None:
+    """The module that turns hidden states into vocabulary logits, so it can run at mask positions only.
+
+    Most HF masked LMs hold exactly two children, the encoder and the head (BERT ``cls``, RoBERTa ``lm_head``,
+    ALBERT ``predictions``); DistilBERT spells its head out in four modules. Anything else returns None and
+    the engine uses full logits (``warm_up`` double-checks whichever is chosen)."""
+    if model.config.model_type == "distilbert":
+        m = model
+        return lambda h: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h))))
+    base = model.base_model
+    children = [
+        child
+        for child in model.children()
+        if child is not base and not isinstance(child, nn.modules.loss._Loss) and any(True for _ in child.parameters())
+    ]
+    return children[0] if len(children) == 1 else None
+
+
+def max_sequence_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Tokens the model can read: the position table (less RoBERTa's padding offset) and the tokenizer's own
+    limit, whichever is smaller."""
+    config = model.config
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        if "roberta" in config.model_type or config.model_type in ("camembert", "longformer"):
+            positions -= (config.pad_token_id or 0) + 1
+        limits.append(positions)
+    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    return min(limits) if limits else 512

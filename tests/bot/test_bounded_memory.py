@@ -1,0 +1,132 @@
+"""Every in-memory map keyed by something a stranger chooses (a user, a chat, a post, a query, a sentence) stays
+bounded: a million distinct ids through each, and its size never passes its cap."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from bot.budgets import KEEP, ActionBudget, UserGate
+from bot.context import ANSWERED_KEPT, POSTS_KEPT, QUIZZES_KEPT, BotData
+from bot.flood_control import BotRateLimiter
+from bot.public_replies import CommentReplies
+from bot.services import CLAIMS_KEPT, TAP_SENTENCES_KEPT, BotServices
+from bot.storage.writer import FORGOTTEN_KEEP, Forgotten, InteractionWriter
+from bot.text.render import Renderer
+from bot.updates.languages import Languages
+
+MILLION = 1_000_000
+
+
+def test_the_model_gates_forget_people_past_their_cap() -> None:
+    predictions, inline = UserGate(20), UserGate(60, one_at_a_time=False)
+    for user_id in range(MILLION):
+        predictions.check(user_id)
+        inline.check(user_id)  # inline mode never calls enter(): it used to keep every user ever seen
+    assert len(predictions) <= KEEP and len(inline) <= KEEP
+    with predictions.enter(5) as refusal:
+        assert refusal is None
+    assert predictions._in_flight == set()
+
+
+async def test_the_action_budget_stays_bounded() -> None:
+    budget = ActionBudget(per_minute=20, in_flight=4)
+    for person in range(MILLION):
+        await budget.admit(person)
+        budget.done(person)
+    sizes = budget.sizes()
+    assert sizes["buckets"] <= KEEP and sizes["warned"] <= KEEP and sizes["running"] == 0
+
+
+async def test_the_per_chat_pacing_stays_bounded() -> None:
+    limiter = BotRateLimiter()
+
+    async def request() -> None:
+        return None
+
+    for chat_id in range(MILLION):
+        limiter._bucket(chat_id)
+    await limiter.process_request(request, (), {}, "sendMessage", {"chat_id": 1}, None)
+    assert limiter.sizes()["chats"] <= 100_000
+
+
+async def test_language_choices_in_memory_stay_bounded() -> None:
+    async def never_chose(user_id: int) -> None:
+        return None
+
+    languages = Languages(never_chose)
+    for user_id in range(MILLION):
+        languages.remember(user_id, "hinglish")
+    assert len(languages) <= languages.keep
+    assert await languages.of(MILLION - 1) == "hinglish", "the newest are the ones kept"
+
+
+def services() -> BotServices:
+    renderer = Renderer()
+    return BotServices(
+        settings=None,  # type: ignore[arg-type]
+        model=None,  # type: ignore[arg-type]
+        repo=None,  # type: ignore[arg-type]
+        writer=None,  # type: ignore[arg-type]
+        renderer=renderer,
+        predict_gate=UserGate(20),
+        inline_gate=UserGate(60, one_at_a_time=False),
+        comment_replies=CommentReplies(renderer, lambda entry: asyncio.sleep(0)),
+        languages=Languages(lambda user_id: asyncio.sleep(0)),
+    )
+
+
+async def test_tap_sentences_and_comment_claims_stay_bounded() -> None:
+    s = services()
+    written: list[object] = []
+
+    async def keep(op: object) -> None:  # the writer: the database keeps every one, memory the newest
+        written.append(op)
+
+    s.writer = SimpleNamespace(log=keep)  # type: ignore[assignment]
+    for n in range(MILLION):
+        await s.remember_sentence("a sentence", n)
+        s.claim_in_memory(f"-100:{n}", n)
+    assert len(s.tap_sentences) <= TAP_SENTENCES_KEPT and len(s.claims_in_memory) <= CLAIMS_KEPT
+    assert len(written) == MILLION
+
+
+def test_posts_answered_buttons_and_quizzes_stay_bounded() -> None:
+    data = BotData()
+    for n in range(MILLION):
+        data.posts[(-100, n)] = (-200, n)
+        data.mark_answered(str(n))
+        data.quizzes[f"poll{n}"] = object()
+    assert len(data.posts) <= POSTS_KEPT and len(data.answered) <= ANSWERED_KEPT
+    assert len(data.quizzes) <= QUIZZES_KEPT
+
+
+async def test_people_forgotten_within_the_hour_stay_bounded(tmp_path: Path) -> None:
+    async def write(ops) -> None:
+        return None
+
+    writer = InteractionWriter(write, dead_letter_path=tmp_path / "dead.jsonl")
+    await writer.start()
+    assert await writer.forget(1) is Forgotten.DONE  # forget() notes the person as below, then deletes
+    for user_id in range(MILLION):
+        writer.note_forgotten(user_id)
+    await writer.close()
+    assert len(writer._forgotten) <= FORGOTTEN_KEEP
+
+
+@pytest.mark.parametrize("queries", [10_000])
+async def test_inline_calls_in_flight_leave_when_they_end(queries: int) -> None:
+    """The one map not capped by size: it holds the model calls running now, and each leaves as it ends."""
+    from bot.handlers.inline import _latest_only
+
+    s = services()
+
+    async def answer(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    results = await asyncio.gather(*(_latest_only(s, user_id, answer(user_id)) for user_id in range(queries)))
+    assert results == list(range(queries)) and s.inline_in_flight == {}

@@ -1,0 +1,199 @@
+"""The inbox: updates stored before Telegram is told they were received, replayed after a crash unless too old,
+never handed on twice."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bot.storage import Database, Repository
+from tests.support.bot_harness import bot_settings, running_bot
+from tests.support.database import hold_write_lock
+from tests.support.fake_telegram import FakeTelegram
+
+
+async def test_store_keeps_each_update_once(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3")
+    await database.migrate()
+    inbox = Repository(database).inbox
+    assert await inbox.store([(1, "{}", None), (2, "{}", None)]) == {1, 2}
+    assert await inbox.store([(2, "{}", None), (3, "{}", None)]) == {3}, "a re-sent update is not handed on again"
+    assert [row.update_id for row in await inbox.unfinished()] == [1, 2, 3]
+    await database.close()
+
+
+async def test_unfinished_updates_are_answered_after_a_restart_unless_too_old(bert_dir: Path, tmp_path: Path) -> None:
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path, inbox_max_age_s=600)
+        database = Database(settings.database_url)
+        await database.migrate()
+        inbox = Repository(database).inbox
+        fresh = {"update_id": 50, "message": fake.message(fake.private_chat(fake.user(71)), fake.user(71), "MLM")}
+        stale = {"update_id": 51, "message": fake.message(fake.private_chat(fake.user(72)), fake.user(72), "MLM")}
+        press = {
+            "update_id": 52,
+            "callback_query": {"id": "q", "from": fake.user(73), "chat_instance": "1", "data": "more"},
+        }
+        await inbox.store([(50, json.dumps(fresh), None), (51, json.dumps(stale), None), (52, json.dumps(press), None)])
+        async with database.engine.begin() as connection:
+            old = datetime.now(timezone.utc) - timedelta(minutes=20)
+            await connection.execute(sa.text("UPDATE inbox SET received_at = :old WHERE update_id = 51"), {"old": old})
+            a_minute = datetime.now(timezone.utc) - timedelta(minutes=1)  # too late to answer a button press
+            await connection.execute(sa.text("UPDATE inbox SET received_at = :t WHERE update_id = 52"), {"t": a_minute})
+        async with running_bot(settings, fake):
+            await fake.wait_for(lambda f: bool(f.sent("sendDocument", 71)))  # the guide, from the stored update
+            await fake.settle(1.0)
+        assert not fake.sent("sendMessage", 72), "an update that waited 20 minutes is not answered late"
+        statuses = {row.update_id: row.status for row in await _all(database)}
+        assert statuses == {50: "done", 51: "expired", 52: "expired"}
+        assert not fake.sent("answerCallbackQuery")
+        await database.close()
+
+
+async def _all(database: Database):
+    from bot.storage.tables import InboxUpdate
+
+    async with database.sessions() as session:
+        return list((await session.scalars(sa.select(InboxUpdate))).all())
+
+
+async def test_a_locked_database_pauses_polling_but_never_ends_it(bert_dir: Path, tmp_path: Path) -> None:
+    """The inbox cannot store a batch while another process holds the write lock past the busy timeout (5 s):
+    the batch is not confirmed (python-telegram-bot logs the failure and keeps its offset), polling goes on, the
+    batch is fetched again, and the message is answered once the lock is gone."""
+    import asyncio
+    import threading
+
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path)
+        async with running_bot(settings, fake):
+            locked = threading.Event()
+            holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "bot.sqlite3", 7.0, locked))
+            holder.start()
+            await asyncio.to_thread(locked.wait)
+            await fake.send_text(fake.user(74), "MLM")
+            await asyncio.to_thread(holder.join)
+            await fake.wait_for(lambda f: bool(f.sent("sendDocument", 74)), timeout=30)
+
+
+async def test_finished_updates_are_pruned_pending_ones_kept(tmp_path: Path) -> None:
+    from bot.storage.repository import UpdateDone, write_all
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3")
+    await database.migrate()
+    inbox = Repository(database).inbox
+    await inbox.store([(1, "{}", None), (2, "{}", None), (3, "{}", None)])
+    await write_all(database, [UpdateDone(1, datetime.now(timezone.utc)), UpdateDone(3, datetime.now(timezone.utc))])
+    async with database.engine.begin() as connection:
+        await connection.execute(sa.text("UPDATE inbox SET received_at = :t WHERE update_id IN (1, 2)"),
+                                 {"t": datetime.now(timezone.utc) - timedelta(days=2)})  # fmt: skip
+    assert await inbox.prune(datetime.now(timezone.utc) - timedelta(days=1)) == 1  # 1: done and old
+    assert [row.update_id for row in await inbox.unfinished()] == [2]  # pending stays, however old
+    await database.close()
+
+
+async def test_after_a_crash_with_every_update_stored_polling_moves_on(bert_dir: Path, tmp_path: Path) -> None:
+    """A previous run stored three updates and died before Telegram was told: Telegram sends them again, and
+    all three are known. They are answered once (by the replay), and polling moves past them: it used to ask
+    Telegram and the database for the same batch again and again, at full speed, until a new update came."""
+    import asyncio
+
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path)
+        database = Database(settings.database_url)
+        await database.migrate()
+        stored = []
+        for person in (81, 82, 83):
+            message = fake.message(fake.private_chat(fake.user(person)), fake.user(person), "MLM")
+            update_id = await fake.push("message", message)  # not confirmed: Telegram keeps it
+            stored.append((update_id, json.dumps({"update_id": update_id, "message": message}), person))
+        await Repository(database).inbox.store(stored)
+        await database.close()
+        async with running_bot(settings, fake):
+            await fake.wait_for(lambda f: all(f.sent("sendDocument", p) for p in (81, 82, 83)), timeout=60)
+            polls = fake.polls
+            await asyncio.sleep(2.0)
+            assert fake.polls - polls <= 3, f"{fake.polls - polls} polls in 2 s: a tight loop"
+            await fake.settle(0.5)
+        assert all(len(fake.sent("sendDocument", p)) == 1 for p in (81, 82, 83))
+
+
+async def test_a_failing_store_backs_off_with_one_line_and_no_update_in_it(
+    bert_dir: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    import asyncio
+    import logging
+
+    from sqlalchemy.exc import OperationalError
+
+    from bot.storage.repository import Inbox
+
+    failures, attempts = 2, []
+    real_store = Inbox.store
+
+    async def failing(self, updates):
+        if updates and len(attempts) < failures:
+            attempts.append(asyncio.get_running_loop().time())
+            raise OperationalError("INSERT INTO inbox ...", {"payload": "my private words"}, Exception("disk I/O"))
+        return await real_store(self, updates)
+
+    monkeypatch.setattr(Inbox, "store", failing)
+    caplog.set_level(logging.INFO)
+    fake = FakeTelegram()
+    async with fake.running(), running_bot(bot_settings(fake, bert_dir, tmp_path), fake):
+        await fake.send_text(fake.user(84), "my private words [MASK] here")
+        await fake.wait_for(lambda f: bool(f.sent("sendMessage", 84)), timeout=30)
+    lines = [r for r in caplog.records if "could not store" in r.getMessage()]
+    assert len(lines) == failures and all(r.levelno == logging.WARNING and not r.exc_info for r in lines)
+    assert attempts[1] - attempts[0] >= 0.9, "backed off before asking again"
+    assert "my private words" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.CRITICAL]
+    assert len(fake.sent("sendMessage", 84)) == 1
+
+
+async def test_an_update_whose_handling_never_finishes_is_parked_after_two_starts(
+    bert_dir: Path, tmp_path: Path, caplog
+) -> None:
+    """An update that takes the bot down (here: its handling never ends, and each stop leaves it unfinished) is
+    handed on at its first run and again at the next start; at the third start it is parked: logged once with
+    its id and kind, kept in the inbox, never handed on again. Updates around it are answered, once."""
+    import asyncio
+    import logging
+
+    from models.serving.client import LocalFillMask
+
+    class Poisoned(LocalFillMask):
+        calls = 0
+
+        async def fill_mask(self, text: str, **kwargs):
+            if "poison" in text:
+                Poisoned.calls += 1
+                await asyncio.Event().wait()  # never ends: the bot is stopped around it
+            return await super().fill_mask(text, **kwargs)
+
+    caplog.set_level(logging.INFO)
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path, shutdown_budget_s=2)
+        poison_id = None
+        for start in range(3):
+            async with running_bot(settings, fake, model=Poisoned(settings)) as repo:
+                if start == 0:
+                    poison_id = (await fake.send_text(fake.user(95), "poison [MASK] here"))["message_id"]
+                person = 96 + start
+                await fake.send_text(fake.user(person), "The cat sat on the [MASK].")
+                await fake.wait_for(lambda f, p=person: bool(f.sent("sendMessage", p)), timeout=30)
+                await asyncio.sleep(0.5)
+        rows = {row.update_id: row for row in await _all(repo.db)}
+    (poison,) = [row for row in rows.values() if "poison" in row.payload]
+    assert poison_id is not None and poison.status == "parked" and poison.attempts == 1
+    assert Poisoned.calls == 2, "handed on at its first run and at one restart, never again"
+    parked = [r for r in caplog.records if r.name == "bot.updates.inbox" and "parked" in r.getMessage()]
+    assert len(parked) == 1 and str(poison.update_id) in parked[0].getMessage() and "message" in parked[0].getMessage()
+    assert all(len(fake.sent("sendMessage", p)) == 1 for p in (96, 97, 98)), "the others answered once"
+    assert not fake.sent("sendMessage", 95)

@@ -1,0 +1,1 @@
+"""Tests of models/engine: the fill-mask engine and its accelerations."""

@@ -1,0 +1,1 @@
+"""Tests of bot/storage: the database, the repository, the background writer."""

@@ -1,0 +1,117 @@
+"""What Telegram refuses, checked independently of the bot's own code (``html.parser`` here): Telegram HTML with
+only the tags it knows, text and caption lengths after entity parsing (in UTF-16 units, as Telegram counts),
+inline keyboards and their 64-byte callback data. The fake Bot API (``fake_telegram``) answers 400 with these."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+JSON_FIELDS = {
+    "reply_markup", "results", "reply_parameters", "commands", "reaction", "button", "link_preview_options",
+    "entities", "caption_entities", "allowed_updates", "scope", "options", "correct_option_ids",
+}  # fmt: skip
+TAGS = {
+    "b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
+    "del": set(), "tg-spoiler": set(), "span": {"class"}, "a": {"href"}, "code": {"class"}, "pre": set(),
+    "blockquote": {"expandable"}, "tg-emoji": {"emoji-id"},
+}  # fmt: skip
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:
+        super().__init__(description)
+        self.code, self.description, self.retry_after = code, description, retry_after
+
+
+class _TelegramHTML(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in TAGS:
+            raise ApiError(400, f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}"')
+        for name, _ in attrs:
+            if name not in TAGS[tag]:
+                raise ApiError(400, f"Bad Request: can't parse entities: unsupported attribute {name} of <{tag}>")
+        if tag == "a" and not dict(attrs).get("href"):
+            raise ApiError(400, "Bad Request: can't parse entities: <a> needs an href")
+        if tag == "span" and dict(attrs).get("class") != "tg-spoiler":
+            raise ApiError(400, "Bad Request: can't parse entities: <span> must be a tg-spoiler")
+        if tag == "a" and "a" in self.stack:
+            raise ApiError(400, "Bad Request: can't parse entities: nested links")
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            raise ApiError(400, f"Bad Request: can't parse entities: Can't find end tag corresponding to \"{tag}\"")
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_html(text: str) -> str:
+    """Telegram's HTML rules; returns the visible text."""
+    bare_lt = re.search(r"<(?!/?[a-zA-Z][a-zA-Z-]*[\s>/])", text)
+    if bare_lt:
+        raise ApiError(400, f"Bad Request: can't parse entities: unexpected < at byte offset {bare_lt.start()}")
+    bad_amp = re.search(r"&(?!(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);)", text)
+    if bad_amp:
+        raise ApiError(400, f"Bad Request: can't parse entities: unsupported entity at offset {bad_amp.start()}")
+    parser = _TelegramHTML()
+    parser.feed(text)
+    parser.close()
+    if parser.stack:
+        raise ApiError(400, f"Bad Request: can't parse entities: unclosed <{parser.stack[-1]}>")
+    return "".join(parser.text)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def check_text(text: Any, parse_mode: str | None, limit: int, what: str = "message") -> str:
+    if not isinstance(text, str):
+        raise ApiError(400, f"Bad Request: {what} text is empty")
+    visible = text
+    if parse_mode == "HTML":
+        visible = parse_html(text)
+    elif parse_mode == "MarkdownV2":
+        unescaped = re.search(r"(?<!\\)[_*\[\]()~`>#+\-=|{}.!]", text)
+        if unescaped:
+            raise ApiError(400, f"Bad Request: can't parse entities: character '{unescaped.group()}' is reserved")
+    elif parse_mode not in (None, ""):
+        raise ApiError(400, f"Bad Request: unsupported parse_mode {parse_mode}")
+    if not visible.strip():
+        raise ApiError(400, f"Bad Request: {what} text is empty")
+    if utf16_len(visible) > limit:
+        raise ApiError(400, f"Bad Request: {what} is too long")
+    return visible
+
+
+def as_sent(params: dict[str, Any]) -> dict[str, Any]:
+    """A message as Telegram keeps it: the visible text (formatting becomes entities, which this fake does not
+    model), and here also the HTML it was sent as, to tell a real edit from "message is not modified"."""
+    html = params["text"]
+    text = parse_html(html) if params.get("parse_mode") == "HTML" else html
+    return {"text": text, "_html": html}
+
+
+def check_markup(markup: Any) -> None:
+    if not markup:
+        return
+    for row in markup.get("inline_keyboard", []):
+        for button in row:
+            if not button.get("text"):
+                raise ApiError(400, "Bad Request: inline keyboard button text is empty")
+            if "callback_data" in button and not 1 <= len(button["callback_data"].encode()) <= 64:
+                raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+            if "url" in button and not re.match(r"(https?|tg)://", button["url"]):
+                raise ApiError(400, "Bad Request: inline keyboard button URL is invalid")
+            kinds = {"url", "callback_data", "switch_inline_query", "switch_inline_query_current_chat"} & set(button)
+            if len(kinds) != 1:
+                raise ApiError(400, "Bad Request: a button needs exactly one action")
