@@ -105,7 +105,7 @@ async def poll_answer(update: Update, context: Context) -> None:
     run.right += right
     await log_interaction(
         update, context, Kind.QUIZ, trigger=f"q{run.question + 1}", input_text=question["question"],
-        outcome=Outcome.RIGHT if right else "wrong",
+        outcome=Outcome.RIGHT if right else Outcome.WRONG,
     )  # fmt: skip
     run.question += 1
     if run.question < len(questions):

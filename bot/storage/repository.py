@@ -25,7 +25,7 @@ from bot.storage.tables import (
     User,
     utcnow,
 )
-from bot.storage.vocabulary import ANSWERED, Kind
+from bot.storage.vocabulary import ANSWERED, Kind, Outcome
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class InteractionEntry:
     model_name: str | None = None
     predictions: Any = None
     latency_ms: float | None = None
-    outcome: str = "ok"
+    outcome: str = Outcome.OK
     created_at: datetime | None = None  # now, unless given (imports, tests)
     answer_message_id: int | None = None  # the bot's answer in chat_id this is about (its buttons look it up)
 
