@@ -75,13 +75,19 @@ class BotServices:
             self.lineup = Lineup(self.settings.compare_models, self.settings)
         return self.lineup
 
-    async def remember_sentence(self, text: str, user_id: int | None = None) -> str:
-        """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length; kept here
-        and in the database (through the writer), so a tap works after a restart and on another process."""
+    def remember_sentence(self, text: str, user_id: int | None = None) -> str:
+        """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length (kept in
+        memory now; :meth:`keep_sentence` writes the database's copy once the buttons are out)."""
         key = secrets.token_urlsafe(6)
         self.tap_sentences[key] = (user_id, text)
-        await self.log(TapSentenceKept(key, user_id, text, datetime.now(timezone.utc)))
         return key
+
+    async def keep_sentence(self, key: str) -> None:
+        """The database's copy of a remembered sentence (through the writer), so a tap works after a restart and
+        on another process. Called after the reply: the reply never waits for the database."""
+        kept = self.tap_sentences.get(key)
+        if kept is not None:
+            await self.log(TapSentenceKept(key, kept[0], kept[1], datetime.now(timezone.utc)))
 
     async def tapped_sentence(self, key: str) -> str | None:
         kept = self.tap_sentences.get(key)

@@ -33,7 +33,7 @@ async def offer_words(update: Update, context: Context) -> None:
     if len(words) < 2 or len(text) > LONGEST:
         await private_fallback(update, context)
         return
-    key = await s.remember_sentence(text, update.effective_user.id if update.effective_user else None)
+    key = s.remember_sentence(text, update.effective_user.id if update.effective_user else None)
     buttons = [
         InlineKeyboardButton(match.group()[:24], callback_data=f"tap:{key}:{n}")
         for n, match in enumerate(words[:MAX_BUTTONS])
@@ -42,6 +42,7 @@ async def offer_words(update: Update, context: Context) -> None:
     await message.reply_html(
         s.renderer.html("tap_offer", model_name=s.model_label), reply_markup=InlineKeyboardMarkup(rows)
     )
+    await s.keep_sentence(key)
 
 
 async def tap_button(update: Update, context: Context) -> None:

@@ -88,7 +88,7 @@ async def test_tap_sentences_and_comment_claims_stay_bounded() -> None:
 
     s.writer = SimpleNamespace(log=keep)  # type: ignore[assignment]
     for n in range(MILLION):
-        await s.remember_sentence("a sentence", n)
+        await s.keep_sentence(s.remember_sentence("a sentence", n))
         s.claim_in_memory(f"-100:{n}", n)
     assert len(s.tap_sentences) <= TAP_SENTENCES_KEPT and len(s.claims_in_memory) <= CLAIMS_KEPT
     assert len(written) == MILLION
