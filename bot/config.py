@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -14,11 +15,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.settings import ModelSettings
 
-TOKEN_HELP = (
-    "Open Telegram, talk to @BotFather (https://t.me/BotFather), send /newbot and follow its questions; "
-    "it answers with a token like 123456789:AAH... Put it in .env as TELEGRAM_BOT_TOKEN=<token> "
-    "(see .env.example) or export it in the shell."
-)
+
+def token_help() -> str:
+    """How to get a token and where to put it. ``.env.example`` is named only where it is (a checkout, not a wheel)."""
+    example = " (.env.example here lists every setting)" if Path(".env.example").is_file() else ""
+    return (
+        "Open Telegram, talk to @BotFather (https://t.me/BotFather), send /newbot and follow its questions; "
+        "it answers with a token like 123456789:AAH... Put it in a file named .env in the folder you start mlm-bot "
+        f"from, as the line TELEGRAM_BOT_TOKEN=<token>{example}, or export it in the shell."
+    )
 
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/mlm-bot.sqlite3"
@@ -107,7 +112,7 @@ class BotSettings(ModelSettings, StorageSettings, HealthSettings):
     @classmethod
     def _token_shape(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().strip():
-            raise ValueError(f"is empty. {TOKEN_HELP}")
+            raise ValueError(f"is empty. {token_help()}")
         if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", value.get_secret_value().strip()):
             raise ValueError("does not look like a bot token (digits, a colon, then 20+ letters)")
         return SecretStr(value.get_secret_value().strip())
@@ -205,7 +210,7 @@ def load_settings(**overrides: object) -> BotSettings:
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "SETTINGS"
             if name == "TELEGRAM_BOT_TOKEN" and error["type"] == "missing":
-                lines.append(f"TELEGRAM_BOT_TOKEN is not set. {TOKEN_HELP}")
+                lines.append(f"TELEGRAM_BOT_TOKEN is not set. {token_help()}")
             else:
                 lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
         raise SettingsError("\n".join(lines)) from None

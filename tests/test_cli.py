@@ -125,6 +125,13 @@ def test_run_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "TELEGRAM_BOT_TOKEN is not set" in done.stderr and "@BotFather" in done.stderr
     assert "Traceback" not in done.stderr
+    # A folder without .env.example (a wheel, not a checkout) is not sent looking for one; a checkout is.
+    assert "TELEGRAM_BOT_TOKEN=<token>" in done.stderr and ".env.example" not in done.stderr
+    (tmp_path / ".env.example").write_text("TELEGRAM_BOT_TOKEN=\n")
+    done = subprocess.run(
+        [MLM_BOT, "run"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=False
+    )
+    assert ".env.example here lists every setting" in done.stderr
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:

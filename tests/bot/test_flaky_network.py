@@ -17,7 +17,7 @@ async def test_every_person_gets_their_answer_through_a_flaky_network(bert_dir: 
     fake = FakeTelegram()
     async with fake.running():
         async with running_bot(bot_settings(fake, bert_dir, tmp_path), fake):
-            fake.chaos = (0.08, 0.03, 0.02)
+            fake.network.shares = (0.08, 0.03, 0.02)
             for person in PEOPLE:
                 await fake.send_text(fake.user(person), "The cat sat on the [MASK].")
                 await fake.send_text(fake.user(person), "/help")
@@ -28,9 +28,9 @@ async def test_every_person_gets_their_answer_through_a_flaky_network(bert_dir: 
 
             await fake.wait_for(lambda f: all(answered(f, p) for p in PEOPLE), timeout=90)
             await fake.settle(0.5)
-        troubles = {kind for _, kind in fake.chaos_seen}
+        troubles = {kind for _, kind in fake.network.seen}
         assert fake.rejections == []
-    assert troubles == {"502", "drop", "timeout"}, fake.chaos_seen  # each kind of trouble happened
+    assert troubles == {"502", "drop", "timeout"}, fake.network.seen  # each kind of trouble happened
     for person in PEOPLE:  # a reply that timed out may come twice (it had arrived), never three times
         texts = [parse_html(c.params["text"]) for c in fake.sent("sendMessage", person)]
         assert sum("Best guess" in t for t in texts) <= 2 and sum("How to use me" in t for t in texts) <= 2

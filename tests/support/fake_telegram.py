@@ -1,16 +1,14 @@
 """A fake Telegram Bot API server on 127.0.0.1, for running the real bot end to end.
 
-It speaks the Bot API's HTTP shape (``/bot<token>/<method>``, form or multipart parameters, JSON answers),
-hands out updates through ``getUpdates`` long polling, keeps every call the bot makes, and refuses what the
-real Telegram refuses: malformed HTML, text over 4096 characters (or captions over 1024) after entity
-parsing, callback data over 64 bytes, more than 50 inline results, DMs to users who never started the bot.
-Like Telegram's flood control it answers 429 to a chat that gets messages faster than its allowance (a short burst,
-then about one a second in a private chat, 20 a minute in a group), for that chat only, and lists those chats in
-``floods``; it can also answer 429 Too Many Requests on demand. Like Telegram, once ``setWebhook`` is called it refuses
-``getUpdates`` (409) and POSTs each update to the webhook with the ``X-Telegram-Bot-Api-Secret-Token``
-header, again until the webhook answers 2xx, and reports the last failure in ``getWebhookInfo``. Its HTML
-checker is written independently of the bot's own (``html.parser`` here), so a formatting bug in the bot
-fails the tests instead of agreeing with itself.
+It speaks the Bot API's HTTP shape (``/bot<token>/<method>``, form or multipart parameters, JSON answers), hands out
+updates through ``getUpdates`` long polling, keeps every call the bot makes, and refuses what the real Telegram
+refuses: malformed HTML, text over 4096 characters (or captions over 1024) after entity parsing, callback data over
+64 bytes, more than 50 inline results, DMs to users who never started the bot. It answers 429 to a chat over its
+flood allowance (``flood``), 429 or 502 on demand, and drops or holds calls when a test turns ``network`` chaos on
+(both in ``telegram_limits``). Once ``setWebhook`` is called it refuses ``getUpdates`` (409) and POSTs each update to
+the webhook with the ``X-Telegram-Bot-Api-Secret-Token`` header, again until the webhook answers 2xx, and reports the
+last failure in ``getWebhookInfo``. Its HTML checker is written independently of the bot's own (``html.parser``
+here), so a formatting bug in the bot fails the tests instead of agreeing with itself.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import random
 import re
 import socket
 import time
@@ -35,18 +32,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support.telegram_limits import ChatFloods, NetworkChaos, dropped_connection
 from tests.support.telegram_rules import JSON_FIELDS, ApiError, as_sent, check_markup, check_text, utf16_len
 from tests.support.telegram_rules import parse_html as parse_html  # tests import it from here too
 
 TOKEN = "123456789:TEST-token_abcdefghijklmnopqrstuvwxyz0123"
 BOT_ID = 123456789
 BOT_USERNAME = "mlm_test_bot"
-
-
-async def _drop_connection() -> AsyncIterator[bytes]:
-    """A body that breaks off: the server closes the connection before any answer (a dropped connection)."""
-    raise ConnectionResetError("the fake Bot API drops this connection")
-    yield b""  # pragma: no cover - makes this a generator
 
 
 @dataclass
@@ -72,14 +64,7 @@ class FakeTelegram:
         self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) of messages their authors deleted
         self._answered_queries: set[str] = set()
         self.retry_after = 1
-        # Telegram's flood control per chat: a short burst, then about one message a second in a private chat and
-        # 20 a minute in a group; past that, 429 for that chat only (``floods`` lists the chats refused so). The
-        # bursts here are a little larger than the bot's own pacing, so jitter on a busy machine is not a flood.
-        self.flood_control = True
-        self.private_burst, self.private_per_s = 5.0, 1.0
-        self.group_burst, self.group_per_s = 22.0, 20 / 60
-        self.floods: list[int] = []
-        self._chat_levels: dict[int, tuple[float, float]] = {}  # chat id -> (bucket level, when last leaked)
+        self.flood = ChatFloods()  # Telegram's flood control per chat
         # (method, description) of every call refused as malformed (400): a bug in the bot. The 403s and 429s
         # a test asks for are not listed here; they show in ``calls`` with a "_rejected" key.
         self.rejections: list[tuple[str, str]] = []
@@ -96,12 +81,7 @@ class FakeTelegram:
         self.webhook_connections = 8  # updates POSTed at once (Telegram's max_connections: 40 by default)
         self.deliveries: list[tuple[int, int | str]] = []  # (update_id, HTTP status or error) of every POST
         self.polls = 0  # getUpdates calls (not kept in ``calls``: a long poll every few seconds)
-        # A network that misbehaves: for sends, edits and answers, the share that gets a 502, a connection dropped
-        # before the request is handled, and an answer held past the client's timeout (the request *was* handled).
-        self.chaos: tuple[float, float, float] | None = None
-        self.hang_s = 6.0  # python-telegram-bot reads for 5 s
-        self.chaos_seen: list[tuple[str, str]] = []  # (method, "502" | "drop" | "timeout")
-        self._rng = random.Random(20261204)
+        self.network = NetworkChaos()  # a network that misbehaves (off unless a test sets its shares)
 
     # ------------------------------------------------------------- server life
     @contextlib.asynccontextmanager
@@ -165,31 +145,16 @@ class FakeTelegram:
         if request.path_params["token"] != TOKEN:
             return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, status_code=401)
         params = await self._params(request)
-        trouble = self._trouble(method)
+        trouble = self.network.draw(method)
         if trouble == "502":
             return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status_code=502)
         if trouble == "drop":
-            return StreamingResponse(_drop_connection(), media_type="application/json")
+            return StreamingResponse(dropped_connection(), media_type="application/json")
         if trouble == "timeout":
             answer = await self._answer(method, params)
-            await asyncio.sleep(self.hang_s)
+            await asyncio.sleep(self.network.hang_s)
             return answer
         return await self._answer(method, params)
-
-    def _trouble(self, method: str) -> str | None:
-        if self.chaos is None or not method.lower().startswith(("send", "edit", "answer")):
-            return None
-        draw, (bad_gateway, dropped, timed_out) = self._rng.random(), self.chaos
-        trouble = None
-        if draw < bad_gateway:
-            trouble = "502"
-        elif draw < bad_gateway + dropped:
-            trouble = "drop"
-        elif draw < bad_gateway + dropped + timed_out:
-            trouble = "timeout"
-        if trouble:
-            self.chaos_seen.append((method, trouble))
-        return trouble
 
     async def _answer(self, method: str, params: dict[str, Any]) -> JSONResponse:
         handler = getattr(self, f"api_{method.lower()}", None)
@@ -371,24 +336,9 @@ class FakeTelegram:
             raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         return chat_id
 
-    def _flood(self, chat_id: int) -> None:
-        """A leaky bucket per chat, as Telegram's flood control behaves: refused messages are not counted."""
-        if not self.flood_control:
-            return
-        burst, rate = (self.private_burst, self.private_per_s) if chat_id > 0 else (self.group_burst, self.group_per_s)
-        now = time.monotonic()
-        level, last = self._chat_levels.get(chat_id, (0.0, now))
-        level = max(0.0, level - (now - last) * rate)
-        if level + 1 > burst:
-            self._chat_levels[chat_id] = (level, now)
-            self.floods.append(chat_id)
-            wait = max(1, int((level + 1 - burst) / rate + 0.999))
-            raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
-        self._chat_levels[chat_id] = (level + 1, now)
-
     def _maybe_429(self, chat_id: int | None = None) -> None:
         if chat_id is not None:
-            self._flood(chat_id)
+            self.flood.spend(chat_id)
         if self.server_errors > 0:
             self.server_errors -= 1
             raise ApiError(502, "Bad Gateway")
@@ -508,7 +458,7 @@ class FakeTelegram:
         sent = as_sent(params)
         if stored.get("_html") == sent["_html"] and stored.get("reply_markup") == params.get("reply_markup"):
             raise ApiError(400, "Bad Request: message is not modified")
-        self._flood(chat_id)
+        self.flood.spend(chat_id)
         stored.update(sent)
         stored["reply_markup"] = params.get("reply_markup")
         return stored
