@@ -52,7 +52,7 @@ def main() -> int:
     batches = {n: engine.prepare_batch([FillMaskRequest(t) for t in texts[:n]]) for n in sizes}
 
     def on_model_thread() -> dict:
-        plain = packed_linear.pack_linears(engine._encoder)  # (parent, name, plain layer)
+        plain = packed_linear.pack_linears(engine.forwarder.encoder)  # (parent, name, plain layer)
         packed = [(parent, name, getattr(parent, name)) for parent, name, _ in plain]
         times: dict[tuple[str, int], list[float]] = {(side, n): [] for side in ("plain", "packed") for n in sizes}
         diff = 0.0

@@ -143,3 +143,16 @@ def test_tests_import_helpers_never_other_tests_and_stay_readable() -> None:
                 )
         lines = path.read_text().count("\n")
         assert lines <= 500, f"{path.relative_to(ROOT)} has {lines} lines: split it by subject"
+
+
+def test_the_engine_holds_its_steps_instead_of_inheriting_them() -> None:
+    """Composition: each step is an object with its own attributes, so go-to-definition finds where they are set."""
+    from models.engine.core import FillMaskEngine
+    from models.engine.forward import Forwarder
+    from models.engine.postprocess import Postprocessor
+    from models.engine.prepare import Preparer
+
+    for cls in (FillMaskEngine, Preparer, Forwarder, Postprocessor):
+        assert cls.__bases__ == (object,), f"{cls.__name__} inherits {cls.__bases__}"
+    hints = FillMaskEngine.__init__.__code__.co_names
+    assert {"Preparer", "Forwarder", "Postprocessor"} <= set(hints)

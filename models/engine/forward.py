@@ -15,6 +15,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models.engine.accel.cuda_graphs import GraphedEncoder
+from models.engine.accel.packed_linear import pack_linears, unpack
 from models.engine.results import EncodedInput, MaskScores
 
 log = logging.getLogger(__name__)
@@ -22,34 +23,93 @@ log = logging.getLogger(__name__)
 HeadFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-class ForwardStep:
-    """The engine's forward pass (mixed into ``FillMaskEngine``, which sets these attributes)."""
+class Forwarder:
+    """The engine's middle step: ``EncodedInput`` batches through the model, on the engine's one model thread.
 
-    name: str
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    device: torch.device
-    dtype: torch.dtype
-    pad_token_id: int
-    max_length: int
-    max_batch_size: int
-    max_batch_tokens: int
-    vocab_size: int
-    _vocab: dict[str, int]
-    _encoder: nn.Module
-    _head: HeadFn | None
-    _graphed: GraphedEncoder | None
-    _suppressed: torch.Tensor
+    Holds what runs the model: the encoder, the MLM head split off to run at mask positions only (``head``; None
+    when the architecture's head cannot be split, then the full model runs), and the accelerations set up at warm-up
+    (``graphed``: CUDA graphs of the encoder; ``packed_layers``: oneDNN-packed linear layers on CPU)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        vocab: dict[str, int],
+        *,
+        name: str,
+        max_length: int,
+        max_batch_size: int,
+        max_batch_tokens: int,
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.pad_token_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.max_length = max_length
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.encoder: nn.Module = model.base_model
+        self.head: HeadFn | None = mlm_head(model)
+        self.graphed: GraphedEncoder | None = None
+        self.packed_layers = 0
+        self.suppressed = _words_only_suppression(tokenizer, vocab, self.vocab_size, self.device)
 
     @torch.inference_mode()
-    def _build_graphs(self, probe: EncodedInput) -> GraphedEncoder | None:
-        """Capture the encoder's CUDA graphs, then check one replay against the eager encoder; anything that
-        goes wrong (no CUDA, an architecture that cannot be captured, a mismatch) leaves the engine eager."""
-        if self.device.type != "cuda" or self._head is None:
+    def check_head(self, probe: EncodedInput) -> None:
+        """Check on the probe that the head at mask positions gives the full model's probabilities; if this
+        architecture's head cannot be split off that way, fall back to the full model (slower, correct)."""
+        if self.head is None:
+            return
+        ids, attention, rows, cols = self.tensors([probe])
+        full = self.model(input_ids=ids, attention_mask=attention).logits[rows, cols].float().softmax(-1)
+        hidden = self.encoder(input_ids=ids, attention_mask=attention)[0]
+        split = self.head(hidden[rows, cols]).float().softmax(-1)
+        # Compared as probabilities: bounded, so one tolerance fits fp32 and bf16 alike.
+        tolerance = 1e-4 if self.dtype == torch.float32 else 2e-2
+        if split.shape != full.shape or (split - full).abs().max().item() > tolerance:
+            log.warning("%s: the MLM head cannot run at mask positions only; using full logits", self.name)
+            self.head = None
+
+    def pack_weights(self, probe: EncodedInput) -> None:
+        """Pack the encoder's linear layers for oneDNN, then check the packed encoder against the eager one on
+        the probe; anything that goes wrong (not a CPU, an op this torch or CPU lacks, a difference) puts the
+        plain layers back. ``packed_layers`` says how many were packed."""
+        if self.packed_layers:
+            return
+        if self.device.type != "cpu":
+            log.warning("%s: packed weights are for CPU; %s keeps its plain layers", self.name, self.device)
+            return
+        ids, attention, _, _ = self.tensors([probe])
+        with torch.inference_mode():
+            eager = self.encoder(input_ids=ids, attention_mask=attention)[0].float()
+            swapped = []
+            try:
+                swapped = pack_linears(self.encoder)
+                packed = self.encoder(input_ids=ids, attention_mask=attention)[0].float()
+                tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
+                if (packed - eager).abs().max().item() > tolerance * (1 + eager.abs().max().item()):
+                    raise RuntimeError("the packed encoder does not reproduce the eager one")
+            except Exception:
+                unpack(swapped)
+                log.warning("%s: packed weights could not be used; keeping plain layers", self.name, exc_info=True)
+                return
+        self.packed_layers = len(swapped)
+
+    def build_graphs(self, probe: EncodedInput) -> None:
+        """Capture the encoder's CUDA graphs into ``graphed``, then check one replay against the eager encoder;
+        anything that goes wrong (no CUDA, an architecture that cannot be captured, a mismatch) leaves it eager."""
+        if self.graphed is None:
+            self.graphed = self._captured_graphs(probe)
+
+    @torch.inference_mode()
+    def _captured_graphs(self, probe: EncodedInput) -> GraphedEncoder | None:
+        if self.device.type != "cuda" or self.head is None:
             log.warning("CUDA graphs need a CUDA device and a split MLM head; running eagerly")
             return None
         graphed = GraphedEncoder(
-            lambda ids, attention: self._encoder(input_ids=ids, attention_mask=attention)[0],
+            lambda ids, attention: self.encoder(input_ids=ids, attention_mask=attention)[0],
             device=self.device,
             pad_token_id=self.pad_token_id,
             max_length=self.max_length,
@@ -58,8 +118,8 @@ class ForwardStep:
         )
         try:
             seconds = graphed.build()
-            ids, attention, rows, cols = self._tensors([probe])
-            eager = self._encoder(input_ids=ids, attention_mask=attention)[0][rows, cols].float()
+            ids, attention, rows, cols = self.tensors([probe])
+            eager = self.encoder(input_ids=ids, attention_mask=attention)[0][rows, cols].float()
             replayed = graphed(ids, attention)
             tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
             if replayed is None or (replayed[rows, cols].float() - eager).abs().max().item() > tolerance * (
@@ -74,14 +134,7 @@ class ForwardStep:
         log.info("%s: captured %d CUDA graphs in %.1f s", self.name, len(graphed.buckets), seconds)
         return graphed
 
-    def _words_only_suppression(self) -> torch.Tensor:
-        """Token ids a chat user never wants as "the word": special tokens and WordPiece continuations."""
-        suppressed = set(self.tokenizer.all_special_ids)
-        suppressed.update(i for token, i in self._vocab.items() if token.startswith("##"))
-        ids = sorted(i for i in suppressed if 0 <= i < self.vocab_size)
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
-
-    def _tensors(self, batch: Sequence[EncodedInput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def tensors(self, batch: Sequence[EncodedInput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input ids, attention mask and the mask rows/columns, packed in one (pinned, on CUDA) host buffer and
         sent to the device in one non-blocking copy."""
         n, width = len(batch), max(len(e) for e in batch)
@@ -111,13 +164,13 @@ class ForwardStep:
     @torch.inference_mode()
     def forward(self, batch: Sequence[EncodedInput]) -> list[MaskScores]:
         """One padded batch through the model; returns each input's top-k per mask. Call on the model thread
-        (``run_forward`` does that for synchronous callers)."""
-        ids, attention, rows, cols = self._tensors(batch)
-        if self._head is not None:
-            hidden = self._graphed(ids, attention) if self._graphed is not None else None
+        (the engine's ``run_forward`` does that for synchronous callers)."""
+        ids, attention, rows, cols = self.tensors(batch)
+        if self.head is not None:
+            hidden = self.graphed(ids, attention) if self.graphed is not None else None
             if hidden is None:
-                hidden = self._encoder(input_ids=ids, attention_mask=attention)[0]
-            logits = self._head(hidden[rows, cols])
+                hidden = self.encoder(input_ids=ids, attention_mask=attention)[0]
+            logits = self.head(hidden[rows, cols])
         else:
             logits = self.model(input_ids=ids, attention_mask=attention).logits[rows, cols]
         probs = logits.float().softmax(dim=-1)
@@ -126,11 +179,11 @@ class ForwardStep:
     def _top_k(self, batch: Sequence[EncodedInput], probs: torch.Tensor) -> list[MaskScores]:
         owners = [i for i, e in enumerate(batch) for _ in e.mask_positions]
         words_only_rows = [r for r, i in enumerate(owners) if batch[i].words_only]
-        if len(words_only_rows) == len(owners) and len(self._suppressed):
-            probs[:, self._suppressed] = 0.0  # the common case (the bot): no row index to build and copy
-        elif words_only_rows and len(self._suppressed):
+        if len(words_only_rows) == len(owners) and len(self.suppressed):
+            probs[:, self.suppressed] = 0.0  # the common case (the bot): no row index to build and copy
+        elif words_only_rows and len(self.suppressed):
             index = torch.tensor(words_only_rows, device=probs.device)
-            probs[index.unsqueeze(1), self._suppressed.unsqueeze(0)] = 0.0
+            probs[index.unsqueeze(1), self.suppressed.unsqueeze(0)] = 0.0
         free_rows = [r for r, i in enumerate(owners) if batch[i].target_ids is None]
         per_row: dict[int, tuple[list[float], list[int]]] = {}
         if free_rows:
@@ -157,6 +210,16 @@ class ForwardStep:
                 row += 1
             results.append(MaskScores(scores=tuple(scores), token_ids=tuple(tokens)))
         return results
+
+
+def _words_only_suppression(
+    tokenizer: PreTrainedTokenizerBase, vocab: dict[str, int], vocab_size: int, device: torch.device
+) -> torch.Tensor:
+    """Token ids a chat user never wants as "the word": special tokens and WordPiece continuations."""
+    suppressed = set(tokenizer.all_special_ids)
+    suppressed.update(i for token, i in vocab.items() if token.startswith("##"))
+    ids = sorted(i for i in suppressed if 0 <= i < vocab_size)
+    return torch.tensor(ids, dtype=torch.long, device=device)
 
 
 def mlm_head(model: PreTrainedModel) -> HeadFn | None:

@@ -2,12 +2,13 @@
 
 For one mask, the filled sentence without special tokens; for several, each sentence keeps the other masks
 (the pipeline keeps every special token there, [CLS] and [SEP] included, which no reader wants). Decoding goes
-through ``models.decoding.Decoder`` (the Rust tokenizer's batch decode, same strings).
+through ``models.engine.decoding.Decoder`` (the Rust tokenizer's batch decode, same strings).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from transformers import PreTrainedTokenizerBase
 
@@ -15,14 +16,16 @@ from models.engine.decoding import Decoder
 from models.engine.results import EncodedInput, FillMaskResult, MaskScores, Prediction
 
 
-class PostprocessStep:
-    """The engine's postprocessing (mixed into ``FillMaskEngine``, which sets these attributes)."""
+class Postprocessor:
+    """The engine's last step: scores back to ``FillMaskResult``, on any thread."""
 
-    tokenizer: PreTrainedTokenizerBase
-    pad_token_id: int
-    token_str: Callable[[int], str]
-    _frame_ids: frozenset[int]
-    _decoder: Decoder
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.pad_token_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # Special tokens other than the mask are dropped from multi-mask sequences; the pipeline keeps them.
+        self.frame_ids = frozenset(set(tokenizer.all_special_ids) - {tokenizer.mask_token_id})
+        self.decoder = Decoder(tokenizer)
+        self.token_str: Callable[[int], str] = lru_cache(maxsize=65536)(self._decode_token)
 
     def postprocess(self, batch: Sequence[EncodedInput], outputs: Sequence[MaskScores]) -> list[FillMaskResult]:
         """Decode candidates and filled sentences as the pipeline does: for one mask the sentence without
@@ -33,7 +36,7 @@ class PostprocessStep:
             single = len(e.mask_positions) == 1
             # Dropped from the filled sentence: padding alone (one mask; decoding skips the special tokens), or
             # every special token but the other masks (several masks).
-            dropped = {self.pad_token_id} if single else self._frame_ids
+            dropped = {self.pad_token_id} if single else self.frame_ids
             for position, tokens in zip(e.mask_positions, out.token_ids, strict=False):
                 left = [t for t in e.input_ids[:position] if t not in dropped]
                 right = [t for t in e.input_ids[position + 1 :] if t not in dropped]
@@ -60,7 +63,7 @@ class PostprocessStep:
         for skip in (True, False):
             idx = [i for i, (_, s) in enumerate(plans) if s is skip]
             if idx:
-                decoded = self._decoder.batch_decode([plans[i][0] for i in idx], skip_special_tokens=skip)
+                decoded = self.decoder.batch_decode([plans[i][0] for i in idx], skip_special_tokens=skip)
                 for i, text in zip(idx, decoded, strict=False):
                     out[i] = text
         return out

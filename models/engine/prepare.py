@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from transformers import PreTrainedTokenizerBase
 
@@ -31,22 +32,31 @@ MAX_TARGETS = 100
 MASK_ALIASES = r"\[\s*mask\s*\]|<\s*mask\s*>"
 
 
-class PrepareStep:
-    """The engine's preprocessing (mixed into ``FillMaskEngine``, which sets these attributes)."""
+class Preparer:
+    """The engine's first step: raw text to ``EncodedInput``, on any thread (nothing here touches torch)."""
 
-    tokenizer: PreTrainedTokenizerBase
-    mask_token: str
-    mask_token_id: int
-    unk_token_id: int | None
-    max_masks: int
-    max_input_chars: int
-    max_length: int
-    vocab_size: int
-    _alias_re: re.Pattern[str]
-    _vocab: dict[str, int]
-    _prefix_len: int
-    _suffix_len: int
-    _target_ids: Callable[[tuple[str, ...]], tuple[int, ...]]
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        vocab: dict[str, int],
+        *,
+        max_masks: int,
+        max_input_chars: int,
+        max_length: int,
+        vocab_size: int,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.mask_token: str = tokenizer.mask_token
+        self.mask_token_id: int = tokenizer.mask_token_id
+        self.unk_token_id: int | None = tokenizer.unk_token_id
+        self.max_masks = max_masks
+        self.max_input_chars = max_input_chars
+        self.max_length = max_length
+        self.vocab_size = vocab_size
+        self.prefix_len, self.suffix_len = special_frame(tokenizer)
+        self._alias_re = re.compile(f"{MASK_ALIASES}|{re.escape(self.mask_token)}", re.IGNORECASE)
+        self._vocab = vocab
+        self._target_ids: Callable[[tuple[str, ...]], tuple[int, ...]] = lru_cache(maxsize=1024)(self._resolve_targets)
 
     def normalize(self, text: str) -> str:
         """Validate the raw text and write every mask alias as the model's own mask token."""
@@ -129,7 +139,7 @@ class PrepareStep:
 
     def _window(self, ids: list[int], positions: list[int]) -> tuple[list[int], list[int]]:
         """Cut long input to the model's limit, keeping every mask and as much context around them as fits."""
-        prefix, suffix = self._prefix_len, self._suffix_len
+        prefix, suffix = self.prefix_len, self.suffix_len
         content = ids[prefix : len(ids) - suffix]
         budget = self.max_length - prefix - suffix
         first, last = positions[0] - prefix, positions[-1] - prefix

@@ -22,9 +22,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def _eager_buckets(engine: FillMaskEngine, **kwargs) -> GraphedEncoder:
     graphed = GraphedEncoder(
-        lambda ids, attention: engine._encoder(input_ids=ids, attention_mask=attention)[0],
+        lambda ids, attention: engine.forwarder.encoder(input_ids=ids, attention_mask=attention)[0],
         device=engine.device,
-        pad_token_id=engine.pad_token_id,
+        pad_token_id=engine.forwarder.pad_token_id,
         max_length=engine.max_length,
         capture=False,
         **{"max_batch": 8, "max_tokens": 256, **kwargs},
@@ -48,9 +48,9 @@ def test_smallest_bucket_that_holds_the_batch_within_the_token_budget(bert_engin
 def test_bucket_padding_leaves_the_hidden_states_of_real_tokens_unchanged(engine: FillMaskEngine) -> None:
     graphed = _eager_buckets(engine)
     batch = engine.prepare_batch([_request(t) for t in sentences(3, seed=3, mask=engine.mask_token)])
-    ids, attention, _, _ = engine._tensors(batch)
+    ids, attention, _, _ = engine.forwarder.tensors(batch)
     with torch.inference_mode():
-        eager = engine._encoder(input_ids=ids, attention_mask=attention)[0]
+        eager = engine.forwarder.encoder(input_ids=ids, attention_mask=attention)[0]
         padded = graphed(ids, attention)
     assert padded is not None and padded.shape == eager.shape
     assert graphed.bucket_for(*ids.shape) != tuple(ids.shape), "the test must exercise padding"
@@ -60,14 +60,14 @@ def test_bucket_padding_leaves_the_hidden_states_of_real_tokens_unchanged(engine
 
 def test_engine_through_buckets_equals_pipeline(engine: FillMaskEngine) -> None:
     reference = pipeline("fill-mask", model=engine.name, device="cpu")
-    engine._graphed = _eager_buckets(engine)
+    engine.forwarder.graphed = _eager_buckets(engine)
     try:
         for text in sentences(4, seed=11, mask=engine.mask_token):
             assert_same_hf(engine.fill(text, top_k=5).to_hf(), reference(text, top_k=5))
         two = f"the {engine.mask_token} sat on the {engine.mask_token} ."
         assert_same_hf(engine.fill(two, top_k=3).to_hf(), reference(two, top_k=3), sequence=False)
     finally:
-        engine._graphed = None
+        engine.forwarder.graphed = None
 
 
 def test_cuda_graphs_asked_for_on_cpu_fall_back_to_eager(bert_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -47,15 +47,15 @@ def test_single_mask_equals_pipeline(engine: FillMaskEngine, top_k: int) -> None
 @pytest.mark.parametrize("kind", ["distilbert", "albert"])
 def test_other_architectures_load_and_equal_pipeline(model_dirs: dict[str, Path], kind: str) -> None:
     engine = FillMaskEngine.load(model_dirs[kind], device="cpu")
-    assert engine._head is not None, "the MLM head should run at mask positions only"
+    assert engine.forwarder.head is not None, "the MLM head should run at mask positions only"
     text = f"The cat sat on the {engine.mask_token}."
     assert_same(engine.fill(text).to_hf(), reference(engine.name)(text))
 
 
 def test_head_runs_at_mask_positions_only(engine: FillMaskEngine) -> None:
-    assert engine._head is not None
+    assert engine.forwarder.head is not None
     seen: list[tuple[int, ...]] = []
-    head = engine._head
+    head = engine.forwarder.head
     handle = head.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
     try:
         engine.fill(f"the {engine.mask_token} sat on the {engine.mask_token} today .")
@@ -292,8 +292,8 @@ def test_loading_fp32_on_a_cpu_with_native_bf16_points_at_bfloat16(
 
 def test_a_head_that_does_not_reproduce_the_logits_falls_back_to_the_full_model(bert_dir: Path) -> None:
     engine = FillMaskEngine.load(bert_dir, warm_up=False, device="cpu")
-    engine._head = torch.nn.Linear(engine.model.config.hidden_size, engine.vocab_size)  # not the model's head
+    engine.forwarder.head = torch.nn.Linear(engine.model.config.hidden_size, engine.vocab_size)  # not the model's head
     engine.warm_up()
-    assert engine._head is None
+    assert engine.forwarder.head is None
     text = "the cat sat on the [MASK] ."
     assert_same(engine.fill(text).to_hf(), reference(engine.name)(text))

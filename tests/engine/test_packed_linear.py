@@ -36,7 +36,7 @@ def linears(module: nn.Module) -> list[nn.Module]:
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "albert"])
 def test_packed_engine_gives_the_pipelines_answers(model_dirs: dict[str, Path], kind: str) -> None:
     engine = FillMaskEngine.load(model_dirs[kind], device="cpu", packed_weights=True)
-    layers = linears(engine._encoder)
+    layers = linears(engine.forwarder.encoder)
     assert engine.packed_layers > 0 and layers and all(isinstance(m, PackedLinear) for m in layers)
     fill = reference(engine.name)
     one = sentences(4, seed=3, mask=engine.mask_token)
@@ -56,12 +56,12 @@ def test_packed_engine_gives_the_pipelines_answers(model_dirs: dict[str, Path], 
 def test_auto_packs_on_x86_only_and_zero_never_packs(bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packed_linear.platform, "machine", lambda: "x86_64")
     auto = FillMaskEngine.load(bert_dir, device="cpu")
-    assert auto.packed_layers == len(linears(auto._encoder)) > 0
+    assert auto.packed_layers == len(linears(auto.forwarder.encoder)) > 0
     off = FillMaskEngine.load(bert_dir, device="cpu", packed_weights=False)
-    assert off.packed_layers == 0 and all(type(m) is nn.Linear for m in linears(off._encoder))
+    assert off.packed_layers == 0 and all(type(m) is nn.Linear for m in linears(off.forwarder.encoder))
     monkeypatch.setattr(packed_linear.platform, "machine", lambda: "aarch64")  # not measured there: ask for it
     arm = FillMaskEngine.load(bert_dir, device="cpu")
-    assert arm.packed_layers == 0 and all(type(m) is nn.Linear for m in linears(arm._encoder))
+    assert arm.packed_layers == 0 and all(type(m) is nn.Linear for m in linears(arm.forwarder.encoder))
     asked = FillMaskEngine.load(bert_dir, device="cpu", packed_weights=True)
     assert asked.packed_layers > 0
     for engine in (auto, off, arm, asked):
@@ -73,13 +73,13 @@ def test_packed_layers_that_disagree_with_eager_are_put_back(
     bert_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = FillMaskEngine.load(bert_dir, device="cpu", packed_weights=False)
-    plain = linears(engine._encoder)
+    plain = linears(engine.forwarder.encoder)
     monkeypatch.setattr(PackedLinear, "forward", lambda self, x: torch.zeros(*x.shape[:-1], self.out_features))
     engine.packed_weights_requested = True
-    with caplog.at_level(logging.WARNING, logger="models.engine.core"):
+    with caplog.at_level(logging.WARNING, logger="models.engine.forward"):
         engine.warm_up()
     assert engine.packed_layers == 0 and "packed weights could not be used" in caplog.text
-    assert linears(engine._encoder) == plain  # the very same layers, not copies
+    assert linears(engine.forwarder.encoder) == plain  # the very same layers, not copies
     text = "the cat sat on the [MASK] ."
     assert_same_hf(engine.fill(text).to_hf(), reference(engine.name)(text))
     engine.model_thread.shutdown()
