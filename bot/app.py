@@ -83,28 +83,31 @@ class FromBotFilter(filters.MessageFilter):
 
 
 def build_application(settings: BotSettings, services: BotServices) -> Application:
-    application = (
-        ApplicationBuilder()
-        .token(settings.token())
-        .context_types(CONTEXT_TYPES)  # context.bot_data is a BotData: its .services is typed
-        .base_url(settings.telegram_api_base_url)
-        .base_file_url(settings.telegram_api_base_url.replace("/bot", "/file/bot"))
+    # The bot is built here, not by the builder, so that it is the inbox's (bot.updates.inbox.InboxBot): the
+    # Updater polls through it and the updates it returns answer through it, with these defaults.
+    bot = inbox.InboxBot(
+        settings.token(),
+        base_url=settings.telegram_api_base_url,
+        base_file_url=settings.telegram_api_base_url.replace("/bot", "/file/bot"),
         # PTB's own HTTP layer and pool sizes, counting Telegram's refusals (429s included) for /metrics.
-        .request(CountingRequest(services.metrics, connection_pool_size=256))
-        .get_updates_request(CountingRequest(services.metrics, connection_pool_size=1))
-        .defaults(
-            Defaults(
-                parse_mode=ParseMode.HTML,
-                link_preview_options=LinkPreviewOptions(is_disabled=True),
-                do_quote=True,
-                # A reply to a message its author deleted meanwhile still goes out (in a private chat that is
-                # what they want; comment replies in groups set it off, to stay in the thread).
-                allow_sending_without_reply=True,
-            )
-        )
+        request=CountingRequest(services.metrics, connection_pool_size=256),
+        get_updates_request=CountingRequest(services.metrics, connection_pool_size=1),
+        defaults=Defaults(
+            parse_mode=ParseMode.HTML,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            do_quote=True,
+            # A reply to a message its author deleted meanwhile still goes out (in a private chat that is
+            # what they want; comment replies in groups set it off, to stay in the thread).
+            allow_sending_without_reply=True,
+        ),
         # Paces sends to Telegram's limits (30/s overall, 20/min per group; reactions outside the group's) and
         # retries 429 RetryAfter.
-        .rate_limiter(BotRateLimiter(max_retries=5))
+        rate_limiter=BotRateLimiter(max_retries=5),
+    )
+    application = (
+        ApplicationBuilder()
+        .bot(bot)
+        .context_types(CONTEXT_TYPES)  # context.bot_data is a BotData: its .services is typed
         # Model calls take a while: other users' updates must not wait behind them.
         .concurrent_updates(True)
         .build()

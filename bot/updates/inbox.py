@@ -25,8 +25,8 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from telegram import Bot, Update
-from telegram.ext import Application, Updater
+from telegram import Update
+from telegram.ext import Application, ExtBot
 
 from bot.context import Context
 from bot.storage.repository import Inbox, UpdateDone
@@ -44,9 +44,11 @@ SHORT_LIVED = ("inline_query", "callback_query")
 SHORT_LIVED_MAX_AGE_S = 10.0
 
 
-class InboxBot:
-    """The bot as the Updater sees it: every other call goes to the real bot; ``get_updates`` stores the batch
-    first (and drops updates already stored), so a failure to store means the batch is fetched again.
+class InboxBot(ExtBot):
+    """The application's bot (``bot.app.build_application`` makes it), so updates, replies and the Updater share
+    one bot with one set of defaults. In polling mode (``install``) its ``get_updates`` stores the batch first (and
+    drops updates already stored), so a failure to store means the batch is fetched again; otherwise it is
+    python-telegram-bot's ``ExtBot`` unchanged.
 
     Two things the Updater cannot know: a batch made only of updates already stored comes back empty, and the
     Updater moves its offset only past updates it is given, so the offset is moved on here (or it asked
@@ -54,30 +56,41 @@ class InboxBot:
     with backoff (1 s, doubling to 30 s), one log line a try without the updates, instead of python-telegram-
     bot's CRITICAL traceback at every turn of a tight loop."""
 
-    def __init__(
-        self, bot: Bot, inbox: Inbox, on_poll: Callable[[], None] | None = None, handed_on: set[int] | None = None
-    ) -> None:
-        self._bot = bot
-        self._inbox = inbox
+    # (python-telegram-bot freezes its bots after __init__; attributes named with "_" stay settable.)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inbox: Inbox | None = None
+        self._on_poll: Callable[[], None] | None = None  # told of every answer from Telegram (updates flow)
         # Updates handed on and not finished, shared with the replay and hand_on_stored_elsewhere: once each.
-        self.handed_on: set[int] = handed_on if handed_on is not None else set()
-        self._on_poll = on_poll  # told of every answer from Telegram (the health check: updates are flowing)
+        self._handed_on: set[int] = set()
         self._next_offset = 0  # past every update stored (handed on or not)
         self._backoff = STORE_RETRY_FIRST_S
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bot, name)
+    @property
+    def handed_on(self) -> set[int]:
+        return self._handed_on
 
-    async def get_updates(self, *args: Any, **kwargs: Any) -> tuple[Update, ...]:
+    def store_polled_updates(
+        self, inbox: Inbox, on_poll: Callable[[], None] | None = None, handed_on: set[int] | None = None
+    ) -> None:
+        """Polling mode: every batch ``get_updates`` fetches goes to ``inbox`` before it is handed on."""
+        self._inbox = inbox
+        self._on_poll = on_poll
+        if handed_on is not None:
+            self._handed_on = handed_on
+
+    async def get_updates(self, *args: Any, **kwargs: Any) -> tuple[Update, ...]:  # type: ignore[override]
+        if self._inbox is None:  # webhook mode, or a bot outside the runner
+            return await super().get_updates(*args, **kwargs)
         if "offset" in kwargs and self._next_offset > (kwargs["offset"] or 0):
             kwargs["offset"] = self._next_offset
-        updates = await self._bot.get_updates(*args, **kwargs)
+        updates = await super().get_updates(*args, **kwargs)
         if self._on_poll is not None:
             self._on_poll()
         if not updates:
             return updates
         try:
-            new = await self._store(updates)
+            new = await self._store(self._inbox, updates)
         except Exception as exc:
             log.warning(
                 "could not store %d updates (%s); fetching them again in %.0f s",
@@ -89,12 +102,13 @@ class InboxBot:
         self._backoff = STORE_RETRY_FIRST_S
         self._next_offset = max(self._next_offset, max(u.update_id for u in updates) + 1)
         # Checked and marked with no wait between: an update another turn found meanwhile is not handed on twice.
-        fresh = tuple(u for u in updates if u.update_id in new and u.update_id not in self.handed_on)
-        self.handed_on.update(u.update_id for u in fresh)
+        fresh = tuple(u for u in updates if u.update_id in new and u.update_id not in self._handed_on)
+        self._handed_on.update(u.update_id for u in fresh)
         return fresh
 
-    async def _store(self, updates: tuple[Update, ...]) -> set[int]:
-        return await self._inbox.store(
+    @staticmethod
+    async def _store(inbox: Inbox, updates: tuple[Update, ...]) -> set[int]:
+        return await inbox.store(
             [
                 (u.update_id, json.dumps(u.to_dict(recursive=True)), u.effective_user.id if u.effective_user else None)
                 for u in updates
@@ -105,9 +119,11 @@ class InboxBot:
 def install(
     application: Application, inbox: Inbox, on_poll: Callable[[], None] | None = None, handed_on: set[int] | None = None
 ) -> None:
-    """Give the application an Updater that polls through :class:`InboxBot`."""
-    bot = InboxBot(application.bot, inbox, on_poll, handed_on)
-    application.updater = Updater(bot, application.update_queue)  # type: ignore[arg-type]
+    """Polling mode: the application's :class:`InboxBot` stores each fetched batch before the next poll confirms it."""
+    bot = application.bot
+    if not isinstance(bot, InboxBot):
+        raise TypeError("the application's bot is not an InboxBot: build it with bot.app.build_application")
+    bot.store_polled_updates(inbox, on_poll, handed_on)
 
 
 async def mark_done(update: object, context: Context) -> None:

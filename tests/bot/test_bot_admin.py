@@ -20,7 +20,7 @@ import pytest
 
 from bot.storage import Database, Repository
 from bot.storage.repository import InteractionEntry, UserInfo
-from tests.support.bot_harness import bot_settings, running_bot
+from tests.support.bot_harness import bot_settings, built_application, running_bot
 from tests.support.chats import GROUP, automatic_forward, comment
 from tests.support.database import hold_write_lock
 from tests.support.fake_telegram import TOKEN, FakeTelegram, parse_html
@@ -191,22 +191,11 @@ async def test_stats_and_export_commands(tmp_path: Path) -> None:
 
 
 async def test_retention_is_scheduled_every_day(bert_dir: Path, tmp_path: Path) -> None:
-    from bot.app import build_application, schedule_jobs
-    from bot.budgets import UserGate
-    from bot.public_replies import CommentReplies
-    from bot.services import BotServices
-    from bot.storage.writer import InteractionWriter
-    from bot.text.render import Renderer
-    from models.serving.client import LocalFillMask
+    from bot.app import schedule_jobs
 
     fake = FakeTelegram()
     fake.url = "http://127.0.0.1:9/bot"  # never contacted: the application is only built
-    settings = bot_settings(fake, bert_dir, tmp_path)
-    repo = Repository(Database(settings.database_url))
-    writer = InteractionWriter(repo.interactions.log_many)
-    services = BotServices(settings, LocalFillMask(settings), repo, writer, Renderer(), UserGate(5),
-                           UserGate(5, one_at_a_time=False), CommentReplies(Renderer(), writer.log))  # fmt: skip
-    application = build_application(settings, services)
+    application, repo = built_application(bot_settings(fake, bert_dir, tmp_path))
     schedule_jobs(application)
     (job,) = application.job_queue.get_jobs_by_name("retention")
     assert job.job.trigger.interval == timedelta(days=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bot.storage import Database, Repository
-from tests.support.bot_harness import bot_settings, running_bot
+from tests.support.bot_harness import bot_settings, built_application, running_bot
 from tests.support.database import hold_write_lock
 from tests.support.fake_telegram import FakeTelegram
 
@@ -197,3 +197,23 @@ async def test_an_update_whose_handling_never_finishes_is_parked_after_two_start
     assert len(parked) == 1 and str(poison.update_id) in parked[0].getMessage() and "message" in parked[0].getMessage()
     assert all(len(fake.sent("sendMessage", p)) == 1 for p in (96, 97, 98)), "the others answered once"
     assert not fake.sent("sendMessage", 95)
+
+
+async def test_the_updater_polls_through_the_applications_own_bot(bert_dir: Path, tmp_path: Path) -> None:
+    """One bot object: the Updater's ``get_updates`` is the inbox's, and the updates it returns are bound to the bot
+    that has the defaults (HTML, no link previews) and the rate limiter. No proxy in between."""
+    from telegram.ext import ExtBot
+
+    from bot.updates.inbox import InboxBot, install
+
+    fake = FakeTelegram()
+    fake.url = "http://127.0.0.1:9/bot"  # never contacted: the application is only built
+    application, repo = built_application(bot_settings(fake, bert_dir, tmp_path))
+    assert isinstance(application.bot, InboxBot) and isinstance(application.bot, ExtBot)
+    assert application.updater is not None and application.updater.bot is application.bot
+    assert "__getattr__" not in vars(InboxBot)
+    assert application.bot.defaults is not None and application.bot.defaults.parse_mode == "HTML"
+    assert application.bot.rate_limiter is not None
+    install(application, repo.inbox, handed_on=(shared := {7}))
+    assert application.bot.handed_on is shared
+    await repo.db.close()

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from telegram.ext import Application
+
 from bot.config import BotSettings
 from bot.runner import serve
 from bot.storage import Database, Repository
@@ -50,6 +52,23 @@ async def running_bot(
         stop.set()
         await asyncio.wait_for(task, 30)
         await database.close()
+
+
+def built_application(settings: BotSettings) -> tuple[Application, Repository]:
+    """The application ``mlm-bot run`` would build, with its services, not started (Telegram is not contacted)."""
+    from bot.app import build_application
+    from bot.budgets import UserGate
+    from bot.public_replies import CommentReplies
+    from bot.services import BotServices
+    from bot.storage.writer import InteractionWriter
+    from bot.text.render import Renderer
+    from models.serving.client import LocalFillMask
+
+    repo = Repository(Database(settings.database_url))
+    writer = InteractionWriter(repo.interactions.log_many)
+    services = BotServices(settings, LocalFillMask(settings), repo, writer, Renderer(), UserGate(5),
+                           UserGate(5, one_at_a_time=False), CommentReplies(Renderer(), writer.log))  # fmt: skip
+    return build_application(settings, services), repo
 
 
 def free_port() -> int:
