@@ -14,7 +14,8 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HF_HOME=/cache/huggingface
+    HF_HOME=/cache/huggingface \
+    ON_CONFIG_ERROR=wait
 
 # 1. torch alone, from the index that matches the hardware: the biggest layer, and the one that changes least.
 RUN pip install "torch>=2.6" --index-url "${TORCH_INDEX}"

@@ -195,17 +195,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:  # before torch and transformers are imported: a missing token is reported in a fraction of a second
         settings = load_settings()
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(str(exc))
     _progress_bars(logging.getLogger().getEffectiveLevel() <= logging.INFO)
     from bot.runner import StartupError, run
 
     try:
         run(settings)
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(str(exc))
     return 0
+
+
+def _config_error(problem: str) -> int:
+    """A setting the bot cannot start with: exit 2, or with ON_CONFIG_ERROR=wait (in a container) say so on /healthz
+    and wait for a stop (``bot.http.misconfigured``)."""
+
+    from pydantic import ValidationError
+
+    from bot.config import HealthSettings
+
+    print(f"error: {problem}", file=sys.stderr)
+    try:
+        health = HealthSettings()
+    except ValidationError:  # the listening settings are what is wrong: wait all the same, without /healthz
+        wait, address = os.environ.get("ON_CONFIG_ERROR", "").strip().lower() == "wait", None
+    else:
+        wait, address = health.on_config_error == "wait", health.health_address()
+    if not wait:
+        return 2
+    from bot.http.misconfigured import wait_misconfigured
+
+    return asyncio.run(wait_misconfigured(" / ".join(problem.splitlines()), address))
 
 
 def cmd_health(args: argparse.Namespace) -> int:

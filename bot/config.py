@@ -53,10 +53,19 @@ class HealthSettings(BaseSettings):
     # /healthz and /metrics in polling mode (in webhook mode they are on the webhook server). 0: no server.
     metrics_listen: str = "127.0.0.1"  # this machine only; compose sets 0.0.0.0 inside the container
     metrics_port: int = Field(9090, ge=0, le=65535)
+    # What `mlm-bot run` does when it cannot start as configured (a missing token, a refused one, a port in use):
+    # "exit" (code 2), or "wait": say so on /healthz ("misconfigured") and wait for a stop, so that a container
+    # does not restart into the same error again and again (the image sets "wait").
+    on_config_error: Literal["exit", "wait"] = "exit"
+
+    def health_address(self) -> tuple[str, int]:
+        """Where /healthz is served: on the webhook's server in webhook mode, else METRICS_LISTEN:METRICS_PORT."""
+        if (self.webhook_url or "").strip():
+            return self.webhook_listen, self.webhook_port
+        return self.metrics_listen, self.metrics_port
 
     def healthz_url(self) -> str | None:
-        webhook = bool((self.webhook_url or "").strip())
-        host, port = (self.webhook_listen, self.webhook_port) if webhook else (self.metrics_listen, self.metrics_port)
+        host, port = self.health_address()
         host = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         return f"http://{host}:{port}/healthz" if port else None

@@ -119,6 +119,43 @@ def test_a_missing_token_is_reported_before_torch_or_transformers_is_imported(tm
     assert "imported: []" in done.stdout
 
 
+def test_a_configuration_error_in_wait_mode_says_misconfigured_on_healthz_until_stopped(tmp_path: Path) -> None:
+    """ON_CONFIG_ERROR=wait (the image's setting): no exit into a restart loop. The error is printed once, /healthz
+    (and so Docker's healthcheck, ``mlm-bot health``) answers 503 "misconfigured" with the problem, and a SIGTERM
+    ends it with code 2 at once. Without the setting the same error exits 2 (the test above)."""
+    import json
+    import signal
+    import time
+
+    port = closed_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("TELEGRAM_BOT_TOKEN", "LOG_LEVEL")}
+    environ.update(ON_CONFIG_ERROR="wait", METRICS_PORT=str(port))
+    process = subprocess.Popen(
+        [MLM_BOT, "run"], cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            health = run("health", cwd=tmp_path, METRICS_PORT=str(port))
+            if "misconfigured" in health.stdout or time.monotonic() > deadline or process.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "it waits instead of exiting"
+        assert health.returncode == 1 and health.stdout.startswith("unhealthy: ")
+        answer = json.loads(health.stdout.removeprefix("unhealthy: "))
+        assert answer["status"] == "misconfigured" and "TELEGRAM_BOT_TOKEN is not set" in answer["problem"]
+        time.sleep(1.0)
+        assert process.poll() is None
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 2 and time.monotonic() - started < 5
+    assert stderr.count("TELEGRAM_BOT_TOKEN is not set") == 1 and "Traceback" not in stderr, stderr
+    assert "ON_CONFIG_ERROR=wait" in stderr  # the log says why it did not exit
+
+
 def test_stats_on_an_empty_log_prints_no_library_chatter_and_a_chart_from_zero(tmp_path: Path) -> None:
     """``mlm-bot stats --png`` on a fresh database: the statistics and one line about the file, no Alembic set-up
     lines or matplotlib INFO; the empty week's chart runs from 0 (not -0.04 to 0.04)."""

@@ -146,6 +146,12 @@ class Deployment:
     def logs(self) -> str:
         return self.run("logs", "--no-color", check=False).stdout
 
+    async def stop(self) -> float:
+        """``compose stop``; returns the seconds it took."""
+        started = time.monotonic()
+        await asyncio.to_thread(self.run, "stop")
+        return time.monotonic() - started
+
 
 @pytest.fixture
 def project(tmp_path: Path, tiny_model: Path, compose: list[str]) -> Iterator[Path]:
@@ -219,9 +225,7 @@ async def run_layout(compose: list[str], project: Path, files: list[str], overri
             status = deployment.run("exec", "-T", "bot", "cat", "/proc/1/status").stdout
             uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
             assert uid == "10001", status
-            started = time.monotonic()
-            await asyncio.to_thread(deployment.run, "stop")
-            stopped_in = time.monotonic() - started
+            stopped_in = await deployment.stop()
         except BaseException:
             print(deployment.logs())
             raise
@@ -259,6 +263,31 @@ def test_a_worker_whose_model_cannot_load_exits_1(compose: list[str]) -> None:
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     assert "/models/missing" in done.stderr
+
+
+async def test_a_missing_token_waits_as_misconfigured_instead_of_a_restart_loop(
+    compose: list[str], project: Path, tiny_model: Path
+) -> None:
+    """README's set-up with the token not filled in yet: the container stays up without restarting, its log has the
+    error once, the healthcheck command says "misconfigured" and why, and a stop ends it at once (exit 2)."""
+    shutil.copy(project / ".env.example", project / ".env")  # TELEGRAM_BOT_TOKEN= left empty
+    (project / "docker-compose.test.yml").write_text(TEST_OVERRIDE.format(model=tiny_model))
+    deployment = Deployment(compose, project, ["docker-compose.yml", "docker-compose.test.yml"])
+    await asyncio.to_thread(deployment.run, "up", "-d", "--build")
+    try:
+        await wait_until(lambda: "ON_CONFIG_ERROR=wait" in deployment.logs(), 120, "the misconfigured line")
+        await asyncio.sleep(10)  # a crash loop would have restarted it meanwhile
+        state = deployment.inspect("bot")
+        assert state["State"]["Running"] and state["RestartCount"] == 0, state["State"]
+        assert deployment.logs().count("TELEGRAM_BOT_TOKEN: is empty") == 1, deployment.logs()
+        health = deployment.run("exec", "-T", "bot", "mlm-bot", "health", check=False)
+        assert health.returncode == 1 and '"status":"misconfigured"' in health.stdout.replace(" ", ""), health
+        stopped_in = await deployment.stop()
+    except BaseException:
+        print(deployment.logs())
+        raise
+    assert deployment.inspect("bot")["State"]["ExitCode"] == 2
+    assert stopped_in < 10, f"stop took {stopped_in:.0f} s"
 
 
 @pytest.mark.parametrize(
