@@ -181,6 +181,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # Answers to the quiz's polls.
     add(PollAnswerHandler(quiz.poll_answer))
     add(CallbackQueryHandler(guide.guide_button, pattern=r"\Aguide\Z"))
+    # The lesson's buttons: the next page (or any page: Skip to the code), all at once, the .md file, try it live.
+    add(CallbackQueryHandler(guide.lesson_button, pattern=r"\Aguide:(p:\d{1,2}|all|md|live)\Z"))
     # The language chooser, and the switch under the greeting and the guide.
     add(CallbackQueryHandler(language.language_button, pattern=r"\Alang:(english|hinglish)(:(start|guide))?\Z"))
     add(CallbackQueryHandler(privacy.forget_button, pattern=r"\Aforget:(yes|no)\Z"))

@@ -99,6 +99,8 @@ class BotSettings(ModelSettings, StorageSettings, HealthSettings):
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     # The language of people who have not chosen one (/language), and of public replies in groups.
     default_language: Literal["english", "hinglish"] = "english"
+    # Who speaks as the bot: Hinglish verbs agree with the speaker ("main bhejunga" / "main bhejungi").
+    creator_gender: Literal["male", "female"] = "male"
     actions_per_minute: int = Field(
         20, ge=1, description="per person: messages and button presses answered in private (a burst, then this rate)"
     )
@@ -135,7 +137,7 @@ class BotSettings(ModelSettings, StorageSettings, HealthSettings):
                 raise ValueError("needs at least one model, e.g. COMPARE_MODELS=google-bert/bert-base-uncased")
         return value
 
-    @field_validator("default_language", mode="before")
+    @field_validator("default_language", "creator_gender", mode="before")
     @classmethod
     def _language_any_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -126,7 +126,7 @@ async def _serve(
     writer = InteractionWriter(
         functools.partial(write_all, database), dead_letter_path=dead_letter_path_for(settings.database_url)
     )
-    renderer = Renderer(default_language=settings.default_language)
+    renderer = Renderer(default_language=settings.default_language, creator_gender=settings.creator_gender)
     comment_replies = CommentReplies(renderer, writer.log, remove_owed=repo.outbox.remove)
     metrics = BotMetrics()
     metrics.watch_writer(writer)

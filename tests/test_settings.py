@@ -45,6 +45,7 @@ def test_values_from_the_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch,
         ("ADMIN_USER_IDS", "alice", "ADMIN_USER_IDS: must be numeric"),
         ("TRIGGER_KEYWORDS", " , ", "TRIGGER_KEYWORDS: needs at least one keyword"),
         ("TELEGRAM_API_BASE_URL", "api.telegram.org", "TELEGRAM_API_BASE_URL: must start with http"),
+        ("CREATOR_GENDER", "robot", "CREATOR_GENDER: Input should be 'male' or 'female'"),
     ],
 )
 def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
@@ -90,3 +91,9 @@ def test_the_worker_token_is_a_secret_of_one_word(monkeypatch: pytest.MonkeyPatc
     assert settings.worker_token_value() == "s3cret-token" and "s3cret" not in repr(settings)
     with pytest.raises(SettingsError, match="WORKER_TOKEN: must be one word"):
         load_settings(telegram_bot_token=TOKEN, worker_token="two words")
+
+
+def test_creator_gender_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("CREATOR_GENDER", " Female ")
+    assert load_settings().creator_gender == "female"

@@ -82,7 +82,7 @@ async def keyword_comment(update: Update, context: Context) -> None:
 
     if not public:
         try:
-            await send_guide(context, user.id)
+            await send_guide(context, user.id, commented=True)
         except Forbidden as exc:
             blocked = "blocked" in str(exc).lower()
             await s.log(UserUnreachable(user.id, blocked, started_at(update)))

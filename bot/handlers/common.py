@@ -66,32 +66,88 @@ def switch_language_button(renderer: Renderer, where: str) -> InlineKeyboardButt
     )
 
 
-async def send_guide(context: Context, chat_id: int, *, reply_to: Message | None = None) -> None:
-    """The guide as HTML messages (links as text links, the last one with URL buttons), then as a .md file.
-    The first page carries the button to read it in the other language: seen before the reading starts.
+async def send_guide(
+    context: Context, chat_id: int, *, reply_to: Message | None = None, commented: bool = False
+) -> None:
+    """The lesson's first page, with its buttons: the student sets the pace (``guide:p:<n>``, one page a press),
+    can skip to the code, try the model live, download the ``.md`` or have everything at once. Every path to the
+    guide (the keyword, a comment, /guide, a deep link, a button) starts here.
 
     Raises ``telegram.error.Forbidden`` if the user never started the bot or blocked it."""
+    await send_guide_page(context, chat_id, 0, reply_to=reply_to, commented=commented)
+
+
+async def send_guide_page(
+    context: Context, chat_id: int, number: int, *, reply_to: Message | None = None, commented: bool = False
+) -> None:
+    """Page ``number`` of the lesson (0-based; the caller checks the range) with its buttons. Nothing is kept per
+    person: the buttons carry the page, so a restart or another replica goes on from the page pressed."""
+    s = context.bot_data.services
+    pages = s.renderer.guide_messages(model_name=s.model_label, commented=commented)
+    await context.bot.send_message(
+        chat_id,
+        pages[number],
+        reply_markup=lesson_keyboard(s.renderer, number, len(pages)),
+        reply_parameters=ReplyParameters(reply_to.message_id, allow_sending_without_reply=True) if reply_to else None,
+    )
+
+
+def lesson_keyboard(renderer: Renderer, number: int, total: int) -> InlineKeyboardMarkup:
+    """Under page ``number``: its prediction prompts (ready sentences, ``try:<n>``), Next, Skip to code, Try it
+    live, Download, All at once; the first page also the other language, the last one the links to learn more."""
+    text = renderer.text
+    rows: list[list[InlineKeyboardButton]] = []
+    experiments = renderer.experiments()
+    for n in renderer.guide_prompts().get(number, ()):
+        rows.append([InlineKeyboardButton(text("button_prompt", label=experiments[n][0]), callback_data=f"try:{n}")])
+    if number + 1 < total:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text("button_next", page=number + 2, total=total), callback_data=f"guide:p:{number + 1}"
+                )
+            ]
+        )
+    code = renderer.guide_code_page()
+    if number < code:
+        rows.append([InlineKeyboardButton(text("button_skip_to_code"), callback_data=f"guide:p:{code}")])
+    rows.append(
+        [
+            InlineKeyboardButton(text("button_try_live"), callback_data="guide:live"),
+            InlineKeyboardButton(text("button_download"), callback_data="guide:md"),
+        ]
+    )
+    if number == 0:
+        rows.append([InlineKeyboardButton(text("button_all_at_once"), callback_data="guide:all")])
+        rows.append([switch_language_button(renderer, "guide")])
+    if number == total - 1:
+        rows.extend(learn_more_keyboard(renderer).inline_keyboard)
+    return InlineKeyboardMarkup(rows)
+
+
+async def send_whole_guide(context: Context, chat_id: int) -> None:
+    """Every page at once (the links under the last one), for who asked for it."""
     s = context.bot_data.services
     pages = s.renderer.guide_messages(model_name=s.model_label)
     for number, page in enumerate(pages):
-        rows = []
-        if number == 0:
-            rows.append([switch_language_button(s.renderer, "guide")])
-        if number == len(pages) - 1:
-            rows.extend(learn_more_keyboard(s.renderer).inline_keyboard)
-        quote = reply_to is not None and number == 0
-        await context.bot.send_message(
-            chat_id,
-            page,
-            reply_markup=InlineKeyboardMarkup(rows) if rows else None,
-            reply_parameters=ReplyParameters(reply_to.message_id, allow_sending_without_reply=True) if quote else None,
-        )
+        last = number == len(pages) - 1
+        await context.bot.send_message(chat_id, page, reply_markup=learn_more_keyboard(s.renderer) if last else None)
+    await send_experiments(context, chat_id)
+
+
+async def send_guide_document(context: Context, chat_id: int) -> None:
+    s = context.bot_data.services
     document = s.renderer.guide_markdown(model_name=s.model_label).encode()
     await context.bot.send_document(
         chat_id,
         InputFile(document, filename=s.renderer.text("guide_filename")),
         caption=s.renderer.html("guide_document"),
     )
+
+
+async def send_experiments(context: Context, chat_id: int) -> None:
+    """The ready sentences, one tap each (bidirectional context, the bias pair), then the quiz."""
+    s = context.bot_data.services
     await context.bot.send_message(
         chat_id, s.renderer.html("experiments"), reply_markup=experiments_keyboard(s.renderer)
     )

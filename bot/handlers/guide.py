@@ -10,7 +10,11 @@ from bot.handlers.common import (
     answer_query,
     log_interaction,
     open_bot_keyboard,
+    send_experiments,
     send_guide,
+    send_guide_document,
+    send_guide_page,
+    send_whole_guide,
     started_at,
     switch_language_button,
     user_info,
@@ -29,7 +33,8 @@ async def start_with_payload(update: Update, context: Context) -> None:
         await start(update, context)
         return
     await _started(update, context)
-    await send_guide(context, update.effective_chat.id)
+    # A post's payload: they commented under it and came here by its button.
+    await send_guide(context, update.effective_chat.id, commented=payload.kind == "post")
     await log_interaction(update, context, Kind.GUIDE, trigger=f"start:{payload.post_key or payload.kind}")
 
 
@@ -88,7 +93,7 @@ async def keyword_message(update: Update, context: Context) -> None:
     """The keyword ("MLM", "send me mlm please", "#MLM") in a private chat."""
     s = context.bot_data.services
     keyword = detect_trigger(update.effective_message.text, s.settings.trigger_keywords)
-    await send_guide(context, update.effective_chat.id, reply_to=update.effective_message)
+    await send_guide(context, update.effective_chat.id, reply_to=update.effective_message, commented=True)
     await log_interaction(update, context, Kind.GUIDE, trigger=keyword, input_text=update.effective_message.text)
 
 
@@ -102,6 +107,33 @@ async def guide_button(update: Update, context: Context) -> None:
     await answer_query(update, context)
     await send_guide(context, chat.id)
     await log_interaction(update, context, Kind.GUIDE, trigger="button")
+
+
+async def lesson_button(update: Update, context: Context) -> None:
+    """The lesson's buttons (``guide:p:<n>``, ``guide:all``, ``guide:md``, ``guide:live``). The page number is
+    the client's word: one out of range (made up, or from a longer guide of an older version) is a stale button.
+    Private chats only: the gate (``bot.handlers.gate``) answers a press in a group, where the lesson never is."""
+    s = context.bot_data.services
+    chat = update.effective_chat
+    step = update.callback_query.data.removeprefix("guide:")
+    if step.startswith("p:"):
+        number = int(step[2:])
+        if number >= len(s.renderer.guide_messages(model_name=s.model_label)):
+            await stale_button(update, context)
+            return
+        await answer_query(update, context)
+        await send_guide_page(context, chat.id, number)
+        step = f"page{number}"
+    elif step == "all":
+        await answer_query(update, context)
+        await send_whole_guide(context, chat.id)
+    elif step == "md":
+        await answer_query(update, context)
+        await send_guide_document(context, chat.id)
+    else:
+        await answer_query(update, context)
+        await send_experiments(context, chat.id)
+    await log_interaction(update, context, Kind.LESSON, trigger=step)
 
 
 async def stale_button(update: Update, context: Context) -> None:

@@ -64,7 +64,10 @@ async def experiment_button(update: Update, context: Context) -> None:
     answer = await ask_for_button(update, context, sentence, TOP_K, shown)
     if answer is None:
         return
-    sent = await shown.reply_html(answer_html(s, answer), reply_markup=_keyboard(s, more=True, experiment=number))
+    html = answer_html(s, answer)
+    if number in s.renderer.bias_experiments():  # the bias pair: one sentence on why it matters
+        html += "\n\n" + s.renderer.html("bias_note")
+    sent = await shown.reply_html(html, reply_markup=_keyboard(s, more=True, experiment=number))
     await log_interaction(
         update, context, Kind.PREDICTION, trigger=f"try{number}", input_text=sentence, model_name=s.model.model_name,
         predictions=answer.for_log(), answer_message_id=sent.message_id,

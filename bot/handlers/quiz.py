@@ -1,4 +1,5 @@
-"""The quiz: ``/quiz`` or the "🧠 Test yourself" button, five questions as Telegram quiz polls, one at a time.
+"""The quiz: ``/quiz`` or the "🧠 Test yourself" button, questions as Telegram quiz polls, one at a time (the last
+one answered by the live model: the person guesses its first word, then sees its list).
 
 Each poll is non-anonymous, so Telegram sends the bot a ``poll_answer`` update when the person answers (it shows
 them right or wrong and the explanation itself); the bot logs the answer and sends the next question, then the
@@ -10,15 +11,21 @@ than a day, or forgotten) gets a line saying so, and ``/quiz`` starts afresh.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from telegram import InputPollOption, Update
 from telegram.error import TelegramError
 
 from bot.handlers.common import Context, answer_query, log_interaction
+from bot.services import BotServices
 from bot.storage.repository import QuizAsked, QuizEnded
 from bot.storage.vocabulary import Kind, Outcome
+from bot.text.render import percent, shorten
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,9 +54,44 @@ async def _start(context: Context, chat_id: int, user_id: int) -> None:
     await _ask(context, QuizRun(user_id=user_id, chat_id=chat_id))
 
 
+LIVE_CHOICES = 4  # the live question's options: the model's top words
+
+
+async def _resolved(s: BotServices, question: dict[str, Any]) -> dict[str, Any] | None:
+    """The question as asked. One with "live" is answered by the model the bot runs: the options are its top words
+    for the sentence (alphabetical, so the first is not always right), the right one its first guess, and the
+    explanation lists its guesses. The model is deterministic, so asking again (when the answer comes, maybe on
+    another process) gives the same right option. None if the model cannot answer now."""
+    if "live" not in question:
+        return question
+    try:
+        result = await s.model.fill_mask(question["live"], top_k=LIVE_CHOICES, words_only=True)
+    except Exception:
+        log.warning("the quiz's live question could not be asked (the model did not answer)", exc_info=True)
+        return None
+    guesses = [(p.token_str.strip(), p.score) for p in result.masks[0]]
+    options = sorted(dict.fromkeys(word for word, _ in guesses if word))
+    if len(options) < 2:
+        return None
+    listed = ", ".join(f"{word} {percent(score)}" for word, score in guesses)
+    return {
+        "question": question["question"],
+        "options": options,
+        "correct": options.index(guesses[0][0]),
+        "explanation": shorten(question["explanation"].format(guesses=listed), 200),
+    }
+
+
 async def _ask(context: Context, run: QuizRun) -> None:
     s = context.bot_data.services
-    question = s.renderer.quiz()[run.question]
+    questions = s.renderer.quiz()
+    question = await _resolved(s, questions[run.question])
+    while question is None and run.question + 1 < len(questions):  # the model away: on to the next question
+        run.question += 1
+        question = await _resolved(s, questions[run.question])
+    if question is None:
+        await _score(context, run, len(questions), run.poll_id)
+        return
     # Plain text, not the HTML the bot's Defaults would apply: "<mask>" is RoBERTa's mask, not a tag.
     message = await context.bot.send_poll(
         run.chat_id,
@@ -100,19 +142,25 @@ async def poll_answer(update: Update, context: Context) -> None:
     if answer.user.id != run.user_id:  # not theirs (quizzes are sent in private chats: should not happen)
         context.bot_data.quizzes[answer.poll_id] = run
         return
-    question = questions[run.question]
-    right = list(answer.option_ids) == [question["correct"]]
+    question = await _resolved(s, questions[run.question])
+    right = question is not None and list(answer.option_ids) == [question["correct"]]
     run.right += right
     await log_interaction(
-        update, context, Kind.QUIZ, trigger=f"q{run.question + 1}", input_text=question["question"],
+        update, context, Kind.QUIZ, trigger=f"q{run.question + 1}", input_text=questions[run.question]["question"],
         outcome=Outcome.RIGHT if right else Outcome.WRONG,
     )  # fmt: skip
     run.question += 1
     if run.question < len(questions):
         await _ask(context, run)
         return
+    await _score(context, run, len(questions), answer.poll_id)
+
+
+async def _score(context: Context, run: QuizRun, total: int, poll_id: str | None) -> None:
+    s = context.bot_data.services
     keyword = s.settings.trigger_keywords[0]
     await context.bot.send_message(
-        run.chat_id, s.renderer.html("quiz_score", right=run.right, total=len(questions), keyword=keyword)
+        run.chat_id, s.renderer.html("quiz_score", right=run.right, total=total, keyword=keyword)
     )
-    await s.log(QuizEnded(answer.poll_id, datetime.now(timezone.utc)))
+    if poll_id is not None:
+        await s.log(QuizEnded(poll_id, datetime.now(timezone.utc)))

@@ -9,6 +9,7 @@ person who used /forget) is answered as an expired button.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -16,8 +17,12 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.handlers.fallback import private_fallback
 from bot.handlers.predict import ask_for_button
+from bot.services import BotServices
 from bot.storage.vocabulary import Kind, Outcome
 from models.engine.core import MAX_TOP_K
+from models.engine.errors import TargetNotSingleTokenError
+
+log = logging.getLogger(__name__)
 
 WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")  # letters and digits, with inner apostrophes and hyphens
 MAX_BUTTONS = 12
@@ -64,13 +69,27 @@ async def tap_button(update: Update, context: Context) -> None:
         return
     guesses = answer.words[0]
     rank = next((n for n, g in enumerate(guesses, start=1) if g["word"].casefold() == hidden.casefold()), None)
+    split, score = (None, None) if rank else await _hidden_word_score(s, masked, hidden)
     await shown.reply_html(
         s.renderer.html(
             "tap_result", hidden=hidden, masked=masked, guesses=guesses[:5], rank=rank, top=len(guesses),
-            model_name=s.model_label,
+            model_name=s.model_label, split=split, score=score,
         )
     )  # fmt: skip
     await log_interaction(
         update, context, Kind.PREDICTION, trigger="tap", input_text=masked, model_name=s.model.model_name,
         predictions=answer.for_log(), outcome=Outcome.OK if rank == 1 else Outcome.MISSED,
     )  # fmt: skip
+
+
+async def _hidden_word_score(s: BotServices, masked: str, hidden: str) -> tuple[bool | None, float | None]:
+    """On a miss: (True, None) if the model's vocabulary splits the hidden word into pieces (so one [MASK] cannot
+    hold it), else (False, the probability the model gave it). (None, None) if the model could not say."""
+    try:
+        result = await s.model.fill_mask(masked, top_k=1, targets=[hidden])
+    except TargetNotSingleTokenError:
+        return True, None
+    except Exception:  # a courtesy line, never a reason to fail the answer
+        log.debug("could not score the hidden word", exc_info=True)
+        return None, None
+    return False, result.masks[0][0].score

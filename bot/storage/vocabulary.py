@@ -23,7 +23,8 @@ class _Word(str, enum.Enum):
 
 class Kind(_Word):
     START = "start"
-    GUIDE = "guide"
+    GUIDE = "guide"  # the lesson begun (or the whole guide sent, by an older path)
+    LESSON = "lesson"  # a step through the lesson: a page, all at once, the .md file, the live experiments
     PREDICTION = "prediction"
     CHART = "chart"
     INLINE = "inline"

@@ -130,13 +130,20 @@ MarkdownFormat = GuideFormat(
 )
 
 
-class _Language:
-    """The Jinja environments of one language: HTML (autoescaped) and plain text."""
+GENDERS = ("male", "female")
 
-    def __init__(self, loader: jinja2.BaseLoader) -> None:
+
+class _Language:
+    """The Jinja environments of one language: HTML (autoescaped) and plain text. ``g(male, female)`` picks the
+    bot's own word forms by the creator's gender (Hinglish verbs agree with the speaker: "bhejunga"/"bhejungi")."""
+
+    def __init__(self, loader: jinja2.BaseLoader, creator_gender: str = "male") -> None:
         common = {"loader": loader, "undefined": jinja2.StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
         self.html = jinja2.Environment(autoescape=True, **common)
         self.plain = jinja2.Environment(autoescape=False, keep_trailing_newline=False, **common)
+        female = creator_gender == "female"
+        for env in (self.html, self.plain):
+            env.globals["g"] = lambda male_form, female_form: female_form if female else male_form
         self.html.filters["percent"] = percent
         self.html.filters["bar"] = _bar
         self.html.filters["shorten"] = shorten
@@ -147,11 +154,21 @@ class _Language:
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path | None = None, *, default_language: str = DEFAULT_LANGUAGE) -> None:
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        *,
+        default_language: str = DEFAULT_LANGUAGE,
+        creator_gender: str = "male",
+    ) -> None:
         if default_language not in LANGUAGES:
             raise ValueError(f"unknown language {default_language!r}: one of {', '.join(LANGUAGES)}")
+        if creator_gender not in GENDERS:
+            raise ValueError(f"unknown creator gender {creator_gender!r}: one of {', '.join(GENDERS)}")
         self.default_language = default_language
-        self._languages = {language: _Language(_loader(language, templates_dir)) for language in LANGUAGES}
+        self._languages = {
+            language: _Language(_loader(language, templates_dir), creator_gender) for language in LANGUAGES
+        }
         self._guide_html = functools.lru_cache(maxsize=16)(self._render_guide_html)
         self._guide_md = functools.lru_cache(maxsize=16)(self._render_guide_md)
 
@@ -193,28 +210,47 @@ class Renderer:
         """(button label, sentence) of the ready sentences under the guide, from ``experiments.j2``."""
         return list(self._env(None).module("experiments.j2").experiments)
 
+    def bias_experiments(self) -> frozenset[int]:
+        """The ready sentences whose answers carry the note on bias (``experiments.j2``)."""
+        return frozenset(self._env(None).module("experiments.j2").bias)
+
+    def guide_prompts(self) -> dict[int, list[int]]:
+        """Page of the lesson -> the ready sentences to guess under it (``experiments.j2``)."""
+        return dict(self._env(None).module("experiments.j2").page_prompts)
+
+    @functools.cached_property
+    def _code_page(self) -> int:
+        pages = self.guide_messages(model_name="bert-base-uncased")
+        return next(i for i, page in enumerate(pages) if 'class="language-python"' in page)
+
+    def guide_code_page(self) -> int:
+        """The lesson's first page of code (Skip to the code goes there); the same in every language."""
+        return self._code_page
+
     def learn_more(self) -> list[tuple[str, str, str]]:
         """(button label, link text, url) of the guide's learn-more links, from ``links.j2``."""
         return list(self._env(None).module("links.j2").learn_more)
 
-    def guide_messages(self, model_name: str, *, language: str | None = None) -> tuple[str, ...]:
-        """The guide as Telegram messages. Rendered once per model name and language: a viral post sends it
-        hundreds of times."""
-        return self._guide_html(model_name, self.language(language))
+    def guide_messages(
+        self, model_name: str, *, language: str | None = None, commented: bool = False
+    ) -> tuple[str, ...]:
+        """The guide as Telegram messages (pages of the lesson). Rendered once per model name, language and
+        opening (``commented``: "You commented MLM", for who did): a viral post sends it hundreds of times."""
+        return self._guide_html(model_name, self.language(language), commented)
 
     def guide_markdown(self, model_name: str, *, language: str | None = None) -> str:
         return self._guide_md(model_name, self.language(language))
 
-    def _render_guide_html(self, model_name: str, language: str) -> tuple[str, ...]:
+    def _render_guide_html(self, model_name: str, language: str, commented: bool) -> tuple[str, ...]:
         guide = self._languages[language].plain.get_template("guide.j2")
-        rendered = guide.render(fmt=HtmlFormat, model_name=model_name)
+        rendered = guide.render(fmt=HtmlFormat, model_name=model_name, commented=commented)
         # One message per topic (short enough to read on a phone); split further only if one grew too long.
         pages = [page.strip() for page in rendered.split(PAGE_BREAK) if page.strip()]
         return tuple(part for page in pages for part in split_html(page, MESSAGE_LIMIT))
 
     def _render_guide_md(self, model_name: str, language: str) -> str:
         guide = self._languages[language].plain.get_template("guide.j2")
-        return guide.render(fmt=MarkdownFormat, model_name=model_name).strip() + "\n"
+        return guide.render(fmt=MarkdownFormat, model_name=model_name, commented=False).strip() + "\n"
 
 
 def percent(score: float) -> str:

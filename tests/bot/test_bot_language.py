@@ -20,8 +20,10 @@ from tests.support.chats import (
     bot_messages,
     can_dm,
     comment,
+    guide_document,
     guide_received,
     has_said,
+    lesson_started,
     replies,
 )
 from tests.support.fake_telegram import FakeTelegram, parse_html
@@ -57,11 +59,12 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
         before = len(fake.sent("sendMessage", 80))
         await fake.send_text(ann, "MLM")
         guide = await guide_received(fake, 80)
-        assert "Masked language model kya hai" in guide and "Chalo, deep mein chalte hain" in guide
+        assert "Masked language model kya hai" in guide and "Chalo, deep dive karte hain" in guide
         pages = fake.sent("sendMessage", 80)[before:]
-        assert buttons(pages[0]) == [{"text": "🇬🇧 Read it in English", "callback_data": "lang:english:guide"}]
+        assert buttons(pages[0])[-1] == {"text": "🇬🇧 Read it in English", "callback_data": "lang:english:guide"}
+        assert buttons(pages[0])[0]["text"] == "Aage ▶ (2/9)"
         assert 'href="https://arxiv.org/abs/1810.04805"' in "".join(p.params["text"] for p in pages)
-        document = fake.sent("sendDocument", 80)[0].params["document"]
+        document = await guide_document(fake, 80)
         assert document["filename"] == "mlm-guide-hinglish.md"
         assert "Masked language model kya hai" in document["content"].decode()
         await fake.wait_for(lambda f: has_said(f, 80, "Khud try karo"))
@@ -141,15 +144,16 @@ async def test_the_language_buttons_under_the_greeting_and_the_guide(fake: FakeT
         if m["chat"]["id"] == 82 and m.get("text") == parse_html(first_page.params["text"])
     )
     await fake.press(ann, shown, "lang:english:guide")
-    await fake.wait_for(lambda f: len(f.sent("sendDocument", 82)) == 2)
+    await fake.wait_for(lambda f: lesson_started(f, 82, 2))
     assert fake.sent("answerCallbackQuery")[-1].params["text"] == "✅ From now on I'll write to you in English"
     assert has_said(fake, 82, "What is a masked language model")
-    assert fake.sent("sendDocument", 82)[-1].params["document"]["filename"] == "mlm-guide.md"
+    assert (await guide_document(fake, 82))["filename"] == "mlm-guide.md"
     # A second tap on the same button (already English): answered, the guide not sent a third time.
+    answered = len(fake.sent("answerCallbackQuery"))
     await fake.press(ann, shown, "lang:english:guide")
-    await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) >= 2)
+    await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) > answered)
     await fake.settle()
-    assert len(fake.sent("sendDocument", 82)) == 2
+    assert not lesson_started(fake, 82, 3)
 
 
 @pytest.mark.parametrize("asked", ["klingon", "<b>fr</b> & co"])

@@ -25,6 +25,7 @@ from bot.storage import Database
 from models.serving.client import LocalFillMask
 from models.settings import ModelSettings
 from tests.support.bot_harness import bot_settings, eventually, free_port, running_bot
+from tests.support.chats import lesson_started
 from tests.support.fake_telegram import TOKEN, FakeTelegram
 from tests.support.processes import MLM_BOT, bot_process_env, start_bot_process
 
@@ -183,7 +184,7 @@ async def test_json_logs_carry_the_update_fields_and_never_the_token(
     process = await start_bot_process(fake, env, tmp_path)
     try:
         update_id = await fake.push("message", fake.message(fake.private_chat(fake.user(603)), fake.user(603), "MLM"))
-        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 603)), timeout=30)
+        await fake.wait_for(lambda f: lesson_started(f, 603), timeout=30)
         await fake.send_text(fake.user(604), "The cat sat on the [MASK].")
         await fake.wait_for(lambda f: bool(f.sent("sendMessage", 604)), timeout=30)
         process.terminate()

@@ -15,6 +15,7 @@ from tests.support.chats import (
     blocked,
     comment,
     guide_received,
+    lesson_started,
     logged_rows,
     replies,
 )
@@ -51,7 +52,7 @@ async def test_comment_button_start_payload_guide_and_once_per_post(fake: FakeTe
     # On another post, Dana (who started the bot now) gets the guide in her DM and a reaction, no public reply.
     other = await automatic_forward(fake, post_id=8)
     dm_comment = await comment(fake, dana, other, "#MLM")
-    await replies(fake, 60, 2, "sendDocument")
+    await fake.wait_for(lambda f: lesson_started(f, 60, 2))
     await fake.wait_for(lambda f: bool(f.sent("setMessageReaction")))
     assert fake.sent("setMessageReaction")[0].params["message_id"] == str(dm_comment["message_id"])
     assert len(fake.sent("sendMessage", GROUP["id"])) == 1

@@ -19,7 +19,7 @@ from bot.logs import UpdateFields, formatter
 from bot.storage.dead_letters import DeadLetters, dead_letter_path_for
 from models.serving.client import LocalFillMask
 from tests.support.bot_harness import bot_settings, eventually, running_bot
-from tests.support.chats import bot_messages, wait_until_said
+from tests.support.chats import bot_messages, lesson_started, wait_until_said
 from tests.support.fake_telegram import FakeTelegram, parse_html
 
 WORD = "zanzibarquux"  # in everything Zed types, and in his username
@@ -84,7 +84,7 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
             await fake.send_text(amy, "The amy sat on the [MASK].")
             await fake.send_text(zed, "/start")
             await fake.send_text(zed, f"MLM {WORD}")
-            await fake.wait_for(lambda f: bool(f.sent("sendDocument", ZED)), timeout=30)
+            await fake.wait_for(lambda f: lesson_started(f, ZED), timeout=30)
             await fake.send_text(zed, f"The {WORD} sat on the [MASK].")
             await fake.send_text(zed, f"{WORD} likes green apples")  # no mask: a button per word
             await wait_until_said(fake, ZED, "tap a word")
@@ -106,7 +106,7 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
                 "message",
                 fake.message(GROUP, zed, f"MLM {WORD}", reply_to_message=post, message_thread_id=post["message_id"]),
             )
-            await fake.wait_for(lambda f: len(f.sent("sendDocument", ZED)) >= 2, timeout=30)  # the guide by DM
+            await fake.wait_for(lambda f: lesson_started(f, ZED, 2), timeout=30)  # the guide by DM
             await fake.send_text(zed, "/language hinglish")
             # A chart still being drawn when Zed confirms: its row must not come back afterwards.
             await fake.send_text(zed, f"the slow {WORD} sat on the [MASK].")

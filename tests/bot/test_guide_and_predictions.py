@@ -12,7 +12,9 @@ from tests.support.bot_harness import eventually
 from tests.support.chats import (
     GROUP,
     can_dm,
+    guide_document,
     guide_received,
+    lesson_started,
     logged_rows,
     replies,
 )
@@ -74,7 +76,8 @@ async def test_keyword_in_a_dm_sends_the_guide_and_the_document(fake: FakeTelegr
         "https://arxiv.org/abs/1810.04805",
         "https://huggingface.co/docs/transformers/index",
     }
-    document = fake.sent("sendDocument", 43)[0].params["document"]
+    assert not fake.sent("sendDocument", 43), "the .md copy comes on its button, not by default"
+    document = await guide_document(fake, 43)
     assert document["filename"] == "mlm-guide.md"
     markdown = document["content"].decode()
     assert markdown.startswith("# 🧠") and "[BERT](https://huggingface.co/google-bert/bert-base-uncased)" in markdown
@@ -90,7 +93,7 @@ async def test_words_that_merely_contain_the_letters_get_the_hint_not_the_guide(
     (hint,) = await replies(fake, 44)
     assert "[MASK]" in parse_html(hint.params["text"])
     await fake.settle()
-    assert not fake.sent("sendDocument", 44)
+    assert not lesson_started(fake, 44)
 
 
 @pytest.mark.parametrize("payload", ["mlm", "inline", f"p{GROUP['id']}_77"])

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from bot.storage import Database, Repository
 from tests.support.bot_harness import bot_settings, built_application, running_bot
+from tests.support.chats import lesson_started
 from tests.support.database import hold_write_lock
 from tests.support.fake_telegram import FakeTelegram
 
@@ -45,7 +46,7 @@ async def test_unfinished_updates_are_answered_after_a_restart_unless_too_old(be
             a_minute = datetime.now(timezone.utc) - timedelta(minutes=1)  # too late to answer a button press
             await connection.execute(sa.text("UPDATE inbox SET received_at = :t WHERE update_id = 52"), {"t": a_minute})
         async with running_bot(settings, fake):
-            await fake.wait_for(lambda f: bool(f.sent("sendDocument", 71)))  # the guide, from the stored update
+            await fake.wait_for(lambda f: lesson_started(f, 71))  # the guide, from the stored update
             await fake.settle(1.0)
         assert not fake.sent("sendMessage", 72), "an update that waited 20 minutes is not answered late"
         statuses = {row.update_id: row.status for row in await _all(database)}
@@ -78,7 +79,7 @@ async def test_a_locked_database_pauses_polling_but_never_ends_it(bert_dir: Path
             await asyncio.to_thread(locked.wait)
             await fake.send_text(fake.user(74), "MLM")
             await asyncio.to_thread(holder.join)
-            await fake.wait_for(lambda f: bool(f.sent("sendDocument", 74)), timeout=30)
+            await fake.wait_for(lambda f: lesson_started(f, 74), timeout=30)
 
 
 async def test_finished_updates_are_pruned_pending_ones_kept(tmp_path: Path) -> None:
@@ -116,12 +117,12 @@ async def test_after_a_crash_with_every_update_stored_polling_moves_on(bert_dir:
         await Repository(database).inbox.store(stored)
         await database.close()
         async with running_bot(settings, fake):
-            await fake.wait_for(lambda f: all(f.sent("sendDocument", p) for p in (81, 82, 83)), timeout=60)
+            await fake.wait_for(lambda f: all(lesson_started(f, p) for p in (81, 82, 83)), timeout=60)
             polls = fake.polls
             await asyncio.sleep(2.0)
             assert fake.polls - polls <= 3, f"{fake.polls - polls} polls in 2 s: a tight loop"
             await fake.settle(0.5)
-        assert all(len(fake.sent("sendDocument", p)) == 1 for p in (81, 82, 83))
+        assert all(lesson_started(fake, p) and not lesson_started(fake, p, 2) for p in (81, 82, 83))
 
 
 async def test_a_failing_store_backs_off_with_one_line_and_no_update_in_it(

@@ -15,7 +15,7 @@ import pytest
 from bot.storage.tables import Interaction
 from models.serving.client import LocalFillMask
 from tests.support.bot_harness import bot_settings, eventually, free_port, running_bot
-from tests.support.chats import SECRET, update_body
+from tests.support.chats import SECRET, lesson_started, update_body
 from tests.support.database import hold_write_lock
 from tests.support.fake_telegram import TOKEN, FakeTelegram
 
@@ -57,7 +57,7 @@ async def test_updates_posted_to_the_webhook_get_their_answers(fake: FakeTelegra
         await fake.send_text(ann, "MLM")
         await fake.send_text(ann, "The cat sat on the [MASK].")
         await fake.wait_for(lambda f: any("Best guess" in c.params.get("text", "") for c in f.sent("sendMessage", 501)))
-        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 501)))  # the guide, as a file too
+        await fake.wait_for(lambda f: lesson_started(f, 501))  # the lesson begun
         kinds = await eventually(
             lambda: _kinds(repo, 501),
         )
@@ -152,9 +152,9 @@ async def test_the_same_update_delivered_twice_is_answered_once(fake: FakeTelegr
             client.post(url, json=body, headers=headers), client.post(url, json=body, headers=headers)
         )
         assert (first.status_code, second.status_code) == (200, 200)
-        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 505)))
+        await fake.wait_for(lambda f: lesson_started(f, 505))
         await fake.settle()
-        assert len(fake.sent("sendDocument", 505)) == 1
+        assert lesson_started(fake, 505) and not lesson_started(fake, 505, 2)
 
 
 async def test_an_update_the_database_cannot_store_is_refused_and_telegram_sends_it_again(
@@ -194,7 +194,7 @@ async def test_health_and_metrics_are_on_the_webhook_server(fake: FakeTelegram, 
         assert health is not None
         assert health.json()["checks"] == {"updates": "ok", "database": "ok", "model": "ok"}
         await fake.send_text(fake.user(507), "MLM")
-        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 507)))
+        await fake.wait_for(lambda f: lesson_started(f, 507))
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         assert 'mlm_bot_updates_total{type="message"} 1.0' in metrics
 
@@ -252,11 +252,11 @@ async def test_an_update_posted_while_the_bot_starts_is_stored_then_answered(
 
     loading = asyncio.create_task(load_once_delivered())
     async with running_bot(settings, fake, model=model):
-        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 508)), timeout=30)
+        await fake.wait_for(lambda f: lesson_started(f, 508), timeout=30)
     await loading
     statuses = [status for _, status in fake.deliveries if isinstance(status, int)]
     assert statuses == [200], fake.deliveries  # stored before the model was ready, not refused
-    assert len(fake.sent("sendDocument", 508)) == 1
+    assert lesson_started(fake, 508) and not lesson_started(fake, 508, 2)
 
 
 def test_the_default_secret_is_derived_from_the_token_the_same_everywhere(fake: FakeTelegram, bert_dir, tmp_path):
@@ -288,7 +288,7 @@ async def test_a_restart_with_the_default_settings_refuses_no_delivery(
 
     async with running_bot(fresh(), fake):
         await fake.send_text(fake.user(520), "MLM")
-        await fake.wait_for(lambda f: bool(f.sent("sendDocument", 520)), timeout=30)
+        await fake.wait_for(lambda f: lesson_started(f, 520), timeout=30)
     registered = fake.webhook  # what Telegram keeps between the two runs
     assert registered is not None and registered["secret_token"] == fresh().webhook_secret_value()
     first_run = len(fake.deliveries)

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from models.bench.random_models import BUILDERS
+from tests.support.chats import lesson_started
 from tests.support.fake_telegram import TOKEN, FakeTelegram
 
 pytestmark = pytest.mark.deploy
@@ -193,7 +194,7 @@ async def conversation(fake: FakeTelegram) -> None:
     await fake.send_text(user, "/start")
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 777)) >= 1, timeout=60)
     await fake.send_text(user, "MLM")
-    await fake.wait_for(lambda f: bool(f.sent("sendDocument", 777)), timeout=60)
+    await fake.wait_for(lambda f: lesson_started(f, 777), timeout=60)
     await fake.send_text(user, "The cat sat on the [MASK].")
     await fake.wait_for(
         lambda f: any("Best guess" in c.params.get("text", "") for c in f.sent("sendMessage", 777)), timeout=60

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from bot.storage.tables import Interaction
+from bot.text.render import Renderer
 from tests.support.fake_telegram import FakeTelegram, parse_html
 
 GROUP = {"id": -1001555000111, "type": "supergroup", "title": "Creator's discussion"}
@@ -23,10 +24,45 @@ async def replies(fake: FakeTelegram, chat_id: int, count: int = 1, method: str 
     return fake.sent(method, chat_id)
 
 
-async def guide_received(fake: FakeTelegram, chat_id: int) -> str:
-    """Waits for the guide (messages, then the .md document) and returns the messages' visible text."""
-    await replies(fake, chat_id, 1, "sendDocument")
+def lesson_pages(fake: FakeTelegram, chat_id: int) -> list[dict]:
+    """The bot's messages in this chat that are pages of the paced lesson (their buttons step through it)."""
+    return [
+        m for m in bot_messages(fake, chat_id)
+        if any(b.get("callback_data", "").startswith("guide:") for row in keyboard(m) for b in row)
+    ]  # fmt: skip
+
+
+def keyboard(message: dict) -> list[list[dict]]:
+    return (message.get("reply_markup") or {}).get("inline_keyboard", [])
+
+
+def lesson_started(fake: FakeTelegram, chat_id: int, count: int = 1) -> bool:
+    """``count`` lessons have begun in this chat (each starts with page 1 of N)."""
+    return sum(lesson_started_by(m) for m in lesson_pages(fake, chat_id)) >= count
+
+
+async def guide_received(fake: FakeTelegram, chat_id: int, user: dict | None = None) -> str:
+    """Waits for the lesson's first page, presses "Whole guide at once", waits for every page and the experiments
+    after them, and returns the visible text of the chat's messages."""
+    await fake.wait_for(lambda f: lesson_started(f, chat_id), timeout=30)
+    first = [m for m in lesson_pages(fake, chat_id) if lesson_started_by(m)][-1]
+    before = len(fake.sent("sendMessage", chat_id))
+    await fake.press(user or fake.user(chat_id), first, "guide:all")
+    whole = len(Renderer().guide_messages(model_name="x")) + 1  # the pages, then the experiments
+    await fake.wait_for(lambda f: len(f.sent("sendMessage", chat_id)) >= before + whole, timeout=30)
     return "\n".join(parse_html(t) for t in texts(fake, chat_id))
+
+
+def lesson_started_by(message: dict) -> bool:
+    return any(b.get("callback_data") == "guide:all" for row in keyboard(message) for b in row)
+
+
+async def guide_document(fake: FakeTelegram, chat_id: int, user: dict | None = None) -> dict:
+    """Presses the lesson's Download button (on its latest page) and returns the document sent."""
+    count = len(fake.sent("sendDocument", chat_id))
+    await fake.press(user or fake.user(chat_id), lesson_pages(fake, chat_id)[-1], "guide:md")
+    await fake.wait_for(lambda f: len(f.sent("sendDocument", chat_id)) > count, timeout=30)
+    return fake.sent("sendDocument", chat_id)[-1].params["document"]
 
 
 async def logged_rows(repo, kind: str | None = None, count: int = 1) -> list[Interaction]:
