@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timezone
 
@@ -73,30 +74,57 @@ async def send_guide(
     can skip to the code, try the model live, download the ``.md`` or have everything at once. Every path to the
     guide (the keyword, a comment, /guide, a deep link, a button) starts here.
 
-    Raises ``telegram.error.Forbidden`` if the user never started the bot or blocked it."""
-    await send_guide_page(context, chat_id, 0, reply_to=reply_to, commented=commented)
+    Someone who was part-way through (their last ``lesson`` row: in the database, so after a restart or on another
+    replica too) also gets "Continue at page N". Raises ``telegram.error.Forbidden`` if the user never started the
+    bot or blocked it."""
+    await send_guide_page(
+        context, chat_id, 0, reply_to=reply_to, commented=commented, resume=await _lesson_left_at(context, chat_id)
+    )
+
+
+async def _lesson_left_at(context: Context, user_id: int) -> int | None:
+    """The page they were last sent, if it was not the first or the last; None if unknown or the database is slow
+    (the lesson is never held up for it)."""
+    s = context.bot_data.services
+    try:
+        page = await asyncio.wait_for(s.repo.interactions.last_lesson_page(user_id), 1.0)
+    except Exception as exc:
+        log.debug("no lesson page to continue at (%s)", type(exc).__name__)
+        return None
+    total = len(s.renderer.guide_messages(model_name=s.model_label))
+    return page if page is not None and 0 < page < total - 1 else None
 
 
 async def send_guide_page(
-    context: Context, chat_id: int, number: int, *, reply_to: Message | None = None, commented: bool = False
+    context: Context,
+    chat_id: int,
+    number: int,
+    *,
+    reply_to: Message | None = None,
+    commented: bool = False,
+    resume: int | None = None,
 ) -> None:
-    """Page ``number`` of the lesson (0-based; the caller checks the range) with its buttons. Nothing is kept per
-    person: the buttons carry the page, so a restart or another replica goes on from the page pressed."""
+    """Page ``number`` of the lesson (0-based; the caller checks the range) with its buttons. The buttons carry the
+    page, so a restart or another replica goes on from the page pressed."""
     s = context.bot_data.services
     pages = s.renderer.guide_messages(model_name=s.model_label, commented=commented)
     await context.bot.send_message(
         chat_id,
         pages[number],
-        reply_markup=lesson_keyboard(s.renderer, number, len(pages)),
+        reply_markup=lesson_keyboard(s.renderer, number, len(pages), resume),
         reply_parameters=ReplyParameters(reply_to.message_id, allow_sending_without_reply=True) if reply_to else None,
     )
 
 
-def lesson_keyboard(renderer: Renderer, number: int, total: int) -> InlineKeyboardMarkup:
+def lesson_keyboard(renderer: Renderer, number: int, total: int, resume: int | None = None) -> InlineKeyboardMarkup:
     """Under page ``number``: its prediction prompts (ready sentences, ``try:<n>``), Next, Skip to code, Try it
-    live, Download, All at once; the first page also the other language, the last one the links to learn more."""
+    live, Download, All at once; the first page also the other language (and Continue at ``resume``), the last one
+    the links to learn more."""
     text = renderer.text
     rows: list[list[InlineKeyboardButton]] = []
+    if resume is not None:
+        label = text("button_continue", page=resume + 1, total=total)
+        rows.append([InlineKeyboardButton(label, callback_data=f"guide:p:{resume}")])
     experiments = renderer.experiments()
     for n in renderer.guide_prompts().get(number, ()):
         rows.append([InlineKeyboardButton(text("button_prompt", label=experiments[n][0]), callback_data=f"try:{n}")])

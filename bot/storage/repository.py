@@ -396,6 +396,19 @@ class Interactions:
         async with self._db.sessions() as session:
             return await session.scalar(query)
 
+    async def last_lesson_page(self, user_id: int) -> int | None:
+        """The lesson page this person was last sent (0-based), from their ``lesson`` rows; None if none."""
+        query = (
+            select(Interaction.trigger)
+            .where(Interaction.user_id == user_id, Interaction.kind == Kind.LESSON, Interaction.trigger.like("page%"))
+            .order_by(Interaction.id.desc())
+            .limit(1)
+        )
+        async with self._db.sessions() as session:
+            trigger = await session.scalar(query)
+        number = (trigger or "").removeprefix("page")
+        return int(number) if number.isdigit() else None
+
     async def redact_older_than(self, cutoff: datetime) -> int:
         """Retention: older interactions keep their counts and timings but lose the texts people typed
         and what the model answered to them."""

@@ -129,7 +129,16 @@ async def test_a_press_goes_on_after_a_restart(fake: FakeTelegram, bert_dir: Pat
         await fake.wait_for(lambda f: lesson_started(f, 303), timeout=30)
         await next_page(fake, di, 303, "guide:p:1")
         await next_page(fake, di, 303, "guide:p:2")
+    async with running_bot(settings, fake) as repo:
+        page = await next_page(fake, di, 303, "guide:p:3")
+        assert page["text"] == parse_html(Renderer().guide_messages(model_name=bert_dir.name)[3])
+        await logged_rows(repo, "lesson", 3)
+    # Back another day (a third process): the lesson starts again, and offers to go on where they were.
     async with running_bot(settings, fake):
+        await fake.send_text(di, "/guide")
+        await fake.wait_for(lambda f: lesson_started(f, 303, 2), timeout=30)
+        again = lesson_pages(fake, 303)[-1]
+        assert keyboard(again)[0][0] == {"text": f"↪ Continue at page 4/{PAGES}", "callback_data": "guide:p:3"}
         page = await next_page(fake, di, 303, "guide:p:3")
     assert page["text"] == parse_html(Renderer().guide_messages(model_name=bert_dir.name)[3])
 
