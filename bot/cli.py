@@ -22,7 +22,7 @@ log = logging.getLogger("mlm_bot")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The ones that may load a model (`run` sets its bars itself, once its settings are checked: a missing token is
 # reported before transformers is imported).
-MODEL_COMMANDS = ("worker", "serve", "predict", "bench")
+MODEL_COMMANDS = ("worker", "serve", "predict", "bench", "playground")
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -98,6 +98,81 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"error: {load_error}", file=sys.stderr)
         return 1  # a supervisor (compose's restart:, systemd, Kubernetes) starts the worker again
     return 0
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    """The playground page (``bot.http.playground``) with the model in this process, no Telegram needed: on
+    127.0.0.1 by default. Another address needs --allow-remote and a bot token, and then asks every request for a
+    Mini App's signed initData (nobody else can use the model through it)."""
+    import ipaddress
+
+    import uvicorn
+
+    from bot.config import PlaygroundSettings
+
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = False
+    overrides = {k: v for k, v in (("model_name", args.model), ("model_device", args.device)) if v}
+    settings = PlaygroundSettings(**overrides)
+    token = settings.telegram_bot_token.get_secret_value().strip() if settings.telegram_bot_token else ""
+    if not loopback and not (args.allow_remote and token):
+        print(
+            f"error: {args.host} is not this machine only: the playground would let anyone there use the model. "
+            "Keep the default (127.0.0.1), or pass --allow-remote with TELEGRAM_BOT_TOKEN set (then only a Telegram "
+            "Mini App's signed requests are answered).",
+            file=sys.stderr,
+        )
+        return 2
+    app = _playground_app(settings, None if loopback else token)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False, log_config=None
+    )
+    server = uvicorn.Server(config)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"the playground: http://{host}:{args.port}/app (Ctrl-C stops it)", flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # uvicorn drains, then exits 0
+    server.run()
+    return 1 if app.state.load_error else 0
+
+
+def _playground_app(settings, token: str | None):
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    from bot.http.playground import Playground
+    from bot.lineup import Lineup
+    from bot.text.render import Renderer
+    from models.engine.loading import ModelLoadError
+    from models.serving.client import LocalFillMask
+
+    model = LocalFillMask(settings)
+    lineup = Lineup(settings.compare_models, settings)
+    playground = Playground(model, Renderer(), lineup=lineup, token=token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        app.state.load_error = None
+        try:
+            await model.start()  # before the first request: the page answers at once
+        except (ModelLoadError, OSError, ValueError) as exc:
+            app.state.load_error = str(exc)
+            print(f"error: {exc}", file=sys.stderr)
+            raise
+        yield
+        await lineup.close()
+        await model.close()
+
+    async def home(request):
+        return RedirectResponse("/app")
+
+    app = Starlette(routes=[Route("/", home), *playground.routes()], lifespan=lifespan)
+    app.state.load_error = None
+    return app
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -460,6 +535,18 @@ def build_parser() -> argparse.ArgumentParser:
     ray_serve.add_argument("--model", help="hub id or local directory (default: MODEL_NAME or bert-base-uncased)")
     ray_serve.add_argument("--device", help="auto, cpu, cuda ... (default: MODEL_DEVICE or auto)")
     ray_serve.set_defaults(func=cmd_serve)
+
+    playground = add("playground", help="the playground page in your browser, the model in this process (no Telegram)")
+    playground.add_argument("--model", help="hub id or local directory (default: MODEL_NAME or bert-base-uncased)")
+    playground.add_argument("--device", help="auto, cpu, cuda ...")
+    playground.add_argument("--host", default="127.0.0.1", help="address to listen on (this machine only by default)")
+    playground.add_argument("--port", type=int, default=8080)
+    playground.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="listen beyond this machine (needs TELEGRAM_BOT_TOKEN; Mini App)",
+    )
+    playground.set_defaults(func=cmd_playground)
 
     predict = add("predict", help="fill the masks of one sentence and print the answer")
     predict.add_argument("text", help='a sentence with [MASK], e.g. "The cat sat on the [MASK]."')

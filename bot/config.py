@@ -76,11 +76,41 @@ class StartupError(Exception):
     its message says which and what to do; retrying as it is cannot help."""
 
 
+class LineupSettings(BaseSettings):
+    """The models /compare (and the playground's compare tab) puts side by side."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # /compare: hub ids or local folders, comma-separated (loaded in this process on first use).
+    compare_models: Annotated[tuple[str, ...], NoDecode] = (
+        "google-bert/bert-base-uncased",
+        "FacebookAI/roberta-base",
+        "distilbert/distilbert-base-uncased",
+        "albert/albert-base-v2",
+    )
+
+    @field_validator("compare_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+            if not value:
+                raise ValueError("needs at least one model, e.g. COMPARE_MODELS=google-bert/bert-base-uncased")
+        return value
+
+
+class PlaygroundSettings(ModelSettings, LineupSettings):
+    """What ``mlm-bot playground`` reads: the model, the compare models, and the token only if it must check a
+    Mini App's initData (on an address beyond this machine)."""
+
+    telegram_bot_token: SecretStr | None = None
+
+
 class SettingsError(Exception):
     """A setting is missing or wrong; the message names it and says how to fix it."""
 
 
-class BotSettings(ModelSettings, StorageSettings, HealthSettings):
+class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings):
     """Everything ``mlm-bot run`` reads: the model's settings, the storage's and the listening ones (each declared
     once, in its own class), and the bot's own below."""
 
@@ -89,13 +119,6 @@ class BotSettings(ModelSettings, StorageSettings, HealthSettings):
     telegram_bot_token: SecretStr
     telegram_api_base_url: str = "https://api.telegram.org/bot"
     trigger_keywords: Annotated[tuple[str, ...], NoDecode] = ("MLM",)
-    # /compare: hub ids or local folders, comma-separated (loaded in this process on first use).
-    compare_models: Annotated[tuple[str, ...], NoDecode] = (
-        "google-bert/bert-base-uncased",
-        "FacebookAI/roberta-base",
-        "distilbert/distilbert-base-uncased",
-        "albert/albert-base-v2",
-    )
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     # The language of people who have not chosen one (/language), and of public replies in groups.
     default_language: Literal["english", "hinglish"] = "english"
@@ -127,15 +150,6 @@ class BotSettings(ModelSettings, StorageSettings, HealthSettings):
         if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", value.get_secret_value().strip()):
             raise ValueError("does not look like a bot token (digits, a colon, then 20+ letters)")
         return SecretStr(value.get_secret_value().strip())
-
-    @field_validator("compare_models", mode="before")
-    @classmethod
-    def _split_models(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(part.strip() for part in value.split(",") if part.strip())
-            if not value:
-                raise ValueError("needs at least one model, e.g. COMPARE_MODELS=google-bert/bert-base-uncased")
-        return value
 
     @field_validator("default_language", "creator_gender", mode="before")
     @classmethod

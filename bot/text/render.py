@@ -184,12 +184,21 @@ class Renderer:
         """One Telegram HTML message from ``messages/<name>.html``."""
         return self._env(language).html.get_template(f"messages/{name}.html").render(**context).strip()
 
-    def error(self, code: str, details: Mapping[str, Any] | None = None, *, plain: bool = False) -> str:
+    def page(self, name: str, *, language: str | None = None, **context: Any) -> str:
+        """A web page from ``web/<name>.html`` (the playground), with the language's strings as ``t``."""
+        env = self._env(language)
+        return env.html.get_template(f"web/{name}.html").render(
+            t=env.strings, language=self.language(language), **context
+        )
+
+    def error(
+        self, code: str, details: Mapping[str, Any] | None = None, *, plain: bool = False, language: str | None = None
+    ) -> str:
         """The one path from an error code and its details (a mask count and limit, seconds to wait) to words:
         ``messages/error.html`` as a message, or as plain text of at most 200 characters (a callback answer)."""
         fields = {name: (details or {}).get(name) for name in ERROR_FIELDS}
         fields["retry_after"] = fields["retry_after"] or 0
-        html = self.html("error", code=code, **fields)
+        html = self.html("error", language=language, code=code, **fields)
         return visible_text(html)[:200] if plain else html
 
     def inline_refusal(self, code: str, details: Mapping[str, Any] | None = None) -> str:

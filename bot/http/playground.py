@@ -1,0 +1,226 @@
+"""The playground: one page (``/app``) where a sentence's words are chips, a tap hides one, and the model's top words
+appear as bars on one 0-100% scale; a second tab compares the /compare models side by side, a third runs the
+guide's experiments. The same page is a Telegram Mini App on the bot's server and, without Telegram,
+``mlm-bot playground`` on 127.0.0.1.
+
+Its API (``POST /app/api/fill-mask``, ``POST /app/api/compare``) asks for ``Authorization: tma <initData>``, the
+Mini App's signed launch data, checked against the bot's token with ``telegram-webapp-auth`` (Telegram's HMAC
+scheme) and no older than a day; local mode (no token, loopback only) needs none. Bad input gets the same
+one-line errors as the chat. The page loads scripts from its own origin only (and Telegram's
+``telegram-web-app.js`` in a Mini App), under a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from telegram_webapp_auth.auth import TelegramAuthenticator, generate_secret_key
+from telegram_webapp_auth.errors import ExpiredInitDataError, InvalidInitDataError
+
+from bot.lineup import Lineup
+from bot.text.render import LANGUAGES, Renderer
+from models.engine.errors import FillMaskError
+from models.serving.client import FillMaskService
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5
+MAX_TEXT = 2_000  # characters of one sentence from the page
+MAX_BODY = 16_384  # bytes of one request body
+INIT_DATA_MAX_AGE = timedelta(days=1)
+TELEGRAM_SCRIPT = "https://telegram.org/js/telegram-web-app.js"
+
+# Only the page's own files (and Telegram's script in a Mini App); no inline script or style; framed only by
+# Telegram's web clients (the mobile and desktop apps open it in their own web view).
+CSP = (
+    "default-src 'none'; script-src 'self'{telegram}; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self' https://web.telegram.org"
+)
+STATIC = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "text/css; charset=utf-8"}
+
+# What the API reports to the caller for each use: (the person's Telegram id or None, "fill-mask" | "compare",
+# the sentence, the outcome: "ok" or an error code).
+UseHook = Callable[[int | None, str, str, str], Awaitable[None]]
+# Before any model work: the person's id -> an error code to refuse with ("slow_down"), or None.
+GateHook = Callable[[int], str | None]
+
+
+@dataclass
+class Person:
+    user_id: int | None  # None in local mode
+    language: str
+
+
+class Unauthorized(Exception):
+    pass
+
+
+class Playground:
+    """The page and its API. ``token`` set: a Mini App, every API call must carry valid initData. ``token`` None:
+    local mode (``mlm-bot playground``, loopback only)."""
+
+    def __init__(
+        self,
+        model: FillMaskService,
+        renderer: Renderer,
+        *,
+        lineup: Lineup | None = None,
+        token: str | None = None,
+        model_label: str = "",
+        language_of: Callable[[int], Awaitable[str | None]] | None = None,
+        gate: GateHook | None = None,
+        on_use: UseHook | None = None,
+    ) -> None:
+        self.model = model
+        self.renderer = renderer
+        self.lineup = lineup
+        self.model_label = model_label or model.model_name.rstrip("/").rsplit("/", 1)[-1]
+        self._authenticator = TelegramAuthenticator(generate_secret_key(token)) if token else None
+        self._language_of = language_of
+        self._gate = gate
+        self._on_use = on_use
+
+    @property
+    def local(self) -> bool:
+        return self._authenticator is None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/app", self.page, methods=["GET"]),
+            Route("/app/static/{name}", self.static, methods=["GET"]),
+            Route("/app/api/fill-mask", self.fill_mask, methods=["POST"]),
+            Route("/app/api/compare", self.compare, methods=["POST"]),
+        ]
+
+    # ------------------------------------------------------------------- page
+    def _headers(self) -> dict[str, str]:
+        telegram = "" if self.local else " https://telegram.org"
+        return {
+            "Content-Security-Policy": CSP.format(telegram=telegram),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+        }
+
+    async def page(self, request: Request) -> Response:
+        asked = request.query_params.get("lang", "")
+        language = asked if asked in LANGUAGES else self.renderer.default_language
+        experiments = [{"label": label, "sentence": sentence} for label, sentence in self.renderer.experiments()]
+        html = self.renderer.page(
+            "playground",
+            language=language,
+            local=self.local,
+            telegram_script=TELEGRAM_SCRIPT,
+            model_name=self.model_label,
+            experiments=json.dumps(experiments),
+            compare=self.lineup is not None,
+        )
+        return HTMLResponse(html, headers=self._headers())
+
+    async def static(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC:
+            return Response("not found", status_code=404, media_type="text/plain")
+        body = (resources.files("templates") / "web" / name).read_bytes()
+        return Response(body, media_type=STATIC[name], headers=self._headers())
+
+    # -------------------------------------------------------------------- API
+    async def _person(self, request: Request) -> Person:
+        if self._authenticator is None:
+            return Person(None, _language_header(request, self.renderer.default_language))
+        scheme, _, init_data = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "tma" or not init_data:
+            raise Unauthorized("no initData")
+        try:
+            data = self._authenticator.validate(init_data.strip(), expr_in=INIT_DATA_MAX_AGE)
+        except (InvalidInitDataError, ExpiredInitDataError) as exc:
+            raise Unauthorized(type(exc).__name__) from None
+        if data.user is None:
+            raise Unauthorized("no user in initData")
+        chosen = await self._language_of(data.user.id) if self._language_of is not None else None
+        return Person(data.user.id, chosen or self.renderer.default_language)
+
+    async def _sentence(self, request: Request) -> str:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise ValueError
+        payload = json.loads(body or b"null")
+        text = payload.get("text") if isinstance(payload, dict) else None
+        if not isinstance(text, str):
+            raise ValueError
+        return text[: MAX_TEXT + 1]
+
+    def _error(self, code: str, language: str, status: int, details: dict[str, Any] | None = None) -> JSONResponse:
+        line = self.renderer.error(code, details, plain=True, language=language)
+        return JSONResponse({"error": line, "code": code}, status_code=status, headers=self._headers())
+
+    async def _handle(
+        self, request: Request, kind: str, answer: Callable[[str], Awaitable[dict[str, Any]]]
+    ) -> Response:
+        try:
+            person = await self._person(request)
+        except Unauthorized as exc:
+            log.info("playground: refused a request (%s)", exc)
+            return self._error("not_from_telegram", self.renderer.default_language, 401)
+        try:
+            text = await self._sentence(request)
+        except (ValueError, UnicodeDecodeError):
+            return self._error("bad_request", person.language, 400)
+        if len(text) > MAX_TEXT:
+            return self._error("input_too_long", person.language, 400, {"limit": MAX_TEXT})
+        refusal = self._gate(person.user_id) if self._gate is not None and person.user_id is not None else None
+        if refusal is not None:
+            return self._error(refusal, person.language, 429)
+        try:
+            body = await answer(text)
+        except FillMaskError as exc:
+            await self._used(person, kind, text, exc.code)
+            return self._error(exc.code, person.language, 400, exc.details)
+        await self._used(person, kind, text, "ok")
+        return JSONResponse(body, headers=self._headers())
+
+    async def _used(self, person: Person, kind: str, text: str, outcome: str) -> None:
+        if self._on_use is not None:
+            await self._on_use(person.user_id, kind, text, outcome)
+
+    async def fill_mask(self, request: Request) -> Response:
+        async def answer(text: str) -> dict[str, Any]:
+            result = await self.model.fill_mask(text, top_k=TOP_K, words_only=True)
+            masks = [[{"word": p.token_str.strip() or p.token_str, "score": p.score} for p in m] for m in result.masks]
+            return {"model": self.model_label, "masks": masks, "truncated": result.truncated}
+
+        return await self._handle(request, "fill-mask", answer)
+
+    async def compare(self, request: Request) -> Response:
+        lineup = self.lineup
+
+        async def answer(text: str) -> dict[str, Any]:
+            if lineup is None:
+                raise FillMaskError("compare is not set up here")
+            rows = await lineup.compare(text)
+            return {
+                "models": [
+                    {
+                        "label": row.label,
+                        "masks": row.masks,
+                        "error": self.renderer.error(row.error, row.details, plain=True) if row.error else None,
+                    }
+                    for row in rows
+                ]
+            }
+
+        return await self._handle(request, "compare", answer)
+
+
+def _language_header(request: Request, default: str) -> str:
+    asked = request.headers.get("x-language", "")
+    return asked if asked in LANGUAGES else default
