@@ -14,8 +14,10 @@ from telegram import (
     BotCommandScopeAllPrivateChats,
     BotCommandScopeDefault,
     LinkPreviewOptions,
+    MenuButtonWebApp,
     Message,
     Update,
+    WebAppInfo,
 )
 from telegram.constants import ParseMode
 from telegram.ext import (
@@ -240,3 +242,7 @@ async def register_commands(application: Application, services: BotServices) -> 
     private.append(BotCommand("forget", text("command_forget")))
     await application.bot.set_my_commands(everywhere, scope=BotCommandScopeDefault())
     await application.bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
+    mini_app_url = services.settings.mini_app_url
+    if mini_app_url:  # the chat's menu button opens the playground (the default chat menu: every private chat)
+        button = MenuButtonWebApp(text("menu_playground"), WebAppInfo(mini_app_url))
+        await application.bot.set_chat_menu_button(menu_button=button)

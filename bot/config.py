@@ -6,9 +6,10 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -122,6 +123,9 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     # The language of people who have not chosen one (/language), and of public replies in groups.
     default_language: Literal["english", "hinglish"] = "english"
+    # The playground as a Telegram Mini App: its public https address (the bot serves /app on its HTTP server,
+    # behind the same reverse proxy as the webhook). Set: a "🧪 Playground" button and the chat's menu button.
+    mini_app_url: str | None = None
     # Who speaks as the bot: Hinglish verbs agree with the speaker ("main bhejunga" / "main bhejungi").
     creator_gender: Literal["male", "female"] = "male"
     actions_per_minute: int = Field(
@@ -187,15 +191,19 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
     @field_validator("webhook_url", mode="before")
     @classmethod
     def _webhook_url(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.strip() or None
-        if isinstance(value, str):
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(
-                    "must be the public https:// address Telegram posts updates to, e.g. https://bot.example.com/telegram"
-                )
-        return value
+        return _address(
+            value, lambda u: u.scheme in ("http", "https"),
+            "must be the public https:// address Telegram posts updates to, e.g. https://bot.example.com/telegram",
+        )  # fmt: skip
+
+    @field_validator("mini_app_url", mode="before")
+    @classmethod
+    def _mini_app_url(cls, value: object) -> object:
+        return _address(
+            value, lambda u: u.scheme == "https" and u.path.rstrip("/").endswith("/app"),
+            "must be the playground's public https:// address, ending in /app, e.g. https://bot.example.com/app "
+            "(Telegram opens Mini Apps over https only)",
+        )  # fmt: skip
 
     @field_validator("webhook_secret", mode="before")
     @classmethod
@@ -224,6 +232,17 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
             return self.webhook_secret.get_secret_value()
         digest = hmac.new(self.token().encode(), b"mlm-bot webhook secret v1", hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")  # 43 of Telegram's A-Z a-z 0-9 _ -
+
+
+def _address(value: object, fits: Callable[[SplitResult], bool], message: str) -> object:
+    """An optional URL setting: blank is unset; otherwise it needs a host and ``fits``, or ``message`` says why."""
+    if isinstance(value, str):
+        value = value.strip() or None
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if not parts.hostname or not fits(parts):
+            raise ValueError(message)
+    return value
 
 
 def load_settings(**overrides: object) -> BotSettings:

@@ -27,6 +27,7 @@ from bot.budgets import ActionBudget, UserGate
 from bot.config import BotSettings, StartupError
 from bot.http.health import Health
 from bot.http.metrics import BotMetrics
+from bot.http.playground import Person, Playground
 from bot.http.server import HttpServer, create_app
 from bot.http.webhook import Webhook
 from bot.logs import quiet_libraries, redact, set_pseudonym_key
@@ -34,7 +35,8 @@ from bot.public_replies import CommentReplies, owed, restore
 from bot.services import BotServices
 from bot.storage import Database, Repository
 from bot.storage.leader import Leadership, leadership_for
-from bot.storage.repository import write_all
+from bot.storage.repository import InteractionEntry, UserInfo, write_all
+from bot.storage.vocabulary import Kind
 from bot.storage.writer import InteractionWriter, dead_letter_path_for
 from bot.text.render import Renderer
 from bot.transports import Polling, Transport, WebhookTransport
@@ -143,6 +145,9 @@ async def _serve(
         metrics=metrics,
     )
     application = build_application(settings, services)
+    playground = mini_app(settings, services) if settings.mini_app_url else None
+    if playground is not None and not (settings.webhook_url or settings.metrics_port):
+        raise StartupError("MINI_APP_URL needs the bot's HTTP server for /app: set METRICS_PORT (or WEBHOOK_URL)")
     health = Health(database, model, webhook=settings.webhook_url is not None)
     handed_on: set[int] = set()  # updates handed on and not finished (bot.updates.inbox): each is handed on once
     transport: Transport
@@ -153,12 +158,16 @@ async def _serve(
         )  # fmt: skip
         redact(webhook.secret)
         transport = WebhookTransport(application, webhook, health)
-        server = HttpServer(create_app(health, metrics, webhook), settings.webhook_listen, settings.webhook_port)
+        server = HttpServer(
+            create_app(health, metrics, webhook, playground), settings.webhook_listen, settings.webhook_port
+        )
     else:
         # every fetched update is stored before the next poll confirms it
         install_inbox(application, repo.inbox, on_poll=health.polled, handed_on=handed_on)
         transport = Polling(application)
-        server = HttpServer(create_app(health, metrics), settings.metrics_listen, settings.metrics_port)
+        server = HttpServer(
+            create_app(health, metrics, playground=playground), settings.metrics_listen, settings.metrics_port
+        )
     if settings.webhook_url or settings.metrics_port:
         try:
             await server.start()  # /healthz says what the start is waiting for (Telegram, the model ...)
@@ -170,6 +179,31 @@ async def _serve(
         await _run(settings, stop, services, application, health, transport, leader, handed_on)
     finally:
         await server.close()
+
+
+def mini_app(settings: BotSettings, services: BotServices) -> Playground:
+    """The playground as a Mini App on the bot's server: initData checked against the token, the person's language
+    and per-minute budget as in chat, each use logged as a ``playground`` interaction (so /forget removes it)."""
+
+    async def used(person: Person, kind: str, text: str, outcome: str) -> None:
+        await services.log(
+            InteractionEntry(
+                kind=Kind.PLAYGROUND, user=UserInfo(person.user_id, person.username, person.language_code),
+                chat_id=person.user_id, chat_type="private", trigger=kind, input_text=text, outcome=outcome,
+                model_name=services.model.model_name,
+            )
+        )  # fmt: skip
+
+    return Playground(
+        services.model,
+        services.renderer,
+        lineup=services.compare_lineup(),
+        token=settings.token(),
+        model_label=services.model_label,
+        language_of=services.languages.of if services.languages is not None else None,
+        gate=services.predict_gate.enter,
+        on_use=used,
+    )
 
 
 async def _run(

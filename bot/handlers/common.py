@@ -6,7 +6,16 @@ import asyncio
 import logging
 from datetime import datetime, timezone
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters, Update, User
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    ReplyParameters,
+    Update,
+    User,
+    WebAppInfo,
+)
 from telegram.helpers import create_deep_linked_url
 
 from bot.context import Context
@@ -111,15 +120,25 @@ async def send_guide_page(
     await context.bot.send_message(
         chat_id,
         pages[number],
-        reply_markup=lesson_keyboard(s.renderer, number, len(pages), resume),
+        reply_markup=lesson_keyboard(s.renderer, number, len(pages), resume, s.settings.mini_app_url),
         reply_parameters=ReplyParameters(reply_to.message_id, allow_sending_without_reply=True) if reply_to else None,
     )
 
 
-def lesson_keyboard(renderer: Renderer, number: int, total: int, resume: int | None = None) -> InlineKeyboardMarkup:
+def playground_button(renderer: Renderer, mini_app_url: str) -> InlineKeyboardButton:
+    """Opens the playground Mini App (private chats only: Telegram refuses Mini App buttons in groups), with the
+    page's words in the person's language."""
+    return InlineKeyboardButton(
+        renderer.text("button_playground"), web_app=WebAppInfo(f"{mini_app_url}?lang={renderer.language()}")
+    )
+
+
+def lesson_keyboard(
+    renderer: Renderer, number: int, total: int, resume: int | None = None, mini_app_url: str | None = None
+) -> InlineKeyboardMarkup:
     """Under page ``number``: its prediction prompts (ready sentences, ``try:<n>``), Next, Skip to code, Try it
     live, Download, All at once; the first page also the other language (and Continue at ``resume``), the last one
-    the links to learn more."""
+    the playground (a Mini App, when ``MINI_APP_URL`` is set) and the links to learn more."""
     text = renderer.text
     rows: list[list[InlineKeyboardButton]] = []
     if resume is not None:
@@ -149,6 +168,8 @@ def lesson_keyboard(renderer: Renderer, number: int, total: int, resume: int | N
         rows.append([InlineKeyboardButton(text("button_all_at_once"), callback_data="guide:all")])
         rows.append([switch_language_button(renderer, "guide")])
     if number == total - 1:
+        if mini_app_url:
+            rows.append([playground_button(renderer, mini_app_url)])
         rows.extend(learn_more_keyboard(renderer).inline_keyboard)
     return InlineKeyboardMarkup(rows)
 
@@ -158,8 +179,13 @@ async def send_whole_guide(context: Context, chat_id: int) -> None:
     s = context.bot_data.services
     pages = s.renderer.guide_messages(model_name=s.model_label)
     for number, page in enumerate(pages):
-        last = number == len(pages) - 1
-        await context.bot.send_message(chat_id, page, reply_markup=learn_more_keyboard(s.renderer) if last else None)
+        keyboard = None
+        if number == len(pages) - 1:
+            rows = list(learn_more_keyboard(s.renderer).inline_keyboard)
+            if s.settings.mini_app_url:
+                rows.insert(0, [playground_button(s.renderer, s.settings.mini_app_url)])
+            keyboard = InlineKeyboardMarkup(rows)
+        await context.bot.send_message(chat_id, page, reply_markup=keyboard)
     await send_experiments(context, chat_id)
 
 

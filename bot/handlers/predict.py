@@ -11,7 +11,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Mess
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot.handlers.common import Context, answer_query, log_interaction, visible_message
+from bot.handlers.common import Context, answer_query, log_interaction, playground_button, visible_message
 from bot.predictions import Answer, answer_html, ask
 from bot.services import BotServices
 from bot.storage.vocabulary import Kind
@@ -227,7 +227,10 @@ def _keyboard(s: BotServices, *, more: bool, experiment: int | None = None) -> I
     chart = InlineKeyboardButton(s.renderer.text("button_chart"), callback_data="chart" + suffix)
     compare = InlineKeyboardButton(s.renderer.text("button_compare"), callback_data="compare" + suffix)
     guide = InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")
-    return InlineKeyboardMarkup([[toggle, chart], [compare, guide]])
+    rows = [[toggle, chart], [compare, guide]]
+    if s.settings.mini_app_url:  # predictions are answered in private chats, where Mini App buttons work
+        rows.append([playground_button(s.renderer, s.settings.mini_app_url)])
+    return InlineKeyboardMarkup(rows)
 
 
 def after_command(message: Message | None) -> str:

@@ -12,9 +12,11 @@ one-line errors as the chat. The page loads scripts from its own origin only (an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
@@ -26,6 +28,7 @@ from starlette.routing import Route
 from telegram_webapp_auth.auth import TelegramAuthenticator, generate_secret_key
 from telegram_webapp_auth.errors import ExpiredInitDataError, InvalidInitDataError
 
+from bot.budgets import Refusal
 from bot.lineup import Lineup
 from bot.text.render import LANGUAGES, Renderer
 from models.engine.errors import FillMaskError
@@ -47,17 +50,19 @@ CSP = (
 )
 STATIC = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "text/css; charset=utf-8"}
 
-# What the API reports to the caller for each use: (the person's Telegram id or None, "fill-mask" | "compare",
-# the sentence, the outcome: "ok" or an error code).
-UseHook = Callable[[int | None, str, str, str], Awaitable[None]]
-# Before any model work: the person's id -> an error code to refuse with ("slow_down"), or None.
-GateHook = Callable[[int], str | None]
+# Told of each use: (who, "fill-mask" | "compare", the sentence, the outcome: "ok" or an error code).
+UseHook = Callable[["Person", str, str, str], Awaitable[None]]
+# The person's per-minute budget (the chat's ``UserGate.enter``): a context that yields a refusal or None.
+GateHook = Callable[[int], AbstractContextManager[Refusal | None]]
+GATE_WAIT_S = 2.0  # a newer sentence waits this long for the person's previous request (the page cancelled it)
 
 
 @dataclass
 class Person:
     user_id: int | None  # None in local mode
-    language: str
+    language: str  # the bot's language for them (their /language choice, else the default)
+    username: str | None = None
+    language_code: str | None = None
 
 
 class Unauthorized(Exception):
@@ -147,7 +152,9 @@ class Playground:
         if data.user is None:
             raise Unauthorized("no user in initData")
         chosen = await self._language_of(data.user.id) if self._language_of is not None else None
-        return Person(data.user.id, chosen or self.renderer.default_language)
+        return Person(
+            data.user.id, chosen or self.renderer.default_language, data.user.username, data.user.language_code
+        )
 
     async def _sentence(self, request: Request) -> str:
         body = await request.body()
@@ -177,9 +184,23 @@ class Playground:
             return self._error("bad_request", person.language, 400)
         if len(text) > MAX_TEXT:
             return self._error("input_too_long", person.language, 400, {"limit": MAX_TEXT})
-        refusal = self._gate(person.user_id) if self._gate is not None and person.user_id is not None else None
-        if refusal is not None:
-            return self._error(refusal, person.language, 429)
+        if self._gate is None or person.user_id is None:
+            return await self._answer(person, kind, text, answer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATE_WAIT_S
+        while True:
+            with self._gate(person.user_id) as refusal:
+                if refusal is None:
+                    return await self._answer(person, kind, text, answer)
+            # The page cancels a stale request, but the server may still be running it: a moment's wait.
+            if refusal.code != "in_flight" or loop.time() > deadline:
+                await self._used(person, kind, text, refusal.code)
+                return self._error(refusal.code, person.language, 429, {"retry_after": refusal.retry_after})
+            await asyncio.sleep(0.05)
+
+    async def _answer(
+        self, person: Person, kind: str, text: str, answer: Callable[[str], Awaitable[dict[str, Any]]]
+    ) -> Response:
         try:
             body = await answer(text)
         except FillMaskError as exc:
@@ -189,8 +210,8 @@ class Playground:
         return JSONResponse(body, headers=self._headers())
 
     async def _used(self, person: Person, kind: str, text: str, outcome: str) -> None:
-        if self._on_use is not None:
-            await self._on_use(person.user_id, kind, text, outcome)
+        if self._on_use is not None and person.user_id is not None:
+            await self._on_use(person, kind, text, outcome)
 
     async def fill_mask(self, request: Request) -> Response:
         async def answer(text: str) -> dict[str, Any]:

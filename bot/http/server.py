@@ -20,13 +20,16 @@ from starlette.routing import Route
 
 from bot.http.health import Health
 from bot.http.metrics import BotMetrics
+from bot.http.playground import Playground
 from bot.http.webhook import Webhook
 
 log = logging.getLogger(__name__)
 
 
-def create_app(health: Health, metrics: BotMetrics, webhook: Webhook | None = None) -> Starlette:
-    """``/healthz`` and ``/metrics``, and the webhook's route when there is one."""
+def create_app(
+    health: Health, metrics: BotMetrics, webhook: Webhook | None = None, playground: Playground | None = None
+) -> Starlette:
+    """``/healthz`` and ``/metrics``, the webhook's route when there is one, the playground's when it is a Mini App."""
 
     async def healthz(request: Request) -> Response:
         ok, checks = await health.check()
@@ -38,6 +41,8 @@ def create_app(health: Health, metrics: BotMetrics, webhook: Webhook | None = No
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
     if webhook is not None:
         routes.append(Route(webhook.path, webhook.endpoint, methods=["POST"]))
+    if playground is not None:
+        routes.extend(playground.routes())
     return Starlette(routes=routes)
 
 

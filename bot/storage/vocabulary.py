@@ -24,6 +24,7 @@ class _Word(str, enum.Enum):
 class Kind(_Word):
     START = "start"
     GUIDE = "guide"  # the lesson begun (or the whole guide sent, by an older path)
+    PLAYGROUND = "playground"  # a request from the playground Mini App (trigger: fill-mask or compare)
     LESSON = "lesson"  # a step through the lesson: a page, all at once, the .md file, the live experiments
     PREDICTION = "prediction"
     CHART = "chart"

@@ -9,8 +9,6 @@ and says loudly when it cannot.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import shutil
@@ -19,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -27,25 +24,12 @@ import pytest
 from models.engine.core import FillMaskEngine
 from tests.support.bot_harness import free_port
 from tests.support.fake_telegram import TOKEN
+from tests.support.mini_app import signed_init_data
 
 MLM_BOT = str(Path(sys.executable).with_name("mlm-bot"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra has it)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")
-
-
-def signed_init_data(token: str, user_id: int = 4242, *, age_s: float = 0) -> str:
-    """initData as Telegram signs it (https://core.telegram.org/bots/webapps#validating-data-received-via-the-mini-app),
-    written here independently of the bot's check."""
-    fields = {
-        "auth_date": str(int(time.time() - age_s)),
-        "query_id": "AAHdF6IQAAAAAN0XohDhrOrc",
-        "user": json.dumps({"id": user_id, "first_name": "Ann", "language_code": "en"}, separators=(",", ":")),
-    }
-    check = "\n".join(f"{k}={v}" for k, v in sorted(fields.items()))
-    secret = hmac.new(b"WebAppData", token.encode(), hashlib.sha256).digest()
-    fields["hash"] = hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()
-    return urlencode(fields)
 
 
 def serve(model_dirs: dict[str, Path], tmp_path: Path, *extra: str, **env: str) -> Iterator[str]:

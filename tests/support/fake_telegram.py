@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support import telegram_rules as rules
 from tests.support.telegram_limits import ChatFloods, NetworkChaos, dropped_connection
 from tests.support.telegram_rules import JSON_FIELDS, ApiError, as_sent, check_markup, check_text, utf16_len
 from tests.support.telegram_rules import parse_html as parse_html  # tests import it from here too
@@ -322,11 +323,11 @@ class FakeTelegram:
                     )
             return list(self._updates[:100])
 
+    async def api_setchatmenubutton(self, params: dict[str, Any]) -> bool:
+        return rules.check_menu_button(params.get("menu_button"))
+
     async def api_setmycommands(self, params: dict[str, Any]) -> bool:
-        for command in params["commands"]:
-            if not re.fullmatch(r"[a-z0-9_]{1,32}", command["command"]) or not 1 <= len(command["description"]) <= 256:
-                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
-        return True
+        return rules.check_commands(params["commands"])
 
     def _check_chat(self, params: dict[str, Any]) -> int:
         chat_id = int(params["chat_id"])
@@ -376,7 +377,7 @@ class FakeTelegram:
     async def api_sendmessage(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._check_chat(params)
         check_text(params.get("text"), params.get("parse_mode"), 4096)
-        check_markup(params.get("reply_markup"))
+        check_markup(params.get("reply_markup"), chat_id)
         self._maybe_429(chat_id)
         self._check_reply(chat_id, params)
         return self._bot_message(chat_id, params, **as_sent(params))
@@ -454,7 +455,7 @@ class FakeTelegram:
         if stored is None:
             raise ApiError(400, "Bad Request: message to edit not found")
         check_text(params.get("text"), params.get("parse_mode"), 4096)
-        check_markup(params.get("reply_markup"))
+        check_markup(params.get("reply_markup"), chat_id)
         sent = as_sent(params)
         if stored.get("_html") == sent["_html"] and stored.get("reply_markup") == params.get("reply_markup"):
             raise ApiError(400, "Bad Request: message is not modified")

@@ -10,7 +10,7 @@ from typing import Any
 
 JSON_FIELDS = {
     "reply_markup", "results", "reply_parameters", "commands", "reaction", "button", "link_preview_options",
-    "entities", "caption_entities", "allowed_updates", "scope", "options", "correct_option_ids",
+    "entities", "caption_entities", "allowed_updates", "scope", "options", "correct_option_ids", "menu_button",
 }  # fmt: skip
 TAGS = {
     "b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
@@ -101,7 +101,9 @@ def as_sent(params: dict[str, Any]) -> dict[str, Any]:
     return {"text": text, "_html": html}
 
 
-def check_markup(markup: Any) -> None:
+def check_markup(markup: Any, chat_id: int | None = None) -> None:
+    """Inline keyboards as Telegram checks them; a Mini App (``web_app``) button needs an https URL and a private
+    chat (``chat_id`` > 0)."""
     if not markup:
         return
     for row in markup.get("inline_keyboard", []):
@@ -112,6 +114,28 @@ def check_markup(markup: Any) -> None:
                 raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
             if "url" in button and not re.match(r"(https?|tg)://", button["url"]):
                 raise ApiError(400, "Bad Request: inline keyboard button URL is invalid")
-            kinds = {"url", "callback_data", "switch_inline_query", "switch_inline_query_current_chat"} & set(button)
+            if "web_app" in button:
+                if not str(button["web_app"].get("url", "")).startswith("https://"):
+                    raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
+                if chat_id is not None and chat_id < 0:
+                    raise ApiError(400, "Bad Request: BUTTON_TYPE_INVALID")
+            kinds = {"url", "callback_data", "switch_inline_query", "switch_inline_query_current_chat", "web_app"}
+            kinds &= set(button)
             if len(kinds) != 1:
                 raise ApiError(400, "Bad Request: a button needs exactly one action")
+
+
+def check_commands(commands: list[dict[str, Any]]) -> bool:
+    for command in commands:
+        if not re.fullmatch(r"[a-z0-9_]{1,32}", command["command"]) or not 1 <= len(command["description"]) <= 256:
+            raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+    return True
+
+
+def check_menu_button(button: dict[str, Any] | None) -> bool:
+    """setChatMenuButton: a Mini App there needs a text and an https URL."""
+    button = button or {"type": "default"}
+    if button.get("type") == "web_app":
+        if not button.get("text") or not str(button.get("web_app", {}).get("url", "")).startswith("https://"):
+            raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
+    return True
