@@ -116,22 +116,19 @@ async def lesson_button(update: Update, context: Context) -> None:
     s = context.bot_data.services
     chat = update.effective_chat
     step = update.callback_query.data.removeprefix("guide:")
-    if step.startswith("p:"):
-        number = int(step[2:])
-        if number >= len(s.renderer.guide_messages(model_name=s.model_label)):
-            await stale_button(update, context)
-            return
-        await answer_query(update, context)
+    number = int(step[2:]) if step.startswith("p:") else None
+    if number is not None and number >= len(s.renderer.guide_messages(model_name=s.model_label)):
+        await stale_button(update, context)
+        return
+    await answer_query(update, context)
+    if number is not None:
         await send_guide_page(context, chat.id, number)
         step = f"page{number}"
     elif step == "all":
-        await answer_query(update, context)
         await send_whole_guide(context, chat.id)
     elif step == "md":
-        await answer_query(update, context)
         await send_guide_document(context, chat.id)
     else:
-        await answer_query(update, context)
         await send_experiments(context, chat.id)
     await log_interaction(update, context, Kind.LESSON, trigger=step)
 
