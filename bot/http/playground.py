@@ -157,9 +157,11 @@ class Playground:
         )
 
     async def _sentence(self, request: Request) -> str:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise ValueError
+        body = b""
+        async for chunk in request.stream():  # read no further than the limit, whatever the body's size
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise ValueError("body too large")
         payload = json.loads(body or b"null")
         text = payload.get("text") if isinstance(payload, dict) else None
         if not isinstance(text, str):
@@ -180,7 +182,7 @@ class Playground:
             return self._error("not_from_telegram", self.renderer.default_language, 401)
         try:
             text = await self._sentence(request)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, too big, or nested past reason
             return self._error("bad_request", person.language, 400)
         if len(text) > MAX_TEXT:
             return self._error("input_too_long", person.language, 400, {"limit": MAX_TEXT})

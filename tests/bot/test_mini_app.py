@@ -94,3 +94,29 @@ async def _playground_rows(repo, user_id: int, count: int):
 
 async def _no_rows(repo, user_id: int) -> bool:
     return not [r for r in await repo.interactions.all() if r.user_id == user_id]
+
+
+async def test_odd_bodies_get_a_one_line_error_not_a_500(bert_dir) -> None:
+    """Whatever the page (or anyone on loopback) posts: too big (read no further than 16 KB), nested past reason,
+    not JSON, not text, too long. Each gets 400 with the chat's one-line error."""
+    from httpx import ASGITransport
+    from starlette.applications import Starlette
+
+    from bot.http.playground import Playground
+    from bot.text.render import Renderer
+    from models.serving.client import LocalFillMask
+    from models.settings import ModelSettings
+
+    model = LocalFillMask(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
+    await model.start()
+    app = Starlette(routes=Playground(model, Renderer()).routes())
+    bodies = [b"x" * 1_000_000, b"[" * 5_000 + b"]" * 5_000, b"\xff\xfe", b"null", b'{"text": 5}', b'{"text": ""}',
+              ('{"text": "%s [MASK]"}' % ("a" * 3_000)).encode()]  # fmt: skip
+    try:
+        async with AsyncClient(transport=ASGITransport(app), base_url="http://127.0.0.1") as http:
+            for body in bodies:
+                reply = await http.post("/app/api/fill-mask", content=body)
+                assert reply.status_code == 400, (body[:20], reply.text)
+                assert reply.json()["error"] and "\n" not in reply.json()["error"]
+    finally:
+        await model.close()
