@@ -86,6 +86,8 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
             await fake.send_text(zed, f"MLM {WORD}")
             await fake.wait_for(lambda f: lesson_started(f, ZED), timeout=30)
             await fake.send_text(zed, f"The {WORD} sat on the [MASK].")
+            # Answered before the tap: a press while the person's prediction runs is "still working on it".
+            await wait_until_said(fake, ZED, "Best guess")
             await fake.send_text(zed, f"{WORD} likes green apples")  # no mask: a button per word
             await wait_until_said(fake, ZED, "tap a word")
             offer = next(m for m in bot_messages(fake, ZED) if "tap a word" in m.get("text", ""))
