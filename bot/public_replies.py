@@ -169,7 +169,8 @@ class CommentReplies:
         text = self._renderer.html("comment_reply", language=self._renderer.default_language, mentions=mentions)
         latest = max(c.message_id for c in batch)
         outcome = Outcome.BUTTON
-        for target in dict.fromkeys((latest, key[1])):  # the latest comment, then the thread's root
+        # The latest comment, then the thread's root (none for comments outside a thread: NO_THREAD, 0).
+        for target in dict.fromkeys(t for t in (latest, key[1]) if t):
             try:
                 await self._bot.send_message(
                     key[0],

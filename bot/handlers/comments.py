@@ -2,8 +2,9 @@
 
 A bot cannot write to a user first. Someone who already started the bot gets the guide in private (and a
 reaction on the comment); anyone else is named in a public reply with a button that opens the bot with a
-``/start <payload>`` deep link (``bot.public_replies`` coalesces those replies). Once per person per post: the
-database's unique constraint decides.
+``/start <payload>`` deep link (``bot.public_replies`` coalesces those replies). Once per person per post (a message outside any
+thread: once per person in that group): the database's unique constraint decides. Each keyword comment also spends
+its sender's action budget (``bot.handlers.gate``), so no one can keep the bot's update slots busy with them.
 """
 
 from __future__ import annotations
@@ -34,13 +35,19 @@ SERVICE_USER_IDS = {777000, 1087968824, 136817688}
 # (a burst, or the inbox replayed after a restart) would otherwise be handled before the post is known.
 
 
+NO_THREAD = 0  # a keyword message outside any discussion thread: its "post" is the group itself
+
+
 def thread_root(message: Message) -> int:
-    """The discussion thread a comment belongs to: the group's copy of the channel post."""
+    """The discussion thread a comment belongs to (the group's copy of the channel post), or ``NO_THREAD`` for a
+    message outside any thread: then the once-per-post rule is once per person in that group, never once per
+    message (three top-level "MLM" messages were three claims, three replies)."""
     if message.message_thread_id:
         return message.message_thread_id
-    if message.reply_to_message is not None:
-        return message.reply_to_message.message_id
-    return message.message_id
+    replied = message.reply_to_message
+    if replied is not None and replied.is_automatic_forward:
+        return replied.message_id
+    return NO_THREAD
 
 
 async def remember_post(update: Update, context: Context) -> None:

@@ -1,7 +1,7 @@
 """The door every update passes before the handlers that answer it: one budget per person, and buttons checked.
 
-* **The budget** (``bot.limits.ActionBudget``): every private message, every command in a group and every button
-  press costs one action of its sender's budget, however many messages the answer takes (the guide's pages are
+* **The budget** (``bot.budgets.ActionBudget``): every private message, every command or keyword comment in a
+  group and every button press costs one action of its sender's budget, however many messages the answer takes (the guide's pages are
   one action). Over it, the person is told once a minute to slow down (a message in private, a line on the
   button), then hears nothing; groups never hear it. One person's flood therefore costs the bot a few answers a
   minute, paced by Telegram's per-chat allowance (``bot.flood_control``), and never the other people's turn.
@@ -15,6 +15,8 @@ A refused update still ends like any other: its log line, and the inbox stops re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from telegram import Message, Update
 from telegram.ext import ApplicationHandlerStop
 
@@ -22,14 +24,17 @@ from bot.budgets import Verdict
 from bot.handlers.common import Context, answer_query, log_interaction
 from bot.logs import CURRENT
 from bot.storage.vocabulary import Kind, Outcome
+from bot.text.triggers import detect_trigger
 from bot.updates import inbox, tracking
 
 GROUP_BUTTONS = frozenset({"guide"})  # the one press that may act under a message in a group (it opens the bot)
 
 
-def budget_person(update: Update) -> int | None:
+def budget_person(update: Update, keywords: Iterable[str] = ()) -> int | None:
     """Whose budget this update spends, or None if it spends none (inline queries have their own limit; quiz
-    answers, edits and a group's chatter are not requests; a keyword comment counts once per post anyway)."""
+    answers, edits and a group's chatter are not requests). A keyword comment in a group is a request like any
+    other (a DM guide or a public reply): it spends its sender's budget, the channel's or the group's when
+    someone comments as one (Telegram's stand-in account is shared by all of them)."""
     if update.callback_query is not None:
         return update.callback_query.from_user.id
     message = update.message
@@ -39,6 +44,8 @@ def budget_person(update: Update) -> int | None:
         return message.from_user.id
     if (message.text or "").startswith("/"):  # a command in a group: its answer spends the group's allowance
         return message.from_user.id
+    if not message.is_automatic_forward and detect_trigger(message.text or message.caption, keywords) is not None:
+        return message.sender_chat.id if message.sender_chat is not None else message.from_user.id
     return None
 
 
@@ -52,10 +59,10 @@ async def stop_here(update: Update, context: Context) -> None:
 async def admit(update: object, context: Context) -> None:
     if not isinstance(update, Update):
         return
-    person = budget_person(update)
+    s = context.bot_data.services
+    person = budget_person(update, s.settings.trigger_keywords)
     if person is None:
         return
-    s = context.bot_data.services
     verdict = await s.budget.admit(person)
     if verdict is Verdict.GO:
         trace = CURRENT.get()
