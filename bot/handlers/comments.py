@@ -2,9 +2,10 @@
 
 A bot cannot write to a user first. Someone who already started the bot gets the guide in private (and a
 reaction on the comment); anyone else is named in a public reply with a button that opens the bot with a
-``/start <payload>`` deep link (``bot.public_replies`` coalesces those replies). Once per person per post (a message outside any
-thread: once per person in that group): the database's unique constraint decides. Each keyword comment also spends
-its sender's action budget (``bot.handlers.gate``), so no one can keep the bot's update slots busy with them.
+``/start <payload>`` deep link (``bot.public_replies`` coalesces those replies). Once per person per post (a
+message outside any thread: once per person in that group): the database's unique constraint decides. Each
+keyword comment also spends its sender's action budget (``bot.handlers.gate``), so no one can keep the bot's
+update slots busy with them.
 """
 
 from __future__ import annotations

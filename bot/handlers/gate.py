@@ -1,10 +1,11 @@
 """The door every update passes before the handlers that answer it: one budget per person, and buttons checked.
 
 * **The budget** (``bot.budgets.ActionBudget``): every private message, every command or keyword comment in a
-  group and every button press costs one action of its sender's budget, however many messages the answer takes (the guide's pages are
-  one action). Over it, the person is told once a minute to slow down (a message in private, a line on the
-  button), then hears nothing; groups never hear it. One person's flood therefore costs the bot a few answers a
-  minute, paced by Telegram's per-chat allowance (``bot.flood_control``), and never the other people's turn.
+  group and every button press costs one action of its sender's budget, however many messages the answer takes
+  (the guide's pages are one action). Over it, the person is told once a minute to slow down (a message in
+  private, a line on the button), then hears nothing; groups never hear it. One person's flood therefore costs
+  the bot a few answers a minute, paced by Telegram's per-chat allowance (``bot.flood_control``), and never the
+  other people's turn.
 * **Buttons** (``callback_data`` is written by the client, not by the bot): a press is handled only if its data
   is one of the buttons of the message it came from, and, in a group, only if the action belongs there (the
   guide button, which answers with a link to the private chat). Anything else (forged data, a button on an
