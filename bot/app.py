@@ -33,6 +33,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot import telegram_request
 from bot.config import BotSettings
 from bot.context import CONTEXT_TYPES
 from bot.flood_control import BotRateLimiter
@@ -51,8 +52,8 @@ from bot.handlers import (
     quiz,
     tap,
 )
-from bot.http.metrics import CountingRequest
 from bot.services import BotServices
+from bot.telegram_request import TelegramRequest
 from bot.text.triggers import detect_trigger
 from bot.updates import inbox, tracking
 
@@ -91,9 +92,11 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
         settings.token(),
         base_url=settings.telegram_api_base_url,
         base_file_url=settings.telegram_api_base_url.replace("/bot", "/file/bot"),
-        # PTB's own HTTP layer and pool sizes, counting Telegram's refusals (429s included) for /metrics.
-        request=CountingRequest(services.metrics, connection_pool_size=256),
-        get_updates_request=CountingRequest(services.metrics, connection_pool_size=1),
+        # PTB's own HTTP layer and pool sizes; Telegram's failures told apart (for the retries) and counted.
+        request=TelegramRequest(
+            services.metrics, connection_pool_size=256, read_timeout=telegram_request.READ_TIMEOUT_S
+        ),
+        get_updates_request=TelegramRequest(services.metrics, connection_pool_size=1),
         defaults=Defaults(
             parse_mode=ParseMode.HTML,
             link_preview_options=LinkPreviewOptions(is_disabled=True),

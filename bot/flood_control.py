@@ -12,9 +12,14 @@ on python-telegram-bot's ``BaseRateLimiter`` and aiolimiter's leaky buckets (the
   messages: they skip it (a 👍 on each of 26 keyword comments had delayed the next public reply by 21 s);
 * a 429 (``RetryAfter``) holds back that chat alone for ``retry_after``, then the call is tried again (up to
   ``max_retries`` times);
-* a call that fails on the way (Telegram's 5xx, a connection dropped or refused, a timeout) is tried again with
-  backoff: a few times if it never left or does the same thing twice (edits, settings), once if it may have
-  arrived and would show twice (a message: at least once, at most one repeat).
+* a call that fails on the way is tried again with backoff (0.5 s, doubling, up to ``MAX_NETWORK_RETRIES``
+  times) when repeating it cannot double anything: it never left this machine (a connection refused, no
+  connection free), Telegram answered that it failed (5xx but 504, ``bot.telegram_request``), or it does the
+  same thing however often it arrives (edits, settings, reads, a button's answer). A message whose call may have
+  arrived (the connection dropped mid-way, an answer that is not JSON, a 504, no answer within
+  ``bot.telegram_request.READ_TIMEOUT_S``) is sent again too, at most ``MAX_DOUBTFUL_REPEATS`` times: at least
+  once, and a copy only where a failed attempt did in fact arrive. Copies stay rare because Telegram is given
+  15 s to answer, not python-telegram-bot's 5: a slow answer is waited for, not sent again.
 
 The buckets of all chats live in ``cachetools`` caches with a size cap and an expiry, refreshed on every use.
 
@@ -46,6 +51,8 @@ from telegram.error import BadRequest, NetworkError, RetryAfter
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.telegram_request import TelegramServerError
+
 log = logging.getLogger(__name__)
 
 BUSY_AT = 3  # calls inside the limiter at once (or predictions begun within a second) past which courtesy is skipped
@@ -53,9 +60,13 @@ KEEP = 100_000  # chats whose buckets are remembered at once
 # Calls that put a message into a chat (or change one): the ones Telegram counts per chat.
 PER_CHAT_PREFIXES = ("send", "edit", "copyMessage", "forwardMessage", "stopPoll")
 NOT_MESSAGES = frozenset({"sendChatAction"})
-# Calls that do the same thing however often they arrive.
-IDEMPOTENT_PREFIXES = ("edit", "get", "set", "delete")
+# Calls that do the same thing however often they arrive (Telegram takes one answer per query: a second is a
+# 400 "query is already answered", read below as the first one's success).
+IDEMPOTENT_PREFIXES = ("edit", "get", "set", "delete", "answer")
 NETWORK_RETRY_S = 0.5  # before the first repeat of a call that failed on the way; doubled for each next one
+NETWORK_RETRY_MAX_S = 8.0
+MAX_NETWORK_RETRIES = 5  # repeats of one call after failures on the way (about 15 s of backoff in all)
+MAX_DOUBTFUL_REPEATS = 2  # ... of which repeats of a message that may have arrived (each can be a copy)
 
 
 def paced_per_chat(endpoint: str) -> bool:
@@ -67,13 +78,23 @@ def never_sent(exc: BaseException) -> bool:
     return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
+def not_done(exc: BaseException) -> bool:
+    """The call surely did not take effect: it never left, or Telegram answered that it failed."""
+    if isinstance(exc, TelegramServerError):
+        return not exc.may_have_been_done
+    return never_sent(exc)
+
+
+def harmless_twice(endpoint: str) -> bool:
+    """Calls that do the same thing however often they arrive."""
+    return endpoint.startswith(IDEMPOTENT_PREFIXES) or endpoint in NOT_MESSAGES
+
+
 def network_retries(endpoint: str, exc: NetworkError) -> int:
-    """How many times a call that failed on the way is tried again. One that never left, or that does the same
-    thing twice (an edit, a setting, a read), a few times; one that may have arrived and would then show twice
-    (a message, a button's answer) once: a reply is worth more than the small chance of seeing it twice."""
-    if never_sent(exc) or endpoint.startswith(IDEMPOTENT_PREFIXES) or endpoint in NOT_MESSAGES:
-        return 3
-    return 1
+    """How many times in all a call may be repeated once it has failed like this: ``MAX_NETWORK_RETRIES`` when a
+    repeat cannot double anything; ``MAX_DOUBTFUL_REPEATS`` when this failure may have let a message through (a
+    reply is worth more than the small chance of seeing it twice)."""
+    return MAX_NETWORK_RETRIES if not_done(exc) or harmless_twice(endpoint) else MAX_DOUBTFUL_REPEATS
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -148,7 +169,7 @@ class BotRateLimiter(BaseRateLimiter[int]):
         with contextlib.suppress(ValueError, TypeError):
             chat_id = int(chat_id)  # type: ignore[arg-type]
         retries = rate_limit_args if rate_limit_args is not None else self.max_retries
-        floods = failures = 0
+        floods = failures = doubts = 0  # doubts: failed sends that may have reached Telegram all the same
         uncertain = False  # an attempt that failed may still have reached Telegram
         self.in_flight += 1
         try:
@@ -179,17 +200,17 @@ class BotRateLimiter(BaseRateLimiter[int]):
                         return True  # the earlier answer did arrive: Telegram takes one per query, and has it
                     raise
                 except NetworkError as exc:  # a 5xx, a connection dropped or refused, a timeout (TimedOut)
-                    allowed = network_retries(endpoint, exc)
-                    if failures >= allowed:
+                    doubts += not (not_done(exc) or harmless_twice(endpoint))
+                    if failures >= MAX_NETWORK_RETRIES or doubts > MAX_DOUBTFUL_REPEATS:
                         raise
                     failures += 1
-                    uncertain = uncertain or not never_sent(exc)
+                    uncertain = uncertain or not not_done(exc)
                     self.network_retries += 1
                     log.warning(
-                        "%s failed on the way (%s); trying again (%d of %d)", endpoint, type(exc).__name__,
-                        failures, allowed,
+                        "%s failed on the way (%s: %s); trying again (%d of at most %d)", endpoint,
+                        type(exc).__name__, exc.message[:120], failures, network_retries(endpoint, exc),
                     )  # fmt: skip
-                    await asyncio.sleep(NETWORK_RETRY_S * 2 ** (failures - 1))
+                    await asyncio.sleep(min(NETWORK_RETRY_MAX_S, NETWORK_RETRY_S * 2 ** (failures - 1)))
         finally:
             self.in_flight -= 1
 

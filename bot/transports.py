@@ -8,13 +8,17 @@ finished yet, so the start-up replay and the active process's look at the inbox 
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from telegram import Update
+from telegram.error import TelegramError
 from telegram.ext import Application
 
 from bot.http.health import Health
 from bot.http.webhook import Webhook, register_webhook, watch_webhook
+
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -49,12 +53,17 @@ class Polling:
         return None
 
     async def start(self) -> None:
-        await self.application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        await self.application.updater.start_polling(allowed_updates=Update.ALL_TYPES, error_callback=_poll_failed)
 
     async def stop(self) -> None:
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
+
+
+def _poll_failed(error: TelegramError) -> None:
+    """A poll that failed (the Updater tries again by itself): one line, not python-telegram-bot's traceback."""
+    log.warning("polling Telegram failed (%s: %s); polling again", type(error).__name__, error.message[:120])
 
 
 class WebhookTransport:

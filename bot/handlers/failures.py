@@ -6,7 +6,7 @@ import contextlib
 import logging
 
 from telegram import Update
-from telegram.error import TelegramError
+from telegram.error import NetworkError, TelegramError
 
 from bot.handlers.common import Context, log_interaction
 from bot.logs import pseudonym
@@ -22,15 +22,20 @@ async def error_handler(update: object, context: Context) -> None:
         return
     chat = update.effective_chat
     user = update.effective_user
-    log.error(
-        "error handling update %s (kind=%s chat=%s type=%s user=%s): %r",
+    # Telegram out of reach past the rate limiter's retries (bot.flood_control): one line, each try already
+    # logged; a traceback would only show python-telegram-bot's HTTP stack. Anything else is a bug: its traceback.
+    trouble = isinstance(error, NetworkError)
+    log.log(
+        logging.WARNING if trouble else logging.ERROR,
+        "%s update %s (kind=%s chat=%s type=%s user=%s): %r",
+        "a call to Telegram failed after its retries, handling" if trouble else "error handling",
         update.update_id,
         _kind(update),
         chat.id if chat and chat.type != chat.PRIVATE else None,  # a private chat's id is the person's
         chat.type if chat else None,
         pseudonym(user.id) if user else None,
         error,
-        exc_info=error,
+        exc_info=None if trouble else error,
     )
     with contextlib.suppress(Exception):
         await log_interaction(update, context, Kind.ERROR, outcome=type(error).__name__[:32])

@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from telegram.error import TimedOut
-from telegram.request import HTTPXRequest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -63,26 +61,3 @@ class BotMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class CountingRequest(HTTPXRequest):
-    """python-telegram-bot's HTTP layer, counting the answers that are not 2xx (Telegram's 400, 403, 429 ...)
-    and the calls that failed on the way. Counted per attempt: a 429 the rate limiter retries counts once."""
-
-    def __init__(self, metrics: BotMetrics, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._errors = metrics.telegram_errors
-
-    async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        api_method = url.rsplit("/", 1)[-1]  # the URL holds the token; only its last part is a label
-        try:
-            code, payload = await super().do_request(url, method, *args, **kwargs)
-        except TimedOut:
-            self._errors.labels(api_method, "timeout").inc()
-            raise
-        except Exception:
-            self._errors.labels(api_method, "network").inc()
-            raise
-        if code >= 300:
-            self._errors.labels(api_method, str(code)).inc()
-        return code, payload

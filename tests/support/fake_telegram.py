@@ -29,11 +29,11 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support import telegram_rules as rules
-from tests.support.telegram_limits import ChatFloods, NetworkChaos, dropped_connection
+from tests.support.telegram_limits import ChatFloods, NetworkChaos
 from tests.support.telegram_rules import JSON_FIELDS, ApiError, as_sent, check_markup, check_text, utf16_len
 from tests.support.telegram_rules import parse_html as parse_html  # tests import it from here too
 
@@ -147,14 +147,8 @@ class FakeTelegram:
             return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, status_code=401)
         params = await self._params(request)
         trouble = self.network.draw(method)
-        if trouble == "502":
-            return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status_code=502)
-        if trouble == "drop":
-            return StreamingResponse(dropped_connection(), media_type="application/json")
-        if trouble == "timeout":
-            answer = await self._answer(method, params)
-            await asyncio.sleep(self.network.hang_s)
-            return answer
+        if trouble is not None:
+            return await self.network.respond(trouble, lambda: self._answer(method, params))
         return await self._answer(method, params)
 
     async def _answer(self, method: str, params: dict[str, Any]) -> JSONResponse:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from tests.support.telegram_rules import ApiError
 
@@ -38,31 +41,53 @@ class ChatFloods:
         self._levels[chat_id] = (level + 1, now)
 
 
+NGINX_502 = b"""<html>
+<head><title>502 Bad Gateway</title></head>
+<body>
+<center><h1>502 Bad Gateway</h1></center>
+<hr><center>nginx/1.18.0</center>
+</body>
+</html>
+"""
+TROUBLES = ("502", "502-html", "drop", "timeout", "slow")
+
+
 class NetworkChaos:
-    """A network that misbehaves, for sends, edits and answers: ``shares`` is the share of calls that get a 502, a
-    connection dropped before the request is handled, and an answer held past the client's timeout (the request
-    *was* handled). ``seen`` lists (method, "502" | "drop" | "timeout") of each trouble drawn."""
+    """A network that misbehaves, for sends, edits and answers: ``shares`` maps each trouble to the share of calls
+    that get it: "502" (Telegram's JSON body), "502-html" (the HTML page of the proxy in front of it), "drop" (the
+    connection closed before the request is handled), "timeout" (the request *is* handled, the answer comes past
+    the client's timeout) and "slow" (handled, answered late but in time). ``seen`` lists (method, trouble) of
+    each trouble drawn."""
 
     def __init__(self) -> None:
-        self.shares: tuple[float, float, float] | None = None
+        self.shares: dict[str, float] | None = None
         self.hang_s = 6.0  # python-telegram-bot reads for 5 s
+        self.slow_s = 2.0
         self.seen: list[tuple[str, str]] = []
         self._rng = random.Random(20261204)
 
     def draw(self, method: str) -> str | None:
-        if self.shares is None or not method.lower().startswith(("send", "edit", "answer")):
+        if not self.shares or not method.lower().startswith(("send", "edit", "answer")):
             return None
-        draw, (bad_gateway, dropped, timed_out) = self._rng.random(), self.shares
-        trouble = None
-        if draw < bad_gateway:
-            trouble = "502"
-        elif draw < bad_gateway + dropped:
-            trouble = "drop"
-        elif draw < bad_gateway + dropped + timed_out:
-            trouble = "timeout"
-        if trouble:
-            self.seen.append((method, trouble))
-        return trouble
+        draw, edge = self._rng.random(), 0.0
+        for trouble in TROUBLES:
+            edge += self.shares.get(trouble, 0.0)
+            if draw < edge:
+                self.seen.append((method, trouble))
+                return trouble
+        return None
+
+    async def respond(self, trouble: str, answer: Callable[[], Awaitable[Response]]) -> Response:
+        """The fake's answer to a call that drew ``trouble``; ``answer`` handles the call for real."""
+        if trouble == "502":
+            return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status_code=502)
+        if trouble == "502-html":
+            return Response(NGINX_502, status_code=502, media_type="text/html")
+        if trouble == "drop":
+            return StreamingResponse(dropped_connection(), media_type="application/json")
+        handled = await answer()
+        await asyncio.sleep(self.hang_s if trouble == "timeout" else self.slow_s)
+        return handled
 
 
 async def dropped_connection() -> AsyncIterator[bytes]:
