@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import Any
 
 from telegram import (
     BotCommand,
@@ -85,6 +86,16 @@ class FromBotFilter(filters.MessageFilter):
         return bool(message.from_user and message.from_user.is_bot)
 
 
+class BotApplication(Application):
+    """python-telegram-bot's Application, minus a leak: without persistence it still notes the user and chat id
+    of every update for a persistence update that never comes (two sets that grew by every new person, for the
+    life of the process)."""
+
+    def _mark_for_persistence_update(self, *, update: object | None = None, job: Any = None) -> None:
+        if self.persistence is not None:
+            super()._mark_for_persistence_update(update=update, job=job)
+
+
 def build_application(settings: BotSettings, services: BotServices) -> Application:
     # The bot is built here, not by the builder, so that it is the inbox's (bot.updates.inbox.InboxBot): the
     # Updater polls through it and the updates it returns answer through it, with these defaults.
@@ -111,6 +122,7 @@ def build_application(settings: BotSettings, services: BotServices) -> Applicati
     )
     application = (
         ApplicationBuilder()
+        .application_class(BotApplication)
         .bot(bot)
         .context_types(CONTEXT_TYPES)  # context.bot_data is a BotData: its .services is typed
         # Model calls take a while: other users' updates must not wait behind them.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,9 +40,10 @@ class UserGate:
         self.per_minute = per_minute
         self.one_at_a_time = one_at_a_time
         self._clock = clock
-        # A person's requests of the last minute; forgotten a minute after their last one (by then all of them
-        # have left the window anyway), or earlier when ``keep`` newer people push them out.
-        self._recent: TTLCache[int, deque[float]] = TTLCache(keep, ttl=60, timer=clock)
+        # A person's requests of the last minute (a tuple: a fifth of a deque's memory); forgotten a minute after
+        # their last one (by then all of them have left the window anyway), or earlier when ``keep`` newer people
+        # push them out.
+        self._recent: TTLCache[int, tuple[float, ...]] = TTLCache(keep, ttl=60, timer=clock)
         self._in_flight: set[int] = set()  # bounded by the requests running at once
 
     def check(self, user_id: int) -> Refusal | None:
@@ -51,16 +51,11 @@ class UserGate:
         if self.one_at_a_time and user_id in self._in_flight:
             return Refusal("in_flight")
         now = self._clock()
-        recent = self._recent.get(user_id)
-        if recent is None:
-            recent = deque()
-        while recent and now - recent[0] >= 60:
-            recent.popleft()
+        recent = tuple(t for t in self._recent.get(user_id, ()) if now - t < 60)
         if len(recent) >= self.per_minute:
             self._recent[user_id] = recent
             return Refusal("rate_limited", max(1, math.ceil(60 - (now - recent[0]))))
-        recent.append(now)
-        self._recent[user_id] = recent  # (re)set: the minute of memory counts from this request
+        self._recent[user_id] = (*recent, now)  # (re)set: the minute of memory counts from this request
         return None
 
     @contextmanager

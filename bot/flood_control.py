@@ -21,7 +21,8 @@ on python-telegram-bot's ``BaseRateLimiter`` and aiolimiter's leaky buckets (the
   once, and a copy only where a failed attempt did in fact arrive. Copies stay rare because Telegram is given
   15 s to answer, not python-telegram-bot's 5: a slow answer is waited for, not sent again.
 
-The buckets of all chats live in ``cachetools`` caches with a size cap and an expiry, refreshed on every use.
+The buckets of the chats with calls under way are kept while they are; the others' for a minute after their last
+call (``cachetools``, with a size cap), by when they have leaked empty.
 
 It also says whether calls are waiting (``busy``): a "typing..." action is worth sending when the bot is idle,
 and is one call too many in a burst, where it takes the place of a reply in the 30-a-second allowance (300
@@ -39,7 +40,7 @@ import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 BUSY_AT = 3  # calls inside the limiter at once (or predictions begun within a second) past which courtesy is skipped
 KEEP = 100_000  # chats whose buckets are remembered at once
+IDLE_BUCKET_KEPT_S = 60.0  # a chat's bucket after its last call: the longest a bucket takes to leak empty
 # Calls that put a message into a chat (or change one): the ones Telegram counts per chat.
 PER_CHAT_PREFIXES = ("send", "edit", "copyMessage", "forwardMessage", "stopPoll")
 NOT_MESSAGES = frozenset({"sendChatAction"})
@@ -122,9 +124,12 @@ class BotRateLimiter(BaseRateLimiter[int]):
         self._group = (group_max_rate, group_time_period)
         self._private = (private_burst, private_burst / private_per_second)
         self.max_retries = max_retries
-        # A chat's bucket is re-set on every use and kept 10 minutes after its last: a bucket empties within a
-        # minute, so one dropped is one that a new bucket replaces exactly.
-        self._chats: TTLCache[int | str, AsyncLimiter] = TTLCache(keep, ttl=600)
+        # Each chat's bucket: in ``_busy`` while calls are in it or waiting for it (bounded by the calls in flight;
+        # never dropped then, or a new bucket would let a second burst through), then ``_idle`` for a minute, by
+        # when it has leaked empty and a new bucket is the same. Memory follows the chats of the last minute, not
+        # every person the bot ever answered.
+        self._busy: dict[int | str, tuple[AsyncLimiter, int]] = {}
+        self._idle: TTLCache[int | str, AsyncLimiter] = TTLCache(keep, ttl=IDLE_BUCKET_KEPT_S)
         # Chats Telegram asked to wait (429), until when (the event loop's clock).
         self._held: TTLCache[int | str, float] = TTLCache(keep, ttl=3600)
         self.in_flight = 0
@@ -142,13 +147,26 @@ class BotRateLimiter(BaseRateLimiter[int]):
         """Calls to Telegram are queued or under way: skip what is only a courtesy."""
         return self.in_flight >= BUSY_AT
 
-    def _bucket(self, chat_id: int | str) -> AsyncLimiter:
-        bucket = self._chats.get(chat_id)
-        if bucket is None:
-            group = not isinstance(chat_id, int) or chat_id < 0  # "@channel" names are channels too
-            bucket = AsyncLimiter(*(self._group if group else self._private))
-        self._chats[chat_id] = bucket
-        return bucket
+    @contextlib.contextmanager
+    def _chat_bucket(self, chat_id: int | str) -> Iterator[AsyncLimiter]:
+        """The chat's bucket, held busy for the length of the block."""
+        busy = self._busy.get(chat_id)
+        if busy is None:
+            bucket = self._idle.pop(chat_id, None)
+            if bucket is None:
+                group = not isinstance(chat_id, int) or chat_id < 0  # "@channel" names are channels too
+                bucket = AsyncLimiter(*(self._group if group else self._private))
+            busy = (bucket, 0)
+        self._busy[chat_id] = (busy[0], busy[1] + 1)
+        try:
+            yield busy[0]
+        finally:
+            bucket, users = self._busy[chat_id]
+            if users > 1:
+                self._busy[chat_id] = (bucket, users - 1)
+            else:
+                del self._busy[chat_id]
+                self._idle[chat_id] = bucket
 
     async def _wait_if_held(self, chat_id: int | str | None) -> None:
         loop = asyncio.get_running_loop()
@@ -175,13 +193,14 @@ class BotRateLimiter(BaseRateLimiter[int]):
         try:
             while True:
                 await self._wait_if_held(chat_id)
-                per_chat = self._bucket(chat_id) if chat_id is not None and paced_per_chat(endpoint) else None
+                paced = chat_id is not None and paced_per_chat(endpoint)
                 try:
-                    async with (
-                        per_chat or contextlib.nullcontext(),
-                        self._overall if chat_id is not None else contextlib.nullcontext(),
-                    ):
-                        return await callback(*args, **kwargs)
+                    with self._chat_bucket(chat_id) if paced else contextlib.nullcontext() as per_chat:
+                        async with (
+                            per_chat or contextlib.nullcontext(),
+                            self._overall if chat_id is not None else contextlib.nullcontext(),
+                        ):
+                            return await callback(*args, **kwargs)
                 except RetryAfter as exc:
                     if floods == retries:
                         log.warning("Telegram refused %s %d times in a row (429): giving up", endpoint, floods + 1)
@@ -215,7 +234,7 @@ class BotRateLimiter(BaseRateLimiter[int]):
             self.in_flight -= 1
 
     def sizes(self) -> dict[str, int]:
-        return {"chats": len(self._chats), "held": len(self._held)}
+        return {"chats": len(self._busy) + len(self._idle), "busy": len(self._busy), "held": len(self._held)}
 
 
 class Starts:

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 # How many entries each in-memory map keeps at most (the least recently used go first).
 CLAIMS_KEPT = 100_000
-TAP_SENTENCES_KEPT = 10_000
+# Tap-to-mask sentences are texts of up to 4,096 characters: their cache is capped by characters, not entries (a
+# cap of 10,000 entries was up to 160 MB of text). Past it, a tap finds its sentence in the database instead.
+TAP_SENTENCES_CHARS = 2_000_000
 
 
 @dataclass
@@ -60,7 +62,9 @@ class BotServices:
     # /compare's models, loaded on first use (bot.lineup).
     lineup: Lineup | None = None
     # Sentences offered for tap-to-mask, by the short key in their buttons' data: (whose, the text), the newest.
-    tap_sentences: LRUCache[str, tuple[int | None, str]] = field(default_factory=lambda: LRUCache(TAP_SENTENCES_KEPT))
+    tap_sentences: LRUCache[str, tuple[int | None, str]] = field(
+        default_factory=lambda: LRUCache(TAP_SENTENCES_CHARS, getsizeof=lambda kept: 100 + len(kept[1]))
+    )
     # The language each person chose (bot.updates.languages); read from the repository unless given.
     languages: Languages | None = None
     # Predictions begun lately: in a burst "typing..." is skipped (bot.flood_control).

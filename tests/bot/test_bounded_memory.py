@@ -13,7 +13,7 @@ from bot.budgets import KEEP, ActionBudget, UserGate
 from bot.context import ANSWERED_KEPT, POSTS_KEPT, QUIZZES_KEPT, BotData
 from bot.flood_control import BotRateLimiter
 from bot.public_replies import CommentReplies
-from bot.services import CLAIMS_KEPT, TAP_SENTENCES_KEPT, BotServices
+from bot.services import CLAIMS_KEPT, TAP_SENTENCES_CHARS, BotServices
 from bot.storage.writer import FORGOTTEN_KEEP, Forgotten, InteractionWriter
 from bot.text.render import Renderer
 from bot.updates.languages import Languages
@@ -41,16 +41,32 @@ async def test_the_action_budget_stays_bounded() -> None:
     assert sizes["buckets"] <= KEEP and sizes["warned"] <= KEEP and sizes["running"] == 0
 
 
-async def test_the_per_chat_pacing_stays_bounded() -> None:
-    limiter = BotRateLimiter()
+async def test_the_per_chat_pacing_keeps_only_the_chats_of_the_last_minute() -> None:
+    """A bucket stays while calls are in it or wait for it, then a minute (by when it has leaked empty): a viral
+    day's people each cost a bucket for a minute, not for the life of the process (and never more than the cap)."""
+    clock = [0.0]
+    limiter = BotRateLimiter(private_burst=1, private_per_second=20)
+    limiter._idle = type(limiter._idle)(limiter._idle.maxsize, ttl=60.0, timer=lambda: clock[0])  # a clock to move
+    waiting = asyncio.Event()
 
     async def request() -> None:
         return None
 
-    for chat_id in range(MILLION):
-        limiter._bucket(chat_id)
-    await limiter.process_request(request, (), {}, "sendMessage", {"chat_id": 1}, None)
-    assert limiter.sizes()["chats"] <= 100_000
+    async def slow() -> None:
+        await waiting.wait()
+
+    for chat_id in range(1_000):
+        await limiter.process_request(request, (), {}, "sendMessage", {"chat_id": chat_id}, None)
+    held = asyncio.create_task(limiter.process_request(slow, (), {}, "sendMessage", {"chat_id": 5}, None))
+    queued = asyncio.create_task(limiter.process_request(request, (), {}, "sendMessage", {"chat_id": 5}, None))
+    await asyncio.sleep(0.01)
+    assert limiter.sizes()["busy"] == 1, "chat 5's bucket is in use: kept whatever the clock says"
+    clock[0] = 61.0
+    await limiter.process_request(request, (), {}, "sendMessage", {"chat_id": -100}, None)  # the cache expires
+    assert limiter.sizes() == {"chats": 2, "busy": 1, "held": 0}  # chat 5's (busy) and the group's (idle now)
+    waiting.set()
+    await asyncio.gather(held, queued)
+    assert limiter.sizes()["busy"] == 0 and limiter.sizes()["chats"] == 2
 
 
 async def test_language_choices_in_memory_stay_bounded() -> None:
@@ -90,8 +106,18 @@ async def test_tap_sentences_and_comment_claims_stay_bounded() -> None:
     for n in range(MILLION):
         await s.keep_sentence(s.remember_sentence("a sentence", n))
         s.claim_in_memory(f"-100:{n}", n)
-    assert len(s.tap_sentences) <= TAP_SENTENCES_KEPT and len(s.claims_in_memory) <= CLAIMS_KEPT
+    assert len(s.claims_in_memory) <= CLAIMS_KEPT
     assert len(written) == MILLION
+
+
+def test_tap_sentences_in_memory_are_capped_by_their_length_not_their_count() -> None:
+    """A sentence is up to 4,096 characters: 10,000 of them were up to 160 MB. The newest stay, the oldest go (a
+    tap on one of those finds it in the database)."""
+    s = services()
+    keys = [s.remember_sentence("ж" * 4_096, n) for n in range(10_000)]
+    assert s.tap_sentences.currsize <= TAP_SENTENCES_CHARS
+    assert sum(len(text) for _, text in s.tap_sentences.values()) <= TAP_SENTENCES_CHARS
+    assert keys[-1] in s.tap_sentences and keys[0] not in s.tap_sentences
 
 
 def test_posts_answered_buttons_and_quizzes_stay_bounded() -> None:
@@ -130,3 +156,21 @@ async def test_inline_calls_in_flight_leave_when_they_end(queries: int) -> None:
 
     results = await asyncio.gather(*(_latest_only(s, user_id, answer(user_id)) for user_id in range(queries)))
     assert results == list(range(queries)) and s.inline_in_flight == {}
+
+
+def test_the_application_notes_no_ids_for_a_persistence_it_does_not_have(tmp_path: Path) -> None:
+    """python-telegram-bot adds every update's user and chat id to two sets for its persistence, and empties them
+    only when there is one: without, they grew by every new person for the life of the process."""
+    from telegram import Update
+
+    from tests.support.bot_harness import bot_settings, built_application
+
+    fake = SimpleNamespace(url="http://127.0.0.1:9/bot")
+    application, _ = built_application(bot_settings(fake, tmp_path, tmp_path))  # type: ignore[arg-type]
+    for user_id in range(1, 1_001):
+        person = {"id": user_id, "is_bot": False, "first_name": "A"}
+        message = {"message_id": 1, "date": 0, "chat": {**person, "type": "private"}, "from": person}
+        update = Update.de_json({"update_id": user_id, "message": message}, None)
+        application._mark_for_persistence_update(update=update)
+    assert application._user_ids_to_be_updated_in_persistence == set()
+    assert application._chat_ids_to_be_updated_in_persistence == set()
