@@ -40,6 +40,13 @@ class UpdateTrace:
 CURRENT: ContextVar[UpdateTrace | None] = ContextVar("mlm_bot_update", default=None)
 
 
+def update_began_at() -> datetime:
+    """When the handling of the update in hand began (else now). A write stamped with it is dropped by a /forget
+    that came after the update began, however late the write itself is handed over (``bot.storage.writer``)."""
+    trace = CURRENT.get()
+    return trace.began_at if trace is not None else datetime.now(timezone.utc)
+
+
 _secrets: set[str] = set()
 _pseudonym_key = secrets.token_bytes(32)  # until the bot's token gives a stable one
 

@@ -214,7 +214,9 @@ def owed(unsent: Unsent) -> OwedReply:
         "entry": {**entry, "created_at": c.entry.created_at.isoformat() if c.entry.created_at else None},
         "keyboard": unsent.keyboard.to_dict(),
     }
-    return OwedReply(unsent.chat_id, unsent.thread, c.user_id, json.dumps(payload), datetime.now(timezone.utc))
+    # Stamped with the comment's time: a /forget after the comment drops it, whenever it is handed over.
+    created_at = c.entry.created_at or datetime.now(timezone.utc)
+    return OwedReply(unsent.chat_id, unsent.thread, c.user_id, json.dumps(payload), created_at)
 
 
 def restore(replies: CommentReplies, chat_id: int, thread: int, payload: str, outbox_id: int | None = None) -> None:

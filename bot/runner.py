@@ -190,7 +190,7 @@ def mini_app(settings: BotSettings, services: BotServices) -> Playground:
             InteractionEntry(
                 kind=Kind.PLAYGROUND, user=UserInfo(person.user_id, person.username, person.language_code),
                 chat_id=person.user_id, chat_type="private", trigger=kind, input_text=text, outcome=outcome,
-                model_name=services.model.model_name,
+                model_name=services.model.model_name, created_at=person.began_at,
             )
         )  # fmt: skip
 

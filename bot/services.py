@@ -13,7 +13,6 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from cachetools import LRUCache
 
@@ -22,7 +21,7 @@ from bot.config import BotSettings
 from bot.flood_control import Starts
 from bot.http.metrics import BotMetrics
 from bot.lineup import Lineup
-from bot.logs import record_outcome
+from bot.logs import record_outcome, update_began_at
 from bot.public_replies import CommentReplies
 from bot.storage import Repository
 from bot.storage.repository import InteractionEntry, TapSentenceKept, Write
@@ -91,7 +90,7 @@ class BotServices:
         on another process. Called after the reply: the reply never waits for the database."""
         kept = self.tap_sentences.get(key)
         if kept is not None:
-            await self.log(TapSentenceKept(key, kept[0], kept[1], datetime.now(timezone.utc)))
+            await self.log(TapSentenceKept(key, kept[0], kept[1], update_began_at()))
 
     async def tapped_sentence(self, key: str) -> str | None:
         kept = self.tap_sentences.get(key)

@@ -20,6 +20,7 @@ from telegram import InputPollOption, Update
 from telegram.error import TelegramError
 
 from bot.handlers.common import Context, answer_query, log_interaction
+from bot.logs import update_began_at
 from bot.services import BotServices
 from bot.storage.repository import QuizAsked, QuizEnded
 from bot.storage.vocabulary import Kind, Outcome
@@ -108,7 +109,7 @@ async def _ask(context: Context, run: QuizRun) -> None:
     context.bot_data.quizzes[message.poll.id] = run  # a capped cache: the database keeps them all for a day
     await s.log(
         QuizAsked(
-            message.poll.id, run.user_id, run.chat_id, run.question, run.right, previous, datetime.now(timezone.utc)
+            message.poll.id, run.user_id, run.chat_id, run.question, run.right, previous, update_began_at()
         )
     )
 

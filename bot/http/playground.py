@@ -17,8 +17,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
 
@@ -63,6 +63,8 @@ class Person:
     language: str  # the bot's language for them (their /language choice, else the default)
     username: str | None = None
     language_code: str | None = None
+    # When their request came in: what it logs is stamped with it, so a /forget made while it ran drops it.
+    began_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 class Unauthorized(Exception):
@@ -140,8 +142,9 @@ class Playground:
 
     # -------------------------------------------------------------------- API
     async def _person(self, request: Request) -> Person:
+        began_at = datetime.now(timezone.utc)
         if self._authenticator is None:
-            return Person(None, _language_header(request, self.renderer.default_language))
+            return Person(None, _language_header(request, self.renderer.default_language), began_at=began_at)
         scheme, _, init_data = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "tma" or not init_data:
             raise Unauthorized("no initData")
@@ -153,8 +156,9 @@ class Playground:
             raise Unauthorized("no user in initData")
         chosen = await self._language_of(data.user.id) if self._language_of is not None else None
         return Person(
-            data.user.id, chosen or self.renderer.default_language, data.user.username, data.user.language_code
-        )
+            data.user.id, chosen or self.renderer.default_language, data.user.username, data.user.language_code,
+            began_at,
+        )  # fmt: skip
 
     async def _sentence(self, request: Request) -> str:
         body = b""

@@ -10,27 +10,9 @@ import pytest
 
 from bot.handlers import inline
 from bot.runner import serve
-from models.serving.client import LocalFillMask
 from tests.support.bot_harness import bot_settings, running_bot
 from tests.support.fake_telegram import FakeTelegram, parse_html
-
-
-class HeldModel(LocalFillMask):
-    """The real model, except that sentences with "slow" wait until the test opens the gate."""
-
-    def __init__(self, settings) -> None:
-        super().__init__(settings)
-        self.gate = asyncio.Event()
-        self.cancelled: list[str] = []
-
-    async def fill_mask(self, text: str, **kwargs):
-        if "slow" in text:
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
-                self.cancelled.append(text)
-                raise
-        return await super().fill_mask(text, **kwargs)
+from tests.support.held_model import HeldModel
 
 
 @pytest.fixture

@@ -13,35 +13,18 @@ import logging
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from bot.logs import UpdateFields, formatter
 from bot.storage.dead_letters import DeadLetters, dead_letter_path_for
-from models.serving.client import LocalFillMask
 from tests.support.bot_harness import bot_settings, eventually, running_bot
 from tests.support.chats import bot_messages, lesson_started, wait_until_said
 from tests.support.fake_telegram import FakeTelegram, parse_html
+from tests.support.held_model import HeldModel
 
 WORD = "zanzibarquux"  # in everything Zed types, and in his username
 ZED, AMY = 918_273_645, 918_273_646
 GROUP = {"id": -1001555000333, "type": "supergroup", "title": "Discussion"}
 CHANNEL = {"id": -1001555000444, "type": "channel", "title": "Creator"}
-
-
-class HeldModel(LocalFillMask):
-    """The real model; sentences with "slow" wait while ``hold`` is set (a chart being drawn, say)."""
-
-    def __init__(self, settings: Any) -> None:
-        super().__init__(settings)
-        self.open = asyncio.Event()
-        self.open.set()
-        self.waiting = 0
-
-    async def fill_mask(self, text: str, **kwargs: Any):
-        if "slow" in text and not self.open.is_set():
-            self.waiting += 1
-            await self.open.wait()
-        return await super().fill_mask(text, **kwargs)
 
 
 def dump(database: Path) -> list[tuple[str, tuple]]:
@@ -76,7 +59,7 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
             {"failed_at": datetime.now(timezone.utc).isoformat(), "error": "DataError", "type": "InteractionEntry",
              "user_id": person, "write": {"user": {"id": person}, "input_text": text}}
         )  # fmt: skip
-    model = HeldModel(settings)
+    model = HeldModel(settings, held=False)
     try:
         async with running_bot(settings, fake, model=model) as repo:
             zed = fake.user(ZED, "Zed", username=f"zed_{WORD}")
@@ -115,7 +98,7 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
             await fake.wait_for(lambda f: bool(f.sent("answerInlineQuery")), timeout=30)
             await eventually(lambda: _has(repo, "language", ZED), 15)
             answer = await _answer_to(fake, f"the slow {WORD}")
-            model.open.clear()
+            model.gate.clear()
             await fake.press(zed, answer, "chart")
             await _until(lambda: model.waiting == 1)
             assert mentions([row for _, row in dump(database)], ZED), "Zed's traces are there before /forget"
@@ -129,7 +112,7 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
             await fake.wait_for(
                 lambda f: any("Ho gaya" in parse_html(c.params["text"]) for c in f.sent("editMessageText"))
             )
-            model.open.set()  # the chart is drawn and sent now, after the deletion
+            model.gate.set()  # the chart is drawn and sent now, after the deletion
             await fake.wait_for(lambda f: bool(f.sent("sendPhoto", ZED)), timeout=30)
             # Amy's next row is written after anything Zed's chart handed over (the writer keeps the order).
             await fake.send_text(amy, "The amy ran to the [MASK].")
