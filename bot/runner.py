@@ -34,7 +34,7 @@ from bot.logs import quiet_libraries, redact, set_pseudonym_key
 from bot.public_replies import CommentReplies, owed, restore
 from bot.services import BotServices
 from bot.storage import Database, Repository
-from bot.storage.leader import Leadership, leadership_for
+from bot.storage.leader import Leadership, UnusableLock, leadership_for
 from bot.storage.repository import InteractionEntry, UserInfo, write_all
 from bot.storage.vocabulary import Kind
 from bot.storage.writer import InteractionWriter, dead_letter_path_for
@@ -112,8 +112,11 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
     leader = leadership_for(settings.database_url)
     try:
         # Migrations run under the active process's lock, never while another version of the bot is serving.
-        if await leader.try_acquire():
-            await database.migrate()
+        try:
+            if await leader.try_acquire():
+                await database.migrate()
+        except UnusableLock as exc:
+            raise StartupError(str(exc)) from None
         await _serve(settings, stop, database, leader, model or create_fill_mask_service(settings))
     finally:
         await leader.release()
@@ -148,7 +151,7 @@ async def _serve(
     playground = mini_app(settings, services) if settings.mini_app_url else None
     if playground is not None and not (settings.webhook_url or settings.metrics_port):
         raise StartupError("MINI_APP_URL needs the bot's HTTP server for /app: set METRICS_PORT (or WEBHOOK_URL)")
-    health = Health(database, model, webhook=settings.webhook_url is not None)
+    health = Health(database, model, webhook=settings.webhook_url is not None, leader=leader)
     handed_on: set[int] = set()  # updates handed on and not finished (bot.updates.inbox): each is handed on once
     transport: Transport
     if settings.webhook_url:
@@ -230,6 +233,9 @@ async def _run(
             log.info("stopped while the model was loading")
             await application.shutdown()
             return
+        # The lock was taken before the model's load (minutes, the first time): still this process's?
+        if leader.held and not await leader.confirm():
+            log.warning("the active-process lock was lost while the model loaded: standing by instead")
         if not leader.held:  # a hot standby: the model is loaded; the database's lock decides when to serve
             health.standby, health.phase = True, "standing by"
             log.info(
@@ -278,10 +284,21 @@ async def _run(
             if lost.done():  # another process is active now: stop handling at once, send nothing more
                 log.error("lost the database's active-process lock: another process took over; standing down")
             budget.start(settings.shutdown_budget_s)
-            log.info(
-                "stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s
-            )
+            # The jobs first: "adopt" would go on handing stored updates to a queue that python-telegram-bot's
+            # stop() waits to see drained (the job queue stops only after that), and after a lost lock they would
+            # go on working for a process that is no longer the active one.
+            stop_jobs(application)
             await transport.stop()  # what comes now is stored, and handed on by the next start's replay
+            if lost.done():
+                # The active process now replays what is unfinished: this one drops what it has not begun and
+                # cancels what it is handling (left pending in the inbox, for the other), instead of draining it.
+                abandoned = abandon_updates(application, services)
+                log.info("stopping: %d updates left to the process that is active now", abandoned)
+            else:
+                log.info(
+                    "stopping within %.0f s: no new updates; finishing the ones in progress",
+                    settings.shutdown_budget_s,
+                )
             try:  # lets the updates already fetched finish, leaving a few seconds for the replies and the log
                 await asyncio.wait_for(application.stop(), budget.left(reserve=4, at_least=0.5))
             except asyncio.TimeoutError:
@@ -333,6 +350,8 @@ def adopt_left_work(application: Application, services: BotServices, handed_on: 
     updates a process that stood down had stored), and public replies another process owed but did not send."""
 
     async def adopt(context: object) -> None:
+        if not application.running:  # stopping: whatever is stored waits for the next active process
+            return
         try:
             await hand_on_stored_elsewhere(application, services.repo.inbox, handed_on)
             for row in await services.repo.outbox.orphans(services.comment_replies.known_ids()):
@@ -341,6 +360,28 @@ def adopt_left_work(application: Application, services: BotServices, handed_on: 
             log.warning("could not look for work left by other processes (%s)", type(exc).__name__)
 
     application.job_queue.run_repeating(adopt, interval=ADOPT_EVERY_S, first=ADOPT_EVERY_S, name="adopt")
+
+
+def stop_jobs(application: Application) -> None:
+    """No job starts from now on (one already running finishes; ``adopt`` hands nothing on once the application
+    stops running)."""
+    for job in application.job_queue.jobs():
+        job.schedule_removal()
+
+
+def abandon_updates(application: Application, services: BotServices) -> int:
+    """Drop the updates queued and not begun, and cancel those being handled: all of them stay pending in the
+    inbox. Returns how many."""
+    queue = application.update_queue
+    dropped = 0
+    while not queue.empty():
+        queue.get_nowait()
+        queue.task_done()
+        dropped += 1
+    handling = list(services.handling)
+    for task in handling:
+        task.cancel()
+    return dropped + len(handling)
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, Any], stop: asyncio.Event) -> bool:

@@ -68,6 +68,8 @@ class BotServices:
     languages: Languages | None = None
     # Predictions begun lately: in a burst "typing..." is skipped (bot.flood_control).
     prediction_starts: Starts = field(default_factory=Starts)
+    # The tasks handling an update right now (bot.updates.tracking): cancelled if another process takes over.
+    handling: set[asyncio.Task] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.languages is None:

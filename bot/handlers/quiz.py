@@ -108,9 +108,7 @@ async def _ask(context: Context, run: QuizRun) -> None:
     previous, run.poll_id = run.poll_id, message.poll.id
     context.bot_data.quizzes[message.poll.id] = run  # a capped cache: the database keeps them all for a day
     await s.log(
-        QuizAsked(
-            message.poll.id, run.user_id, run.chat_id, run.question, run.right, previous, update_began_at()
-        )
+        QuizAsked(message.poll.id, run.user_id, run.chat_id, run.question, run.right, previous, update_began_at())
     )
 
 

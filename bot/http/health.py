@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from bot.storage import Database
+from bot.storage.leader import Leadership
 from models.serving.client import FillMaskService
 
 POLL_STALE_S = 60.0  # a long poll returns every 10 s or sooner; a minute without one means polling is stuck
@@ -28,6 +29,8 @@ class Health:
     model_started: bool = False  # the model's load has begun (before, its check says what comes first)
     last_poll: float | None = None  # monotonic time of the last getUpdates answer (polling mode)
     webhook_problem: str | None = None  # what Telegram's getWebhookInfo last reported wrong (webhook mode)
+    leader: Leadership | None = None  # a standby asks it who is active (bot.storage.leader)
+    active_process: str | None = None  # who that is, as it last answered
 
     def polled(self) -> None:
         self.last_poll = time.monotonic()
@@ -60,9 +63,20 @@ class Health:
             except Exception as exc:
                 return f"no answer ({type(exc).__name__})"
 
-        db_problem, model_problem = await asyncio.gather(database(), model())
-        problems = {"updates": self.updates(), "database": db_problem, "model": model_problem}
+        async def active() -> str | None:
+            """A standby is healthy while another process holds the lock; with none holding it, nobody answers."""
+            if not self.standby or self.leader is None:
+                return None
+            try:
+                holder = await asyncio.wait_for(self.leader.holder(), CHECK_TIMEOUT_S)
+            except Exception as exc:
+                return f"standby, and cannot tell whether any process is active ({type(exc).__name__})"
+            self.active_process = holder
+            return None if holder else "standby, and no process holds the active lock: nobody is answering"
+
+        db_problem, model_problem, active_problem = await asyncio.gather(database(), model(), active())
+        problems = {"updates": self.updates() or active_problem, "database": db_problem, "model": model_problem}
         checks = {name: problem or "ok" for name, problem in problems.items()}
-        if self.standby:
-            checks["updates"] = "standby: another process on this database is active"
+        if self.standby and active_problem is None:
+            checks["updates"] = f"standby: another process on this database is active ({self.active_process})"
         return all(problem is None for problem in problems.values()), checks

@@ -196,6 +196,8 @@ async def hand_on_stored_elsewhere(application: Application, inbox: Inbox, hande
         return 0
     queued = 0
     for update_id, payload in await inbox.payloads(new):
+        if not application.running:  # stopping: stop() waits for the queue to drain; this would keep it filling
+            break
         if update_id in handed_on:  # the endpoint handed it on while this looked
             continue
         handed_on.add(update_id)

@@ -10,6 +10,7 @@ The log side (the fields on each line, the formats, redaction) is in ``bot.logs`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -44,7 +45,12 @@ async def begin(update: object, context: Context) -> None:
         started=time.monotonic(),
     )
     CURRENT.set(trace)
-    context.bot_data.services.metrics.updates.labels(trace.type).inc()
+    services = context.bot_data.services
+    services.metrics.updates.labels(trace.type).inc()
+    task = asyncio.current_task()  # python-telegram-bot handles each update in a task of its own
+    if task is not None:
+        services.handling.add(task)
+        task.add_done_callback(services.handling.discard)
 
 
 async def finish(update: object, context: Context) -> None:
