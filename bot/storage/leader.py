@@ -159,7 +159,8 @@ class PostgresLeadership(Leadership):
             connect_args={
                 "command_timeout": CHECK_S * 2,
                 "timeout": CHECK_S * 2,
-                "server_settings": {**KEEPALIVE, "application_name": "mlm-bot leader lock"},
+                # The keepalive settings are SET once connected (a pooler refuses unknown startup parameters).
+                "server_settings": {"application_name": "mlm-bot leader lock"},
                 # Unnamed statements only: through a pooler the check below must get to run, not fail on a
                 # prepared statement that lives on another server connection.
                 "statement_cache_size": 0,
@@ -177,6 +178,8 @@ class PostgresLeadership(Leadership):
             if self._connection is None:
                 self._connection = await self._engine.connect()
                 await self._connection.execution_options(isolation_level="AUTOCOMMIT")
+                for name, value in KEEPALIVE.items():
+                    await self._connection.execute(text(f"SET {name} = {value}"))
             if not self._sessions_checked:
                 pooled = await self._shared_sessions(self._connection)
                 self._sessions_checked = True
