@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -222,9 +222,11 @@ class Users:
 
     async def forget_inactive(self, cutoff: datetime) -> int:
         """Retention: people not seen since ``cutoff`` are forgotten (their name, language, whether they can be
-        written to); what they did stays counted, without their id."""
+        written to); what they did stays counted, without their id: neither as ``user_id`` nor as the id of their
+        private chat, which is the same number (a group's id stays: it is the group's)."""
         async with self._db.sessions.begin() as session:
             inactive = select(User.id).where(User.last_seen < cutoff)
+            await session.execute(update(Interaction).where(Interaction.chat_id.in_(inactive)).values(chat_id=None))
             await session.execute(update(Interaction).where(Interaction.user_id.in_(inactive)).values(user_id=None))
             result = await session.execute(delete(User).where(User.last_seen < cutoff))
             return int(result.rowcount or 0)
@@ -238,7 +240,8 @@ class Users:
 async def _forget(session: AsyncSession, user_id: int) -> None:
     """Every row about the person: what they did, their comment claims, the updates they sent (private chats and
     groups alike), the public replies owed to them, their tap sentences and quiz, and who they are."""
-    await session.execute(delete(Interaction).where(Interaction.user_id == user_id))
+    theirs = or_(Interaction.user_id == user_id, Interaction.chat_id == user_id)  # and their private chat's
+    await session.execute(delete(Interaction).where(theirs))
     await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
     await session.execute(delete(InboxUpdate).where(InboxUpdate.user_id == user_id))
     await session.execute(delete(OutboxReply).where(OutboxReply.user_id == user_id))

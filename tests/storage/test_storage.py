@@ -30,7 +30,7 @@ from bot.storage.repository import (
     nearest_rank,
     write_all,
 )
-from bot.storage.tables import Base, User
+from bot.storage.tables import Base, Interaction, User
 from bot.storage.writer import InteractionWriter
 from tests.support.database import entry, hold_write_lock
 
@@ -240,13 +240,30 @@ async def test_forget_deletes_the_user_and_everything_about_them(repo: Repositor
 
 async def test_people_not_seen_within_the_retention_period_are_forgotten(repo: Repository) -> None:
     now = datetime.now(timezone.utc)
-    await write_all(repo.db, [entry(1), entry(2)])  # users 1001 and 1002
+    group = entry(1, chat_id=-100777, chat_type="supergroup")  # 1001 in a group too
+    await write_all(repo.db, [entry(1), entry(2), group])  # users 1001 and 1002
     async with repo.db.sessions.begin() as session:
         await session.execute(sa.update(User).where(User.id == 1001).values(last_seen=now - timedelta(days=100)))
     assert await repo.users.forget_inactive(now - timedelta(days=90)) == 1
     assert await repo.users.get(1001) is None and await repo.users.get(1002) is not None
     rows = await repo.interactions.all()  # what 1001 did stays counted, without their id
-    assert sorted(r.user_id or 0 for r in rows) == [0, 1002]
+    assert sorted(r.user_id or 0 for r in rows) == [0, 0, 1002]
+    # Not as the private chat's id either (the same number); the group's id is the group's.
+    assert sorted((r.chat_id or 0, r.chat_type) for r in rows if r.user_id is None) == [
+        (-100777, "supergroup"),
+        (0, "private"),
+    ]
+
+
+async def test_forget_also_deletes_rows_of_their_private_chat_that_lack_their_id(repo: Repository) -> None:
+    """Rows in a person's private chat without ``user_id`` (anonymised by an older version's retention, or written
+    without a sender): the chat's id is the person's, and /forget takes them too."""
+    now = datetime.now(timezone.utc)
+    await write_all(repo.db, [entry(1), entry(2)])
+    async with repo.db.sessions.begin() as session:
+        await session.execute(sa.update(Interaction).where(Interaction.user_id == 1001).values(user_id=None))
+    await write_all(repo.db, [Forget(1001, now)])
+    assert [(r.user_id, r.chat_id) for r in await repo.interactions.all()] == [(1002, 1002)]
 
 
 async def test_a_language_choice_is_kept_until_changed_or_forgotten(repo: Repository) -> None:
