@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ KNOWN_NAMES = {
     "xlm-roberta": "XLM-RoBERTa", "deberta-v2": "DeBERTa", "camembert": "CamemBERT", "modernbert": "ModernBERT",
 }  # fmt: skip
 TOP_K = 3
+RETRY_FIRST_S = 30.0  # a model that failed to load is tried again after this long, doubling to RETRY_MAX_S
+RETRY_MAX_S = 3600.0
 
 
 @dataclass
@@ -38,31 +41,60 @@ class Row:
     details: dict[str, Any] | None = None  # the error's numbers (a mask count and its limit ...)
 
 
+@dataclass
+class Failure:
+    """A model that failed to load, and when it may be tried again."""
+
+    error: str
+    retry_at: float
+    delay: float
+
+
 class Lineup:
-    def __init__(self, names: Sequence[str], base: ModelSettings) -> None:
+    def __init__(
+        self, names: Sequence[str], base: ModelSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.names = list(names)
         self._base = base
+        self._clock = clock
         self._models: dict[str, LocalFillMask] = {}
-        self._failed: dict[str, str] = {}
+        self._failed: dict[str, Failure] = {}
         self._lock = asyncio.Lock()
+        self.load_attempts = 0
 
     @property
     def loaded(self) -> bool:
         return all(name in self._models or name in self._failed for name in self.names)
 
+    def _due(self) -> list[str]:
+        """Models not loaded that may be tried now: never tried, or failed long enough ago. A model that fails to
+        load (a typo in COMPARE_MODELS, the hub out of reach) is tried again after 30 s, then twice as long each
+        time up to an hour: not at every /compare, each of which would wait for it under the lock."""
+        now = self._clock()
+        return [
+            n
+            for n in self.names
+            if n not in self._models and (n not in self._failed or self._failed[n].retry_at <= now)
+        ]
+
     async def _load(self) -> None:
+        if not self._due():
+            return
         async with self._lock:
-            missing = [n for n in self.names if n not in self._models]
-            self._failed = {}
+            missing = self._due()
 
             async def load(name: str) -> None:
                 model = LocalFillMask(self._base.model_copy(update={"model_name": name}))
+                self.load_attempts += 1
                 try:
                     await model.start()
                 except (ModelLoadError, OSError, ValueError) as exc:
-                    log.error("compare: could not load %s: %s", name, exc)
-                    self._failed[name] = str(exc)
+                    before = self._failed.get(name)
+                    delay = min(RETRY_MAX_S, before.delay * 2) if before else RETRY_FIRST_S
+                    log.error("compare: could not load %s: %s (trying again in %.0f s)", name, exc, delay)
+                    self._failed[name] = Failure(str(exc), self._clock() + delay, delay)
                     return
+                self._failed.pop(name, None)
                 self._models[name] = model
 
             # One after the other: transformers' from_pretrained initialises on the "meta" device through a
@@ -72,7 +104,7 @@ class Lineup:
                 await load(name)
 
     async def compare(self, sentence: str) -> list[Row]:
-        await self._load()  # the first time; later only a model that failed is tried again
+        await self._load()  # the first time; later only a model that failed, once its wait is over
 
         async def one(name: str) -> Row:
             model = self._models.get(name)
