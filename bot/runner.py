@@ -34,10 +34,11 @@ from bot.logs import quiet_libraries, redact, set_pseudonym_key
 from bot.public_replies import CommentReplies, owed, restore
 from bot.services import BotServices
 from bot.storage import Database, Repository
+from bot.storage.dead_letters import dead_letter_path_for
 from bot.storage.leader import Leadership, UnusableLock, leadership_for
 from bot.storage.repository import InteractionEntry, UserInfo, write_all
 from bot.storage.vocabulary import Kind
-from bot.storage.writer import InteractionWriter, dead_letter_path_for
+from bot.storage.writer import InteractionWriter
 from bot.text.render import Renderer
 from bot.transports import Polling, Transport, WebhookTransport
 from bot.updates.inbox import hand_on_stored_elsewhere, replay_unfinished
@@ -128,9 +129,7 @@ async def _serve(
 ) -> None:
     redact(settings.token())
     repo = Repository(database)
-    writer = InteractionWriter(
-        functools.partial(write_all, database), dead_letter_path=dead_letter_path_for(settings.database_url)
-    )
+    writer = InteractionWriter(functools.partial(write_all, database), letters=repo.dead_letters)
     renderer = Renderer(default_language=settings.default_language, creator_gender=settings.creator_gender)
     comment_replies = CommentReplies(renderer, writer.log, remove_owed=repo.outbox.remove)
     metrics = BotMetrics()
@@ -254,6 +253,10 @@ async def _run(
         raise
     comment_replies.start(application.bot)
     await writer.start()
+    try:  # an older version's dead-letter file: into the table (which /forget and retention clean), then deleted
+        await repo.dead_letters.take_in_file(dead_letter_path_for(settings.database_url))
+    except Exception as exc:
+        log.warning("could not take in the old dead-letter file (%s); trying again at the next start", exc)
     budget = ShutdownBudget()  # one budget for the whole shutdown, from the moment the stop comes
     lost = asyncio.create_task(leader.watch(), name="leader-lock")
     try:

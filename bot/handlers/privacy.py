@@ -1,14 +1,13 @@
 """/forget (delete everything about me, after a confirmation) and the daily retention job.
 
-/forget deletes the person's rows in every table (``bot.storage.repository._forget``), their records in the
-dead-letter file, and what this process holds about them in memory (``BotServices.forget_person``); writes of
+/forget deletes the person's rows in every table (``bot.storage.repository._forget``: their dead letters too), and
+what this process holds about them in memory (``BotServices.forget_person``); writes of
 theirs still in flight are dropped (``InteractionWriter.forget``). They read "done" only once the deletion has
 committed; "still being deleted" while the database is away; "failed, try again" if it refused.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -79,7 +78,7 @@ async def retention_job(context: Context) -> None:
     pruned = await s.repo.inbox.prune(datetime.now(timezone.utc) - timedelta(days=1))  # finished updates
     # Tap sentences are texts people typed; a quiz not answered for a day is abandoned (as its memory copy is).
     await s.repo.state.delete_older_than(cutoff, datetime.now(timezone.utc) - timedelta(days=1))
-    letters = await asyncio.to_thread(s.writer.letters.prune, cutoff) if s.writer.letters is not None else 0
+    letters = await s.repo.dead_letters.prune(cutoff)
     log.info("retention: pruned %d finished updates from the inbox", pruned)
     log.info(
         "retention: removed the texts of %d interactions, %d old comment records, %d people not seen since %s "

@@ -44,7 +44,7 @@ class BotMetrics:
             "mlm_bot_writer_backlog", "Interaction-log writes waiting for the database", registry=r
         )
         self.dead_letters = Gauge(
-            "mlm_bot_writer_dead_letters", "Writes the database refused, kept in the dead-letter file", registry=r
+            "mlm_bot_writer_dead_letters", "Writes the database refused (kept as dead letters), since start", registry=r
         )
         self.refused = Counter(
             "mlm_bot_refused_updates",

@@ -52,9 +52,12 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
 
         def pragmas(dbapi_connection, connection_record) -> None:
             """WAL lets readers and the writer work at once; foreign keys are off in SQLite unless asked for;
-            the busy timeout makes a briefly locked database wait instead of failing at once."""
+            the busy timeout makes a briefly locked database wait instead of failing at once; secure_delete
+            overwrites what is deleted with zeros (else /forget's rows would stay readable in the file's free
+            pages)."""
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -74,6 +77,16 @@ class Database:
 
     async def migrate(self) -> None:
         await asyncio.to_thread(upgrade, self.url)
+
+    async def scrub(self) -> bool:
+        """After a deletion that must leave no trace (/forget): SQLite's write-ahead log still holds the deleted
+        rows' old pages until it is checkpointed and cut to nothing. False if readers kept it from being cut now
+        (the next /forget, or SQLite's own checkpoints, do it later). Nothing to do on PostgreSQL."""
+        if self.engine.dialect.name != "sqlite":
+            return True
+        async with self.engine.connect() as connection:
+            busy, _, _ = (await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).one()
+        return not busy
 
     async def ping(self) -> None:
         """One round trip to the database (raises if it cannot be reached)."""

@@ -1,84 +1,102 @@
-"""The dead-letter file: writes the database refused, one JSON object a line, beside the database.
+"""Dead letters: writes the database refused (a constraint, a value it cannot store), kept in the database itself,
+in the ``dead_letters`` table, for the operator to look at and replay by hand.
 
-Kept for the operator to look at (and replay by hand), never forever and never after /forget: each record
-names the person it is about (``user_id``), so ``remove_user`` can drop theirs, and ``prune`` drops records older
-than the retention period. Both rewrite the file whole into a temporary file and rename it over the old one, so a
-crash mid-way leaves the old file or the new one, never half of either. Blocking file work: call it in a thread.
+In the database, not in a file beside it: with PostgreSQL and the bot on two hosts, a file was per host (``/forget``
+cleaned one of them), and two processes rewrote one file through the same temporary name. The refusal is of the
+write's own values, which the dead letter holds as JSON text, so the database takes the letter where it refused the
+write. Each letter names the person it is about (``user_id``): ``/forget`` deletes theirs with the rest of their
+rows (``bot.storage.repository._forget``), and retention drops letters older than its period. A dead-letter file
+left by an older version is taken into the table at start-up, then deleted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import threading
-from collections.abc import Callable
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
+
+from bot.storage.database import Database
+from bot.storage.tables import DeadLetter
+
+log = logging.getLogger(__name__)
 
 
 class DeadLetters:
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()  # the writer appends, /forget and the retention job rewrite
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(line)
+    async def add(self, record: dict[str, Any]) -> None:
+        """One refused write: ``failed_at``, ``error``, ``type``, ``user_id`` and the ``write`` itself."""
+        async with self._db.sessions.begin() as session:
+            session.add(_row(record))
 
-    def records(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [record for _, record in self._read()]
+    async def records(self) -> list[dict[str, Any]]:
+        async with self._db.sessions() as session:
+            rows = (await session.scalars(select(DeadLetter).order_by(DeadLetter.id))).all()
+        return [
+            {
+                "failed_at": row.failed_at.isoformat(), "error": row.error, "type": row.type,
+                "user_id": row.user_id, "write": json.loads(row.payload),
+            }
+            for row in rows
+        ]  # fmt: skip
 
-    def remove_user(self, user_id: int) -> int:
-        """Drop every record about ``user_id``; returns how many."""
-        return self._keep_only(lambda record: record.get("user_id") != user_id)
+    async def prune(self, cutoff: datetime) -> int:
+        """Drop the letters written before ``cutoff``; returns how many."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(delete(DeadLetter).where(DeadLetter.failed_at < cutoff))
+            return int(result.rowcount or 0)
 
-    def prune(self, cutoff: datetime) -> int:
-        """Drop the records written before ``cutoff``; returns how many."""
-        return self._keep_only(lambda record: _failed_at(record) >= cutoff)
-
-    def _read(self) -> list[tuple[str, dict[str, Any]]]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+    async def take_in_file(self, path: Path) -> int:
+        """An older version's dead-letter file (JSON lines): its records into the table, then the file deleted (it
+        holds what people typed; the table is what /forget and retention clean). Returns how many."""
+        try:
+            lines = (await asyncio.to_thread(path.read_text, encoding="utf-8")).splitlines()
+        except FileNotFoundError:
+            return 0
+        records = []
+        for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:
-                record = {}  # a line cut short by a crash: kept as it is, never guessed at
-            out.append((line, record if isinstance(record, dict) else {}))
-        return out
+                record = {"error": "unreadable line of the old dead-letter file", "write": line}
+            records.append(record if isinstance(record, dict) else {"write": record})
+        if records:
+            async with self._db.sessions.begin() as session:
+                session.add_all([_row(record) for record in records])
+        await asyncio.to_thread(path.unlink)
+        log.info("took %d dead letters from %s into the database, and deleted the file", len(records), path)
+        return len(records)
 
-    def _keep_only(self, keep: Callable[[dict[str, Any]], bool]) -> int:
-        with self._lock:
-            lines = self._read()
-            kept = [line for line, record in lines if keep(record)]
-            if len(kept) == len(lines):
-                return 0
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            with temporary.open("w", encoding="utf-8") as out:
-                out.writelines(line + "\n" for line in kept)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-            return len(lines) - len(kept)
+
+def _row(record: dict[str, Any]) -> DeadLetter:
+    user_id = record.get("user_id")
+    return DeadLetter(
+        failed_at=_failed_at(record),
+        error=str(record.get("error") or "")[:500],
+        type=str(record.get("type") or "unknown")[:64],
+        user_id=user_id if isinstance(user_id, int) else None,
+        payload=json.dumps(record.get("write"), default=str),
+    )
 
 
 def _failed_at(record: dict[str, Any]) -> datetime:
     try:
-        return datetime.fromisoformat(str(record["failed_at"]))
+        when = datetime.fromisoformat(str(record["failed_at"]))
     except (KeyError, ValueError):
-        return datetime.max.replace(tzinfo=timezone.utc)  # unreadable: kept (the operator decides)
+        return datetime.now(timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def dead_letter_path_for(database_url: str) -> Path:
-    """Beside the SQLite file (``log.sqlite3.dead-letter.jsonl``), else ``data/dead-letter.jsonl``."""
+    """Where an older version kept its dead-letter file: beside the SQLite file (``log.sqlite3.dead-letter.jsonl``),
+    else ``data/dead-letter.jsonl``."""
     parsed = make_url(database_url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return Path(parsed.database).resolve().with_name(Path(parsed.database).name + ".dead-letter.jsonl")

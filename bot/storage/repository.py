@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.database import Database
+from bot.storage.dead_letters import DeadLetters
 from bot.storage.tables import (
     CommentTrigger,
+    DeadLetter,
     InboxUpdate,
     Interaction,
     OutboxReply,
@@ -26,6 +29,8 @@ from bot.storage.tables import (
     utcnow,
 )
 from bot.storage.vocabulary import ANSWERED, Kind, Outcome
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -239,7 +244,8 @@ class Users:
 
 async def _forget(session: AsyncSession, user_id: int) -> None:
     """Every row about the person: what they did, their comment claims, the updates they sent (private chats and
-    groups alike), the public replies owed to them, their tap sentences and quiz, and who they are."""
+    groups alike), the public replies owed to them, their tap sentences and quiz, the writes of theirs the database
+    refused, and who they are."""
     theirs = or_(Interaction.user_id == user_id, Interaction.chat_id == user_id)  # and their private chat's
     await session.execute(delete(Interaction).where(theirs))
     await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
@@ -247,6 +253,7 @@ async def _forget(session: AsyncSession, user_id: int) -> None:
     await session.execute(delete(OutboxReply).where(OutboxReply.user_id == user_id))
     await session.execute(delete(TapSentence).where(TapSentence.user_id == user_id))
     await session.execute(delete(QuizRun).where(QuizRun.user_id == user_id))
+    await session.execute(delete(DeadLetter).where(DeadLetter.user_id == user_id))
     await session.execute(delete(User).where(User.id == user_id))
 
 
@@ -299,6 +306,8 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
             await session.execute(
                 update(InboxUpdate).where(InboxUpdate.update_id.in_(done)).values(status="done", finished_at=utcnow())
             )
+    if any(isinstance(op, Forget) for op in ops) and not await db.scrub():
+        log.warning("a /forget is committed, but SQLite's write-ahead log could not be cut yet (readers)")
 
 
 class Interactions:
@@ -669,3 +678,4 @@ class Repository:
         self.inbox = Inbox(db)
         self.outbox = Outbox(db)
         self.state = PersonState(db)
+        self.dead_letters = DeadLetters(db)

@@ -147,3 +147,17 @@ class QuizRun(Base):
     question: Mapped[int] = mapped_column(Integer)  # 0-based: the question this poll asks
     right: Mapped[int] = mapped_column(Integer)  # answered right before it
     asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class DeadLetter(Base):
+    """A write the database refused (bot.storage.dead_letters): kept for the operator, dropped by /forget and
+    retention."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    error: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # whose it is: /forget deletes it
+    payload: Mapped[str] = mapped_column(Text)  # the refused write, as JSON

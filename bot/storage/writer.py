@@ -7,12 +7,12 @@ writes them in order, in batches (one transaction per batch):
 * a **transient** failure (SQLite locked or busy, the server unreachable, a dropped connection) is retried with
   backoff for as long as it takes: the writes are not lost;
 * a write the database **refuses** (a constraint, a value it cannot store) is isolated by splitting the batch,
-  appended to a dead-letter file beside the database (JSON lines), logged at ERROR and counted; the writes
-  around it go through. Before, every error was retried forever: one bad row stopped the log, the buffer
+  kept as a dead letter (``bot.storage.dead_letters``: a table, the write as JSON), logged at ERROR and counted;
+  the writes around it go through. Before, every error was retried forever: one bad row stopped the log, the buffer
   filled, and every handler then waited for room, which froze the bot;
 * ``/forget`` is final: the writes of that user made before it (still buffered, or logged by a handler that
-  was already running) are dropped, the deletion is written alone, in order, and then their records leave the
-  dead-letter file. ``forget()`` says what happened: done, still waiting for the database, or refused.
+  was already running) are dropped, and the deletion (their dead letters with the rest) is written alone, in
+  order. ``forget()`` says what happened: done, still waiting for the database, or refused.
 
 A full buffer is reported loudly and makes callers wait for room (after their reply has gone out).
 ``flush()`` waits, with a timeout, for what was handed over before it was called; ``close()`` writes out what
@@ -28,17 +28,16 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from cachetools import TTLCache
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
-from bot.storage.dead_letters import DeadLetters, dead_letter_path_for
+from bot.storage.dead_letters import DeadLetters
 from bot.storage.repository import Forget, Write, write_user_id
 
-__all__ = ["Forgotten", "InteractionWriter", "dead_letter_path_for", "is_transient"]
+__all__ = ["Forgotten", "InteractionWriter", "is_transient"]
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +91,14 @@ class InteractionWriter:
         self,
         write: WriteFn,
         *,
-        dead_letter_path: Path | str | None = None,
+        letters: DeadLetters | None = None,
         max_buffer: int = 10_000,
         batch_size: int = 500,
         retry_delay: float = 0.2,
         max_retry_delay: float = 5.0,
     ) -> None:
         self._write_all = write
-        self.dead_letter_path = Path(dead_letter_path) if dead_letter_path else None
-        self.letters = DeadLetters(self.dead_letter_path) if self.dead_letter_path else None
+        self.letters = letters
         self._queue: asyncio.Queue[tuple[int, Write]] = asyncio.Queue(maxsize=max_buffer)
         self.max_buffer = max_buffer
         self.batch_size = batch_size
@@ -217,8 +215,6 @@ class InteractionWriter:
             refused: list[Write] = []
             try:
                 refused = await self._write([op for _, op in batch if not self._is_forgotten(op)])
-                if isinstance(batch[0][1], Forget) and not refused:
-                    await self._drop_dead_letters(batch[0][1].user_id)
             finally:
                 outcome = self._forget_outcomes.pop(batch[0][0], None)
                 if outcome is not None and not outcome.done():
@@ -260,17 +256,6 @@ class InteractionWriter:
         self.written += sum(1 for op in ops if not isinstance(op, Forget))
         return []
 
-    async def _drop_dead_letters(self, user_id: int) -> None:
-        if self.letters is None:
-            return
-        try:
-            removed = await asyncio.to_thread(self.letters.remove_user, user_id)
-        except OSError:
-            log.exception("could not remove a forgotten person's records from %s", self.dead_letter_path)
-            return
-        if removed:
-            log.info("removed %d dead-letter records of a forgotten person", removed)
-
     async def _retrying(self, ops: list[Write]) -> None:
         def before_sleep(state) -> None:
             self.retries += 1
@@ -293,8 +278,7 @@ class InteractionWriter:
 
     async def _dead_letter(self, op: Write, exc: BaseException) -> None:
         self.dead_letters += 1
-        where = str(self.dead_letter_path) if self.dead_letter_path else "nowhere (no dead-letter file)"
-        log.error("the database refused a %s write (%s); kept in %s", type(op).__name__, _short(exc), where)
+        log.error("the database refused a %s write (%s); kept as a dead letter", type(op).__name__, _short(exc))
         if self.letters is None:
             return
         record = {
@@ -305,9 +289,11 @@ class InteractionWriter:
             "write": dataclasses.asdict(op),
         }
         try:
-            await asyncio.to_thread(self.letters.append, record)
-        except OSError:
-            log.exception("could not append to the dead-letter file %s", self.dead_letter_path)
+            await self.letters.add(record)
+        except Exception as exc2:  # the letter refused too (or the database away): said, never retried for ever
+            log.error(
+                "could not keep the refused %s write as a dead letter either (%s)", type(op).__name__, _short(exc2)
+            )
 
 
 def _short(exc: BaseException | None) -> str:

@@ -134,7 +134,7 @@ async def test_people_forgotten_within_the_hour_stay_bounded(tmp_path: Path) -> 
     async def write(ops) -> None:
         return None
 
-    writer = InteractionWriter(write, dead_letter_path=tmp_path / "dead.jsonl")
+    writer = InteractionWriter(write)
     await writer.start()
     assert await writer.forget(1) is Forgotten.DONE  # forget() notes the person as below, then deletes
     for user_id in range(MILLION):

@@ -1,8 +1,8 @@
 """/forget means everything: a person does all a person can (the guide, a prediction, a tap, the quiz, inline
 mode, a comment under a channel post, a language choice, a chart still being drawn when they confirm), with a
-word nobody else uses; after /forget, neither that word nor their id is in any table, in the dead-letter file,
-or in any log line written at DEBUG, while another person's rows remain. The real bot, the fake Bot API, a real
-SQLite file."""
+word nobody else uses; after /forget, neither that word nor their id is in any table (dead letters included), in
+any file (SQLite's own included), or in any log line written at DEBUG, while another person's rows remain. The
+real bot, the fake Bot API, a real SQLite file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bot.logs import UpdateFields, formatter
-from bot.storage.dead_letters import DeadLetters, dead_letter_path_for
+from bot.storage.dead_letters import dead_letter_path_for
 from tests.support.bot_harness import bot_settings, eventually, running_bot
 from tests.support.chats import bot_messages, lesson_started, wait_until_said
 from tests.support.fake_telegram import FakeTelegram, parse_html
@@ -37,6 +37,11 @@ def dump(database: Path) -> list[tuple[str, tuple]]:
         connection.close()
 
 
+def _files_mentioning(folder: Path, word: bytes) -> list[Path]:
+    """Files whose bytes hold ``word``: the database, its write-ahead log, anything written beside them."""
+    return [path for path in folder.rglob("*") if path.is_file() and word in path.read_bytes().lower()]
+
+
 def mentions(value: object, person: int) -> bool:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
     return WORD in text.lower() or str(person) in text
@@ -53,12 +58,16 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
     root.setLevel(logging.DEBUG)  # LOG_LEVEL=DEBUG
     settings = bot_settings(fake, bert_dir, tmp_path)
     database = Path(settings.database_url.split("///", 1)[1])
-    letters = DeadLetters(dead_letter_path_for(settings.database_url))
-    for person, text in ((ZED, f"the {WORD} [MASK]"), (AMY, "the amy [MASK]")):  # writes the database refused
-        letters.append(
-            {"failed_at": datetime.now(timezone.utc).isoformat(), "error": "DataError", "type": "InteractionEntry",
-             "user_id": person, "write": {"user": {"id": person}, "input_text": text}}
-        )  # fmt: skip
+    # Writes the database refused, in the file an older version kept beside the database (taken in at start).
+    old_letters = dead_letter_path_for(settings.database_url)
+    old_letters.write_text(
+        "".join(
+            json.dumps({"failed_at": datetime.now(timezone.utc).isoformat(), "error": "DataError",
+                        "type": "InteractionEntry", "user_id": person,
+                        "write": {"user": {"id": person}, "input_text": text}}) + "\n"
+            for person, text in ((ZED, f"the {WORD} [MASK]"), (AMY, "the amy [MASK]"))
+        )
+    )  # fmt: skip
     model = HeldModel(settings, held=False)
     try:
         async with running_bot(settings, fake, model=model) as repo:
@@ -121,8 +130,9 @@ async def test_forget_leaves_no_trace_in_any_table_file_or_log(fake: FakeTelegra
             rows = dump(database)
             assert [(table, row) for table, row in rows if mentions(row, ZED)] == []
             assert {table for table, row in rows if mentions(row, AMY)} >= {"users", "interactions", "inbox"}
-            assert [r["user_id"] for r in letters.records()] == [AMY]
-            assert not mentions(letters.path.read_text(), ZED)
+            assert [r["user_id"] for r in await repo.dead_letters.records()] == [AMY]
+            assert not old_letters.exists()
+            assert not await asyncio.to_thread(_files_mentioning, tmp_path, WORD.encode())
 
             # An old tap button of Zed's no longer reveals the sentence it was offered for.
             before = len(fake.sent("sendMessage", ZED))

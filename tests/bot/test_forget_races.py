@@ -70,7 +70,7 @@ async def test_a_tap_sentence_kept_after_a_forget_is_dropped_when_its_update_beg
     async def write(ops) -> None:
         written.extend(ops)
 
-    writer = InteractionWriter(write, dead_letter_path=tmp_path / "dead.jsonl")
+    writer = InteractionWriter(write)
     await writer.start()
     renderer = Renderer()
     services = BotServices(

@@ -1,4 +1,4 @@
-"""The background writer never freezes the bot: refused writes go to a dead-letter file while the rest are
+"""The background writer never freezes the bot: refused writes become dead letters while the rest are
 written, flush() is bounded and waits only for what came before it, and /forget is final."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from bot.storage import Database, Repository
 from bot.storage.repository import Forget, InteractionEntry, UserInfo, UserStarted, write_all
-from bot.storage.writer import Forgotten, InteractionWriter, dead_letter_path_for, is_transient
+from bot.storage.writer import Forgotten, InteractionWriter, is_transient
 from tests.support.database import entry, hold_write_lock
 
 
@@ -28,7 +28,7 @@ async def database(tmp_path: Path):
 
 def writer_for(db: Database, **kwargs) -> InteractionWriter:
     return InteractionWriter(
-        lambda ops: write_all(db, ops), dead_letter_path=dead_letter_path_for(db.url), retry_delay=0.02, **kwargs
+        lambda ops: write_all(db, ops), letters=Repository(db).dead_letters, retry_delay=0.02, **kwargs
     )
 
 
@@ -45,10 +45,10 @@ async def test_a_refused_write_is_dead_lettered_and_the_rest_are_written(
     rows = await Repository(database).interactions.all()
     assert sorted(int(r.latency_ms) for r in rows) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
     assert writer.dead_letters == 2 and writer.written == 10
-    lines = [json.loads(line) for line in writer.dead_letter_path.read_text().splitlines()]
-    assert [line["type"] for line in lines] == ["InteractionEntry", "InteractionEntry"]
-    assert lines[0]["write"]["latency_ms"] == 5.0 and "IntegrityError" in lines[1]["error"]
-    assert writer.dead_letter_path.parent == Path(database.url.split("///")[1]).parent
+    letters = await writer.letters.records()  # in the database, not in a file per host
+    assert [letter["type"] for letter in letters] == ["InteractionEntry", "InteractionEntry"]
+    assert letters[0]["write"]["latency_ms"] == 5.0 and "IntegrityError" in letters[1]["error"]
+    assert not list(Path(database.url.split("///")[1]).parent.glob("*dead-letter*"))
     assert sum(r.levelno == logging.ERROR and "refused" in r.getMessage() for r in caplog.records) == 2
     await writer.log(entry(11))  # and it keeps writing
     assert await writer.flush(timeout=5)
@@ -168,7 +168,7 @@ async def test_a_refused_write_logs_no_value_people_sent(database: Database, cap
     await writer.log(InteractionEntry(kind=None, input_text="my secret sentence"))  # type: ignore[arg-type]
     assert await writer.flush(timeout=10)
     await writer.close()
-    (record,) = writer.letters.records()
+    (record,) = await writer.letters.records()
     assert "IntegrityError" in record["error"] and "my secret sentence" not in record["error"]
     assert "my secret sentence" not in caplog.text and writer.dead_letters == 1
 
@@ -181,7 +181,7 @@ async def test_forget_says_done_only_once_committed_and_failed_if_refused(databa
             raise ValueError("the database refused the deletion")  # not transient: dead-lettered
         await write_all(database, ops)
 
-    writer = InteractionWriter(write, dead_letter_path=dead_letter_path_for(database.url))
+    writer = InteractionWriter(write, letters=Repository(database).dead_letters)
     await writer.start()
     await writer.log(entry(1))  # user 1001
     assert await writer.forget(1001, timeout=10) is Forgotten.FAILED
@@ -211,10 +211,28 @@ async def test_forget_removes_the_persons_dead_letters_and_retention_prunes_old_
     for user in (1001, 1002):
         await writer.log(InteractionEntry(kind=None, user=UserInfo(user), input_text=f"{user}"))  # type: ignore[arg-type]
     assert await writer.flush(timeout=10)
-    assert sorted(r["user_id"] for r in writer.letters.records()) == [1001, 1002]
+    assert sorted(r["user_id"] for r in await writer.letters.records()) == [1001, 1002]
     assert await writer.forget(1001, timeout=10) is Forgotten.DONE
-    assert [r["user_id"] for r in writer.letters.records()] == [1002]
+    assert [r["user_id"] for r in await writer.letters.records()] == [1002]
     await writer.close()
-    assert writer.letters.prune(datetime.now(timezone.utc) - timedelta(days=1)) == 0, "a recent one stays"
-    assert writer.letters.prune(datetime.now(timezone.utc) + timedelta(seconds=1)) == 1
-    assert writer.letters.records() == []
+    assert await writer.letters.prune(datetime.now(timezone.utc) - timedelta(days=1)) == 0, "a recent one stays"
+    assert await writer.letters.prune(datetime.now(timezone.utc) + timedelta(seconds=1)) == 1
+    assert await writer.letters.records() == []
+
+
+async def test_an_older_versions_dead_letter_file_is_taken_in_then_deleted(database: Database, tmp_path: Path) -> None:
+    """It holds what people typed: in the table, /forget and retention clean it; left as a file, nothing would."""
+    old = tmp_path / "log.sqlite3.dead-letter.jsonl"
+    old.write_text(
+        json.dumps({"failed_at": "2026-12-01T10:00:00+00:00", "error": "DataError", "type": "InteractionEntry",
+                    "user_id": 1001, "write": {"input_text": "ann's words"}}) + "\n" + "a line cut short by a crash\n"
+    )  # fmt: skip
+    letters = Repository(database).dead_letters
+    assert await letters.take_in_file(old) == 2
+    assert not old.exists()
+    records = await letters.records()
+    assert records[0]["user_id"] == 1001 and records[0]["write"] == {"input_text": "ann's words"}
+    assert records[1]["user_id"] is None and "unreadable" in records[1]["error"]
+    assert await letters.take_in_file(old) == 0  # gone: nothing more to take in
+    await write_all(database, [Forget(1001, datetime.now(timezone.utc))])
+    assert [r["user_id"] for r in await letters.records()] == [None]
