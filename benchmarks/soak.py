@@ -147,6 +147,7 @@ async def soak(updates: int, every: int, new_share: float, plain: int) -> tuple[
                 sender_chat=CHANNEL, forward_origin={"type": "channel", "date": 0, "chat": CHANNEL, "message_id": 1},
             )  # fmt: skip
             await fake.push("message", post)
+            await warm_up(fake)
             samples.append({"updates": 0, "rss_mib": rss_mib(process.pid), "seconds": 0.0})
             started = time.perf_counter()
             for n in range(1, updates + 1):
@@ -169,6 +170,19 @@ async def soak(updates: int, every: int, new_share: float, plain: int) -> tuple[
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), 60)
     return samples, per_person
+
+
+async def warm_up(fake) -> None:
+    """What loads once and stays, before the first sample: /compare's models (the first Compare press loads them,
+    tens of MiB) and the chart's drawing library. Growth after it is what the updates themselves cost."""
+    user = fake.user(99_999, "Warm")
+    await fake.send_text(user, SENTENCES[0])
+    await fake.wait_for(lambda f: bool(f.sent("sendMessage", 99_999)), timeout=120)
+    answer = [m for m in fake._messages.values() if m["chat"]["id"] == 99_999 and m.get("reply_markup")][-1]
+    for data in ("compare", "chart"):
+        await fake.press(user, answer, data)
+    await fake.wait_for(lambda f: bool(f.sent("sendPhoto", 99_999)) and len(f.sent("sendMessage", 99_999)) >= 2)
+    await fake.settle(3.0)
 
 
 async def plain_sentences(fake, first_id: int, count: int) -> None:
