@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +147,12 @@ async def _serve(
         metrics=metrics,
     )
     application = build_application(settings, services)
-    playground = mini_app(settings, services) if settings.mini_app_url else None
+    health = Health(database, model, webhook=settings.webhook_url is not None, leader=leader)
+    # The Mini App's API answers from the active process only: a standby has no writer running (and no budget
+    # shared with the chat's); it says "busy, try again" and the proxy may send the retry to the active one.
+    playground = mini_app(settings, services, active=lambda: health.started) if settings.mini_app_url else None
     if playground is not None and not (settings.webhook_url or settings.metrics_port):
         raise StartupError("MINI_APP_URL needs the bot's HTTP server for /app: set METRICS_PORT (or WEBHOOK_URL)")
-    health = Health(database, model, webhook=settings.webhook_url is not None, leader=leader)
     handed_on: set[int] = set()  # updates handed on and not finished (bot.updates.inbox): each is handed on once
     transport: Transport
     if settings.webhook_url:
@@ -183,7 +185,7 @@ async def _serve(
         await server.close()
 
 
-def mini_app(settings: BotSettings, services: BotServices) -> Playground:
+def mini_app(settings: BotSettings, services: BotServices, *, active: Callable[[], bool]) -> Playground:
     """The playground as a Mini App on the bot's server: initData checked against the token, the person's language
     and per-minute budget as in chat, each use logged as a ``playground`` interaction (so /forget removes it)."""
 
@@ -205,6 +207,7 @@ def mini_app(settings: BotSettings, services: BotServices) -> Playground:
         language_of=services.languages.of if services.languages is not None else None,
         gate=services.predict_gate.enter,
         on_use=used,
+        active=active,
     )
 
 
@@ -284,6 +287,7 @@ async def _run(
             await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             services.metrics.up.set(0)
+            health.started, health.phase = False, "stopping"  # /healthz says so; the Mini App's API stops
             if lost.done():  # another process is active now: stop handling at once, send nothing more
                 log.error("lost the database's active-process lock: another process took over; standing down")
             budget.start(settings.shutdown_budget_s)

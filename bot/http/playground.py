@@ -86,6 +86,7 @@ class Playground:
         language_of: Callable[[int], Awaitable[str | None]] | None = None,
         gate: GateHook | None = None,
         on_use: UseHook | None = None,
+        active: Callable[[], bool] | None = None,
     ) -> None:
         self.model = model
         self.renderer = renderer
@@ -95,6 +96,7 @@ class Playground:
         self._language_of = language_of
         self._gate = gate
         self._on_use = on_use
+        self._active = active  # None: always (local mode); else whether this process may answer now
 
     @property
     def local(self) -> bool:
@@ -179,6 +181,10 @@ class Playground:
     async def _handle(
         self, request: Request, kind: str, answer: Callable[[str], Awaitable[dict[str, Any]]]
     ) -> Response:
+        if self._active is not None and not self._active():  # a standby, or stopping: the active process answers
+            response = self._error("standby", _language_header(request, self.renderer.default_language), 503)
+            response.headers["Retry-After"] = "1"
+            return response
         try:
             person = await self._person(request)
         except Unauthorized as exc:

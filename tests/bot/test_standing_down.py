@@ -195,3 +195,43 @@ async def test_no_soft_lock_where_the_file_system_has_no_flock(tmp_path: Path, m
     with pytest.raises(UnusableLock, match="without flock"):
         await lock.try_acquire()
     assert not lock.held
+
+
+async def test_a_standby_leaves_the_mini_apps_api_to_the_active_process(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """A standby's HTTP server is up (its /healthz), but it has no writer running and no share of the chat's
+    budget: its Mini App API says "busy, try again" (503, Retry-After), logs nothing as an error, counts nothing."""
+    from httpx import AsyncClient
+
+    from tests.support.bot_harness import free_port
+    from tests.support.fake_telegram import TOKEN
+    from tests.support.mini_app import signed_init_data
+
+    class Taken(Leadership):
+        async def try_acquire(self) -> bool:
+            return False
+
+        async def holder(self) -> str | None:
+            return "another process"
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    settings = bot_settings(fake, bert_dir, tmp_path, mini_app_url="https://bot.example.com/app", metrics_port=port)
+    serving = await _serving(fake, settings, Taken(), monkeypatch)
+    try:
+        async with AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(600):
+                if "standing by" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            signed = {"Authorization": f"tma {signed_init_data(TOKEN, 4242)}"}
+            reply = await http.post("/app/api/fill-mask", json={"text": "The cat sat on the [MASK]."}, headers=signed)
+            health = await http.get("/healthz")
+    finally:
+        serving.stop.set()  # type: ignore[attr-defined]
+        await asyncio.wait_for(serving, 30)
+    assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+    assert reply.json()["code"] == "standby" and "try again" in reply.json()["error"]
+    assert health.status_code == 200 and "another process" in health.json()["checks"]["updates"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
