@@ -13,6 +13,7 @@ one-line errors as the chat. The page loads scripts from its own origin only (an
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -120,7 +122,20 @@ class Playground:
             "Cache-Control": "no-cache",
         }
 
+    def _foreign(self, request: Request) -> Response | None:
+        """Local mode answers this machine's browser only: a Host (and an Origin, when there is one) that is not a
+        loopback name is a request a web page elsewhere made the browser send (DNS rebinding reads the answers);
+        403. The Mini App is checked by Telegram's signature instead."""
+        if not self.local or (
+            _loopback(request.headers.get("host")) and _loopback(request.headers.get("origin"), url=True)
+        ):
+            return None
+        log.info("playground: refused a request for host %r", request.headers.get("host", "")[:100])
+        return Response("this playground answers this machine only", status_code=403, media_type="text/plain")
+
     async def page(self, request: Request) -> Response:
+        if (refused := self._foreign(request)) is not None:
+            return refused
         asked = request.query_params.get("lang", "")
         language = asked if asked in LANGUAGES else self.renderer.default_language
         experiments = [{"label": label, "sentence": sentence} for label, sentence in self.renderer.experiments()]
@@ -136,6 +151,8 @@ class Playground:
         return HTMLResponse(html, headers=self._headers())
 
     async def static(self, request: Request) -> Response:
+        if (refused := self._foreign(request)) is not None:
+            return refused
         name = request.path_params["name"]
         if name not in STATIC:
             return Response("not found", status_code=404, media_type="text/plain")
@@ -181,6 +198,10 @@ class Playground:
     async def _handle(
         self, request: Request, kind: str, answer: Callable[[str], Awaitable[dict[str, Any]]]
     ) -> Response:
+        if (refused := self._foreign(request)) is not None:
+            return refused
+        if _media_type(request) != "application/json":  # what a form on another site cannot send without CORS
+            return self._error("bad_request", _language_header(request, self.renderer.default_language), 415)
         if self._active is not None and not self._active():  # a standby, or stopping: the active process answers
             response = self._error("standby", _language_header(request, self.renderer.default_language), 503)
             response.headers["Retry-After"] = "1"
@@ -257,3 +278,26 @@ class Playground:
 def _language_header(request: Request, default: str) -> str:
     asked = request.headers.get("x-language", "")
     return asked if asked in LANGUAGES else default
+
+
+def _loopback(value: str | None, *, url: bool = False) -> bool:
+    """A Host header (``127.0.0.1:8080``, ``localhost``, ``[::1]:8080``) or an Origin (``http://localhost:8080``)
+    naming this machine; an absent Origin passes (same-origin GETs and non-browser clients send none)."""
+    if value is None:
+        return url
+    try:
+        name = urlsplit(value if url else f"//{value}").hostname
+    except ValueError:
+        return False
+    if name is None:
+        return False
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()

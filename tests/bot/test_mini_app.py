@@ -17,6 +17,7 @@ from tests.support.mini_app import signed_init_data
 pytestmark = pytest.mark.usefixtures("no_token_in_logs")
 
 URL = "https://bot.example.com/app"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.mark.parametrize("bad", ["http://bot.example.com/app", "https://bot.example.com/", "bot.example.com/app"])
@@ -115,7 +116,7 @@ async def test_odd_bodies_get_a_one_line_error_not_a_500(bert_dir) -> None:
     try:
         async with AsyncClient(transport=ASGITransport(app), base_url="http://127.0.0.1") as http:
             for body in bodies:
-                reply = await http.post("/app/api/fill-mask", content=body)
+                reply = await http.post("/app/api/fill-mask", content=body, headers=JSON)
                 assert reply.status_code == 400, (body[:20], reply.text)
                 assert reply.json()["error"] and "\n" not in reply.json()["error"]
     finally:
