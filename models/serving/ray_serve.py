@@ -94,11 +94,22 @@ def _wants_gpu(device: str) -> bool:
     return False
 
 
+# A config file's application is served by Serve's proxy on every node (``http_options``: port 8000 on 0.0.0.0):
+# without a token, anyone who reaches a node could use the GPUs. ``mlm-bot serve`` warns instead (it knows its
+# --host); the builder cannot know where the proxy listens, so it refuses.
+OPEN_REFUSED = (
+    "the worker's API would answer anyone who reaches the cluster's port 8000: set WORKER_TOKEN (the same value as "
+    "the bot's) in the environment that builds the app, or worker_token in the application's args; or "
+    'allow_open: "true" where only you can reach that port'
+)
+
+
 def build_app(args: dict[str, str]) -> Application:
     """Ray's application builder (``serve run models.serving.ray_serve:build_app key=value ...`` and the ``args`` of a
-    config file): ``replicas``, ``max_replicas``, ``gpus_per_replica``, ``cpus_per_replica``, and any model
-    setting by its name (``model_name``, ``model_device``, ``batch_max_size`` ...); unset ones come from the
-    environment of the process that builds the app, as for ``mlm-bot worker``."""
+    config file): ``replicas``, ``max_replicas``, ``gpus_per_replica``, ``cpus_per_replica``, ``allow_open``, and any
+    model setting by its name (``model_name``, ``model_device``, ``batch_max_size``, ``worker_token`` ...); unset
+    ones come from the environment of the process that builds the app, as for ``mlm-bot worker``. Without a worker
+    token it refuses (``OPEN_REFUSED``) unless ``allow_open`` is ``"true"``."""
     args = dict(args)
     shape = {
         "replicas": int(args.pop("replicas", 1)),
@@ -108,7 +119,11 @@ def build_app(args: dict[str, str]) -> Application:
     }
     args.pop("max_replicas", None)
     args.pop("gpus_per_replica", None)
+    allow_open = str(args.pop("allow_open", "false")).lower() == "true"
     unknown = sorted(set(args) - set(ModelSettings.model_fields))
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(unknown)}: use model settings' names, e.g. model_name")
-    return build(ModelSettings(**args), **shape)
+    settings = ModelSettings(**args)
+    if settings.worker_token is None and not allow_open:
+        raise ValueError(OPEN_REFUSED)
+    return build(settings, **shape)

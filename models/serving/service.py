@@ -9,8 +9,9 @@ Every answer is JSON; every mistake a client can make is a 4xx with ``{"error": 
 
 With ``WORKER_TOKEN`` set, ``/v1/*`` and ``/metrics`` answer only ``Authorization: Bearer <token>`` (compared
 in constant time; 401 otherwise); ``/healthz`` and ``/readyz`` stay open for orchestrators and say no more than
-ready or not. One caller (one client address) may have at most ``WORKER_CALLER_MAX_IN_FLIGHT`` sentences in the
-queue at once (429 past it), so a script with the token cannot fill the queue that the bot's users wait in.
+ready or not (why not, and which model, only to a caller with the token). One caller (one client address) may
+have at most ``WORKER_CALLER_MAX_IN_FLIGHT`` sentences in the queue at once (429 past it), so a script with the
+token cannot fill the queue that the bot's users wait in.
 """
 
 from __future__ import annotations
@@ -222,16 +223,24 @@ def create_app(
             }
         )
 
+    # Open to orchestrators, which need no more than the status; what failed and which model (a load error names
+    # local paths and hub ids) only for a caller with the token. Without WORKER_TOKEN: the status only, and the
+    # worker's log says the rest.
+    def detailed(request: Request, **details: Any) -> dict[str, Any]:
+        told = state.settings.worker_token is not None and state.authorized(request)
+        return {k: v for k, v in details.items() if v is not None} if told else {}
+
     async def healthz(request: Request) -> Response:
         if state.load_error:
-            return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
+            body = {"status": "failed", **detailed(request, error=state.load_error)}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         if state.batcher is None:
             status = "failed" if state.load_error else "loading"
-            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
-        return JSONResponse({"status": "ready", "model": state.settings.model_name})
+            return JSONResponse({"status": status, **detailed(request, error=state.load_error)}, status_code=503)
+        return JSONResponse({"status": "ready", **detailed(request, model=state.settings.model_name)})
 
     async def metrics(request: Request) -> Response:
         if not state.authorized(request):

@@ -60,12 +60,21 @@ def test_autoscaling_between_the_fewest_and_the_most_replicas() -> None:
     assert autoscaling.target_ongoing_requests == 16 < options["max_ongoing_requests"]
 
 
-def test_the_cluster_config_file_is_valid_and_builds_the_app() -> None:
-    """``deploy/ray-serve.yaml`` passes Ray's own schema, and its import path and args build the application."""
+def test_the_cluster_config_file_is_valid_and_builds_the_app_once_it_has_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``deploy/ray-serve.yaml`` passes Ray's own schema, and its import path and args build the application, with a
+    worker token: its proxy listens on every node, and without one the app refuses to build."""
+    monkeypatch.delenv("WORKER_TOKEN", raising=False)
     config = yaml.safe_load((REPO / "deploy" / "ray-serve.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
+    assert schema.http_options.host == "0.0.0.0"
     (application,) = schema.applications
     assert application.import_path == "models.serving.ray_serve:build_app" and application.route_prefix == "/"
+    with pytest.raises(ValueError, match="set WORKER_TOKEN"):
+        build_app(application.args)
+    assert build_app({**application.args, "allow_open": "true"}) is not None  # said in so many words
+    monkeypatch.setenv("WORKER_TOKEN", "a-long-random-secret")
     options = deployment_options(build_app(application.args))
     assert options["autoscaling"].max_replicas == 4
     assert options["ray_actor_options"]["num_gpus"] == 1.0
@@ -73,7 +82,7 @@ def test_the_cluster_config_file_is_valid_and_builds_the_app() -> None:
 
 def test_an_unknown_argument_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="modle_name"):
-        build_app({"modle_name": "bert-base-uncased"})
+        build_app({"modle_name": "bert-base-uncased", "worker_token": "t"})
 
 
 async def test_mlm_bot_serve_answers_the_api_and_stops_on_sigterm(bert_dir: Path, tmp_path: Path) -> None:

@@ -235,16 +235,29 @@ def test_ready_only_after_the_model_is_loaded(bert_engine: FillMaskEngine) -> No
 
 
 def test_a_model_that_fails_to_load_makes_the_worker_unhealthy(bert_engine: FillMaskEngine) -> None:
+    """The orchestrator's open /healthz and /readyz say "failed"; why (a load error names paths and hub ids) only
+    to a caller with the token."""
     gate = threading.Event()
     gate.set()
-    with serve(gated_factory(bert_engine, gate, fail=True)) as url:
+    with serve(gated_factory(bert_engine, gate, fail=True), worker_token=WORKER_TOKEN) as url:
         deadline = time.monotonic() + 5
         while httpx.get(f"{url}/healthz").status_code == 200:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        health = httpx.get(f"{url}/healthz").json()
+        assert httpx.get(f"{url}/healthz").json() == {"status": "failed"}
+        assert httpx.get(f"{url}/readyz").json() == {"status": "failed"}
+        health = httpx.get(f"{url}/healthz", headers=AUTH).json()
         assert health["status"] == "failed" and "hub" in health["error"]
-        assert httpx.get(f"{url}/readyz").json()["status"] == "failed"
+
+
+def test_an_open_readyz_names_no_model(bert_engine: FillMaskEngine) -> None:
+    with serve(lambda settings: bert_engine, worker_token=WORKER_TOKEN) as url:
+        wait_ready(url)
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        assert httpx.get(f"{url}/readyz", headers=AUTH).json() == {"status": "ready", "model": "tiny"}
+    with serve(lambda settings: bert_engine) as url:  # no token: the status only, to anyone
+        wait_ready(url)
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
 
 
 async def test_remote_client_matches_the_engine_and_raises_typed_errors(
