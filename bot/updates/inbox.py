@@ -10,8 +10,9 @@ before returning it, so before the next poll can confirm it. A handler in the la
 (through the background writer, in order with its interaction rows) once its handling has finished. In webhook
 mode ``bot.http.server`` stores each update the same way before answering Telegram's request. At start-up, updates
 left pending are handled first, oldest first; those older than ``INBOX_MAX_AGE_S`` are marked expired and
-logged instead of answered late, and one that was already handed on again at the last start and still did not
-finish is parked (``MAX_REPLAYS``): kept and logged once, never handed on again. Semantics: at least once (a
+logged instead of answered late; those already handed on again at the last start that still did not finish are
+handed on one at a time, and the one that then stops the bot again is parked (``MAX_REPLAYS``): kept and logged
+once, never handed on again, while the others are answered. Semantics: at least once (a
 reply can repeat after a crash), never silently dropped. Telegram re-sends what was fetched but not confirmed:
 stored ids are not handed on twice.
 """
@@ -36,9 +37,12 @@ log = logging.getLogger(__name__)
 STORE_RETRY_FIRST_S = 1.0
 STORE_RETRY_MAX_S = 30.0
 
-# An update handed on again at a start, and still unfinished at the next one, is parked: the handling of it may be
-# what stopped the bot (an out-of-memory kill), and replaying it at every start would stop every start.
-MAX_REPLAYS = 1
+# Unfinished updates are handed on again at the next start, all at once. Those still unfinished at the start after
+# that ("suspects": one of them may be what stops the bot, an out-of-memory kill, and replaying them all at every
+# start would stop every start) are handed on one at a time, each counted just before it goes: the one that stops
+# the bot is then the only one counted twice, and is parked at the next start; the others are answered.
+MAX_REPLAYS = 2
+SUSPECT_WAIT_S = 30.0  # how long a suspect has alone before the next one goes too (one that hangs holds no one up)
 # Inline queries and button presses can be answered only for a few seconds: replayed later, the answer fails.
 SHORT_LIVED = ("inline_query", "callback_query")
 SHORT_LIVED_MAX_AGE_S = 10.0
@@ -140,7 +144,7 @@ async def replay_unfinished(
     webhook shares: each id queued here is added to it at once, so the webhook and the replay never both hand
     on the same update. Returns how many were queued. Call after ``application.start()`` and before polling."""
     now = datetime.now(timezone.utc)
-    replay, expired, parked = [], [], []
+    replay, suspects, expired, parked = [], [], [], []
     for row in await inbox.unfinished():
         if row.update_id in skip:
             continue
@@ -151,6 +155,8 @@ async def replay_unfinished(
             expired.append(row)
         elif row.attempts >= MAX_REPLAYS:
             parked.append(row)
+        elif row.attempts > 0:
+            suspects.append(row)
         else:
             replay.append(row)
     if expired:
@@ -161,7 +167,7 @@ async def replay_unfinished(
         for row in parked:
             kind = next((k for k in json.loads(row.payload) if k != "update_id"), "unknown")
             log.error(
-                "update %s (%s) was handed on again after a restart and did not finish before the next one: "
+                "update %s (%s) was handed on alone after two restarts and did not finish before the next one: "
                 "parked, not handed on again (it may be what stopped the bot; the inbox keeps it)", row.update_id, kind,
             )  # fmt: skip
     # Counted before they are handed on: if one of them brings the bot down again, the next start knows.
@@ -178,7 +184,31 @@ async def replay_unfinished(
         queued += 1
     if queued:
         log.info("handling %d updates left unfinished by the previous run", queued)
-    return queued
+    if suspects:
+        log.warning(
+            "%d updates handed on at the last start did not finish before this one: handing them on one at a time, "
+            "to find the one that stops the bot", len(suspects),
+        )  # fmt: skip
+        application.create_task(_one_at_a_time(application, inbox, suspects, skip), name="inbox-suspects")
+    return queued + len(suspects)
+
+
+async def _one_at_a_time(application: Application, inbox: Inbox, suspects: list[Any], skip: Collection[int]) -> None:
+    """Each suspect is counted, then handled alone (``SUSPECT_WAIT_S`` at most before the next one goes too)."""
+    loop = asyncio.get_running_loop()
+    for row in suspects:
+        if not application.running:  # stopping: the rest wait in the inbox for the next start
+            return
+        if row.update_id in skip:  # handed on meanwhile (the webhook, another turn): once only
+            continue
+        if isinstance(skip, set):
+            skip.add(row.update_id)
+        await inbox.count_attempt([row.update_id])
+        update = Update.de_json(json.loads(row.payload), application.bot)
+        handling = application.create_task(application.process_update(update), update=update)
+        until = loop.time() + SUSPECT_WAIT_S
+        while not handling.done() and application.running and loop.time() < until:
+            await asyncio.wait({handling}, timeout=0.5)
 
 
 async def hand_on_stored_elsewhere(application: Application, inbox: Inbox, handed_on: set[int]) -> int:

@@ -3,13 +3,16 @@ never handed on twice."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from bot.storage import Database, Repository
+from models.serving.client import LocalFillMask
 from tests.support.bot_harness import bot_settings, built_application, running_bot
 from tests.support.chats import lesson_started
 from tests.support.database import hold_write_lock
@@ -157,32 +160,33 @@ async def test_a_failing_store_backs_off_with_one_line_and_no_update_in_it(
     assert len(fake.sent("sendMessage", 84)) == 1
 
 
-async def test_an_update_whose_handling_never_finishes_is_parked_after_two_starts(
-    bert_dir: Path, tmp_path: Path, caplog
+class Poisoned(LocalFillMask):
+    """The real model, except that a sentence with "poison" never finishes (the bot is stopped around it)."""
+
+    calls = 0
+
+    async def fill_mask(self, text: str, **kwargs):
+        if "poison" in text:
+            Poisoned.calls += 1
+            await asyncio.Event().wait()
+        return await super().fill_mask(text, **kwargs)
+
+
+async def test_an_update_whose_handling_never_finishes_is_parked_and_only_it(
+    bert_dir: Path, tmp_path: Path, caplog, monkeypatch
 ) -> None:
     """An update that takes the bot down (here: its handling never ends, and each stop leaves it unfinished) is
-    handed on at its first run and again at the next start; at the third start it is parked: logged once with
-    its id and kind, kept in the inbox, never handed on again. Updates around it are answered, once."""
-    import asyncio
-    import logging
-
-    from models.serving.client import LocalFillMask
-
-    class Poisoned(LocalFillMask):
-        calls = 0
-
-        async def fill_mask(self, text: str, **kwargs):
-            if "poison" in text:
-                Poisoned.calls += 1
-                await asyncio.Event().wait()  # never ends: the bot is stopped around it
-            return await super().fill_mask(text, **kwargs)
-
+    handed on at its first run, again with the others at the next start, then alone; at the start after that it is
+    parked: logged once with its id and kind, kept in the inbox, never handed on again. Updates around it are
+    answered, once."""
+    monkeypatch.setattr("bot.updates.inbox.SUSPECT_WAIT_S", 0.5)
+    Poisoned.calls = 0
     caplog.set_level(logging.INFO)
     fake = FakeTelegram()
     async with fake.running():
         settings = bot_settings(fake, bert_dir, tmp_path, shutdown_budget_s=2)
         poison_id = None
-        for start in range(3):
+        for start in range(4):
             async with running_bot(settings, fake, model=Poisoned(settings)) as repo:
                 if start == 0:
                     poison_id = (await fake.send_text(fake.user(95), "poison [MASK] here"))["message_id"]
@@ -192,12 +196,49 @@ async def test_an_update_whose_handling_never_finishes_is_parked_after_two_start
                 await asyncio.sleep(0.5)
         rows = {row.update_id: row for row in await _all(repo.db)}
     (poison,) = [row for row in rows.values() if "poison" in row.payload]
-    assert poison_id is not None and poison.status == "parked" and poison.attempts == 1
-    assert Poisoned.calls == 2, "handed on at its first run and at one restart, never again"
+    assert poison_id is not None and poison.status == "parked" and poison.attempts == 2
+    assert Poisoned.calls == 3, "handed on at its first run, with the others at one restart, alone at the next"
     parked = [r for r in caplog.records if r.name == "bot.updates.inbox" and "parked" in r.getMessage()]
     assert len(parked) == 1 and str(poison.update_id) in parked[0].getMessage() and "message" in parked[0].getMessage()
-    assert all(len(fake.sent("sendMessage", p)) == 1 for p in (96, 97, 98)), "the others answered once"
+    assert all(len(fake.sent("sendMessage", p)) == 1 for p in (96, 97, 98, 99)), "the others answered once"
     assert not fake.sent("sendMessage", 95)
+
+
+async def test_after_two_crashes_only_the_update_that_stops_the_bot_is_parked(
+    bert_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The bot died while it replayed three updates after a crash: each is unfinished and was handed on once
+    again. At this start they go one at a time: the two harmless ones are answered, and the poisonous one is the
+    only one counted twice (parked at the next start). Parking all three would have dropped two people."""
+    monkeypatch.setattr("bot.updates.inbox.SUSPECT_WAIT_S", 0.5)
+    Poisoned.calls = 0
+    fake = FakeTelegram()
+    async with fake.running():
+        settings = bot_settings(fake, bert_dir, tmp_path, shutdown_budget_s=2)
+        database = Database(settings.database_url)
+        await database.migrate()
+        inbox = Repository(database).inbox
+        texts = {81: "poison [MASK] here", 82: "The cat sat on the [MASK].", 83: "A dog ate the [MASK]."}
+        rows = []
+        for n, (person, text) in enumerate(texts.items()):
+            body = {
+                "update_id": 60 + n,
+                "message": fake.message(fake.private_chat(fake.user(person)), fake.user(person), text),
+            }
+            rows.append((60 + n, json.dumps(body), person))
+        await inbox.store(rows)
+        await inbox.count_attempt([60, 61, 62])  # replayed once at the last start, which died again
+        async with running_bot(settings, fake, model=Poisoned(settings)):
+            await fake.wait_for(lambda f: bool(f.sent("sendMessage", 82) and f.sent("sendMessage", 83)), timeout=30)
+        statuses = {row.update_id: (row.status, row.attempts) for row in await _all(database)}
+        assert statuses == {60: ("pending", 2), 61: ("done", 2), 62: ("done", 2)}
+        async with running_bot(settings, fake, model=Poisoned(settings)):
+            await fake.settle(1.0)
+        statuses = {row.update_id: row.status for row in await _all(database)}
+        await database.close()
+    assert statuses == {60: "parked", 61: "done", 62: "done"}
+    assert Poisoned.calls == 1
+    assert len(fake.sent("sendMessage", 82)) == len(fake.sent("sendMessage", 83)) == 1
 
 
 async def test_the_updater_polls_through_the_applications_own_bot(bert_dir: Path, tmp_path: Path) -> None:
