@@ -382,18 +382,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from bot.analytics import gather_stats, render_chart
     from bot.config import StorageSettings
     from bot.storage import Database, Repository
+    from bot.storage.database import SchemaOutOfDate
     from bot.text.render import Renderer
     from bot.text.telegram_html import visible_text
 
     async def collect():
         database = Database(StorageSettings().database_url)
         try:
-            await database.migrate()
+            await database.require_current()  # read-only: never migrates
             return await gather_stats(Repository(database), days=args.since)
         finally:
             await database.close()
 
-    stats = asyncio.run(collect())
+    try:
+        stats = asyncio.run(collect())
+    except SchemaOutOfDate as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     renderer = Renderer()
     print(visible_text(renderer.html("stats", s=stats)))
     if args.png:
@@ -406,8 +411,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bot.config import StorageSettings
     from bot.export import export
+    from bot.storage.database import SchemaOutOfDate
 
-    count = export(StorageSettings().database_url, args.format, args.output, since_days=args.since)
+    try:
+        count = export(StorageSettings().database_url, args.format, args.output, since_days=args.since)
+    except SchemaOutOfDate as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{count} interactions written to {args.output or 'stdout'}", file=sys.stderr)
     return 0
 

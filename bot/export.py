@@ -50,7 +50,7 @@ def write(rows: list[Interaction], out: TextIO, fmt: str) -> None:
 async def load_rows(url: str, since_days: int | None = None) -> list[Interaction]:
     database = Database(url)
     try:
-        await database.migrate()
+        await database.require_current()  # read-only: never migrates (SchemaOutOfDate says what to do)
         start = datetime.now(timezone.utc) - timedelta(days=since_days) if since_days else None
         return await Repository(database).interactions.since(start)
     finally:

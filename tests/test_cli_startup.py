@@ -157,14 +157,15 @@ def test_a_configuration_error_in_wait_mode_says_misconfigured_on_healthz_until_
 
 
 def test_stats_on_an_empty_log_prints_no_library_chatter_and_a_chart_from_zero(tmp_path: Path) -> None:
-    """``mlm-bot stats --png`` on a fresh database: the statistics and one line about the file, no Alembic set-up
-    lines or matplotlib INFO; the empty week's chart runs from 0 (not -0.04 to 0.04)."""
+    """``mlm-bot stats --png`` on a fresh (upgraded, empty) database: the statistics and one line about the file, no
+    Alembic set-up lines or matplotlib INFO; the empty week's chart runs from 0 (not -0.04 to 0.04)."""
     import asyncio
 
     from bot.analytics import chart_figure, gather_stats
     from bot.storage import Database, Repository
 
     url = f"sqlite+aiosqlite:///{tmp_path}/log.sqlite3"
+    assert run("db", "upgrade", DATABASE_URL=url).returncode == 0
     done = run("stats", "--png", str(tmp_path / "stats.png"), DATABASE_URL=url, LOG_LEVEL="INFO")
     assert done.returncode == 0, done.stderr
     assert "chart written to" in done.stdout
@@ -180,3 +181,20 @@ def test_stats_on_an_empty_log_prints_no_library_chatter_and_a_chart_from_zero(t
     axes = chart_figure(asyncio.run(empty_week()), "empty").axes[0]
     assert axes.get_ylim() == (0.0, 1.0)
     assert all(label.get_text() for label in axes.get_xticklabels()), "the days are named under the bars"
+
+
+def test_read_only_commands_never_migrate_and_say_what_to_do(tmp_path: Path) -> None:
+    """``stats`` and ``export`` read; only ``mlm-bot run`` (under the active process's lock) and ``db upgrade``
+    change the schema. On an older schema, or none, they say so and leave it as it is."""
+    import sqlite3
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/log.sqlite3"
+    assert run("db", "upgrade", "0009", DATABASE_URL=url).returncode == 0
+    for command in (["stats"], ["export", "--format", "csv"]):
+        done = run(*command, DATABASE_URL=url)
+        assert done.returncode == 2 and "older than this version" in done.stderr, done.stderr
+        assert "mlm-bot db upgrade" in done.stderr and "Traceback" not in done.stderr
+    version = sqlite3.connect(tmp_path / "log.sqlite3").execute("SELECT version_num FROM alembic_version").fetchone()
+    assert version == ("0009",), "left as it was"
+    fresh = run("stats", DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/none.sqlite3")
+    assert fresh.returncode == 2 and "no tables yet" in fresh.stderr

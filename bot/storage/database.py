@@ -8,6 +8,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -28,6 +30,11 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``. Synchronous (Alembic runs its own event loop): call it in a thread."""
     _ensure_sqlite_folder(url)
     command.upgrade(alembic_config(url), revision)
+
+
+class SchemaOutOfDate(Exception):
+    """The database's schema is not this version's: a read-only command says so instead of migrating it (only
+    ``mlm-bot run``, under the active process's lock, and ``mlm-bot db upgrade`` change the schema)."""
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -87,6 +94,27 @@ class Database:
         async with self.engine.connect() as connection:
             busy, _, _ = (await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).one()
         return not busy
+
+    async def require_current(self) -> None:
+        """Raise :class:`SchemaOutOfDate`, saying what to do, unless the schema is at this version's head."""
+        scripts = ScriptDirectory.from_config(alembic_config(self.url))
+        head = scripts.get_current_head()
+        async with self.engine.connect() as connection:
+            current = await connection.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+        where = make_url(self.url).render_as_string(hide_password=True)
+        if current == head:
+            return
+        if current is None:
+            problem = "has no tables yet: run `mlm-bot db upgrade` (or start the bot)"
+        elif current not in {script.revision for script in scripts.walk_revisions()}:
+            problem = (
+                f"is at revision {current}, newer than this version of mlm-bot knows: use the version that wrote it"
+            )
+        else:
+            problem = (
+                f"is older than this version (revision {current}; this one needs {head}): run `mlm-bot db upgrade`"
+            )
+        raise SchemaOutOfDate(f"the database {where} {problem}")
 
     async def ping(self) -> None:
         """One round trip to the database (raises if it cannot be reached)."""
