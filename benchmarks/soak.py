@@ -179,9 +179,10 @@ async def warm_up(fake) -> None:
     await fake.send_text(user, SENTENCES[0])
     await fake.wait_for(lambda f: bool(f.sent("sendMessage", 99_999)), timeout=120)
     answer = [m for m in fake._messages.values() if m["chat"]["id"] == 99_999 and m.get("reply_markup")][-1]
-    for data in ("compare", "chart"):
-        await fake.press(user, answer, data)
-    await fake.wait_for(lambda f: bool(f.sent("sendPhoto", 99_999)) and len(f.sent("sendMessage", 99_999)) >= 2)
+    await fake.press(user, answer, "chart")
+    await fake.wait_for(lambda f: bool(f.sent("sendPhoto", 99_999)), timeout=120)
+    await fake.press(user, answer, "compare")  # "loading the models", then the comparison
+    await fake.wait_for(lambda f: len(f.sent("sendMessage", 99_999)) >= 3, timeout=300)
     await fake.settle(3.0)
 
 
