@@ -150,7 +150,7 @@ async def _serve(
     health = Health(database, model, webhook=settings.webhook_url is not None, leader=leader)
     # The Mini App's API answers from the active process only: a standby has no writer running (and no budget
     # shared with the chat's); it says "busy, try again" and the proxy may send the retry to the active one.
-    playground = mini_app(settings, services, active=lambda: health.started) if settings.mini_app_url else None
+    playground = mini_app(settings, services, active=lambda: health.serving) if settings.mini_app_url else None
     if playground is not None and not (settings.webhook_url or settings.metrics_port):
         raise StartupError("MINI_APP_URL needs the bot's HTTP server for /app: set METRICS_PORT (or WEBHOOK_URL)")
     handed_on: set[int] = set()  # updates handed on and not finished (bot.updates.inbox): each is handed on once
@@ -287,7 +287,7 @@ async def _run(
             await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             services.metrics.up.set(0)
-            health.started, health.phase = False, "stopping"  # /healthz says so; the Mini App's API stops
+            health.stopping = True  # /healthz says so (503: a proxy sends no more); the Mini App's API stops
             if lost.done():  # another process is active now: stop handling at once, send nothing more
                 log.error("lost the database's active-process lock: another process took over; standing down")
             budget.start(settings.shutdown_budget_s)

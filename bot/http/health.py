@@ -24,6 +24,7 @@ class Health:
     webhook: bool
     started: bool = False  # the bot is taking updates (set when polling or the webhook starts)
     standby: bool = False  # ready, waiting for the active process on the same database to stop (bot.storage.leader)
+    stopping: bool = False  # the stop has come: no new updates, the ones in progress finishing
     # What the start is waiting for right now (bot.runner sets it), so /healthz names it instead of guessing.
     phase: str = "waiting for Telegram to answer getMe"
     model_started: bool = False  # the model's load has begun (before, its check says what comes first)
@@ -32,12 +33,19 @@ class Health:
     leader: Leadership | None = None  # a standby asks it who is active (bot.storage.leader)
     active_process: str | None = None  # who that is, as it last answered
 
+    @property
+    def serving(self) -> bool:
+        """This process is the active one and takes updates in (not starting, standing by or stopping)."""
+        return self.started and not self.stopping
+
     def polled(self) -> None:
         self.last_poll = time.monotonic()
 
     def updates(self) -> str | None:
         if self.standby:  # healthy: it takes over when needed (and in webhook mode stores what it is sent)
             return None
+        if self.stopping:
+            return "stopping: no new updates; finishing the ones in progress"
         if not self.started:
             return f"starting: {self.phase}"
         if self.webhook:
