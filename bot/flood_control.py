@@ -13,13 +13,14 @@ on python-telegram-bot's ``BaseRateLimiter`` and aiolimiter's leaky buckets (the
 * a 429 (``RetryAfter``) holds back that chat alone for ``retry_after``, then the call is tried again (up to
   ``max_retries`` times);
 * a call that fails on the way is tried again with backoff (0.5 s, doubling, up to ``MAX_NETWORK_RETRIES``
-  times) when repeating it cannot double anything: it never left this machine (a connection refused, no
-  connection free), Telegram answered that it failed (5xx but 504, ``bot.telegram_request``), or it does the
-  same thing however often it arrives (edits, settings, reads, a button's answer). A message whose call may have
-  arrived (the connection dropped mid-way, an answer that is not JSON, a 504, no answer within
-  ``bot.telegram_request.READ_TIMEOUT_S``) is sent again too, at most ``MAX_DOUBTFUL_REPEATS`` times: at least
-  once, and a copy only where a failed attempt did in fact arrive. Copies stay rare because Telegram is given
-  15 s to answer, not python-telegram-bot's 5: a slow answer is waited for, not sent again.
+  times for a reply to someone, ``BOT_CALL_RETRIES`` for the bot's own calls such as getMe) when repeating it
+  cannot double anything: it never left this machine (a connection refused, no connection free), Telegram
+  answered that it failed (5xx but 504, ``bot.telegram_request``), or it does the same thing however often it
+  arrives (edits, settings, reads, a button's answer). A message whose call may have arrived (the connection
+  dropped mid-way, an answer that is not JSON, a 504, no answer within ``bot.telegram_request.READ_TIMEOUT_S``)
+  is sent again too, at most ``MAX_DOUBTFUL_REPEATS`` times: at least once, and a copy only where a failed
+  attempt did in fact arrive. Copies stay rare because Telegram is given 15 s to answer, not python-telegram-
+  bot's 5: a slow answer is waited for, not sent again.
 
 The buckets of the chats with calls under way are kept while they are; the others' for a minute after their last
 call (``cachetools``, with a size cap), by when they have leaked empty.
@@ -68,6 +69,9 @@ IDEMPOTENT_PREFIXES = ("edit", "get", "set", "delete", "answer")
 NETWORK_RETRY_S = 0.5  # before the first repeat of a call that failed on the way; doubled for each next one
 NETWORK_RETRY_MAX_S = 8.0
 MAX_NETWORK_RETRIES = 5  # repeats of one call after failures on the way (about 15 s of backoff in all)
+# ... of a call that answers no one (getMe, the command menus, the webhook's registration): their callers have
+# loops of their own (bot.runner's getMe, with one line a try), which a long wait here would only hold up.
+BOT_CALL_RETRIES = 3
 MAX_DOUBTFUL_REPEATS = 2  # ... of which repeats of a message that may have arrived (each can be a copy)
 
 
@@ -220,14 +224,19 @@ class BotRateLimiter(BaseRateLimiter[int]):
                     raise
                 except NetworkError as exc:  # a 5xx, a connection dropped or refused, a timeout (TimedOut)
                     doubts += not (not_done(exc) or harmless_twice(endpoint))
-                    if failures >= MAX_NETWORK_RETRIES or doubts > MAX_DOUBTFUL_REPEATS:
+                    most = (
+                        MAX_NETWORK_RETRIES
+                        if chat_id is not None or endpoint.startswith("answer")
+                        else BOT_CALL_RETRIES
+                    )
+                    if failures >= most or doubts > MAX_DOUBTFUL_REPEATS:
                         raise
                     failures += 1
                     uncertain = uncertain or not not_done(exc)
                     self.network_retries += 1
                     log.warning(
                         "%s failed on the way (%s: %s); trying again (%d of at most %d)", endpoint,
-                        type(exc).__name__, exc.message[:120], failures, network_retries(endpoint, exc),
+                        type(exc).__name__, exc.message[:120], failures, min(most, network_retries(endpoint, exc)),
                     )  # fmt: skip
                     await asyncio.sleep(min(NETWORK_RETRY_MAX_S, NETWORK_RETRY_S * 2 ** (failures - 1)))
         finally:
