@@ -139,8 +139,15 @@ class FileLeadership(Leadership):
             self.held = False
 
 
-# The advisory lock as pg_locks shows a bigint key: its high and low 32 bits, objsubid 1.
-LOCK_ROW = "locktype = 'advisory' AND granted AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"
+def _lock_row(table: str = "") -> str:
+    """The advisory lock's row in pg_locks (of ``table``, an alias): a bigint key is its high and low 32 bits."""
+    t = f"{table}." if table else ""
+    return (
+        f"{t}locktype = 'advisory' AND {t}granted AND {t}classid::bigint = :hi AND {t}objid::bigint = :lo "
+        f"AND {t}objsubid = 1"
+    )
+
+
 KEY_PARTS = {"hi": LOCK_KEY >> 32, "lo": LOCK_KEY & 0xFFFFFFFF}
 POOLED = (
     "DATABASE_URL reaches PostgreSQL through a pooler in transaction mode (PgBouncer's pool_mode=transaction, a "
@@ -189,7 +196,8 @@ class PostgresLeadership(Leadership):
                 await self._connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY})
             )
             if got and not await self._ours(self._connection):
-                pooled = True  # taken, and the next statement ran in another session
+                pooled = True  # taken, and the next statement ran in another session: give it back (best effort)
+                await self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
         except Exception as exc:
             await self._drop()
             if not self._unreachable_logged:
@@ -218,7 +226,7 @@ class PostgresLeadership(Leadership):
     @staticmethod
     async def _ours(connection: AsyncConnection) -> bool:
         """The lock is held by this connection's own session (what pg_locks says, not that the session answers)."""
-        query = text(f"SELECT count(*) FROM pg_locks WHERE {LOCK_ROW} AND pid = pg_backend_pid()")
+        query = text(f"SELECT count(*) FROM pg_locks WHERE {_lock_row()} AND pid = pg_backend_pid()")
         return bool(await connection.scalar(query, KEY_PARTS))
 
     async def _confirm(self) -> bool:
@@ -245,7 +253,7 @@ class PostgresLeadership(Leadership):
             return "this process"
         query = text(
             "SELECT a.pid, a.application_name, host(a.client_addr) FROM pg_locks l "
-            f"JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.{LOCK_ROW.replace(' AND ', ' AND l.')}"
+            f"JOIN pg_stat_activity a ON a.pid = l.pid WHERE {_lock_row('l')}"
         )
         async with self._engine.connect() as connection:
             row = (await asyncio.wait_for(connection.execute(query, KEY_PARTS), CHECK_S * 2)).first()
