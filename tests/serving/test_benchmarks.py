@@ -62,11 +62,14 @@ def test_packed_weights_compares_plain_and_packed_layers_in_one_run(tmp_path: Pa
 def test_soak_samples_the_bots_memory_as_updates_go_by(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, "benchmarks/soak.py", "--updates", "200", "--every", "100", "--json-out", str(out)],
+        [sys.executable, "benchmarks/soak.py", "--updates", "200", "--every", "100", "--plain", "20",
+         "--json-out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    samples = json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    samples = result["samples"]
     assert [s["updates"] for s in samples] == [0, 100, 200]
     assert all(s["rss_mib"] > 50 for s in samples), "the bot process's RSS, not this one's"
-    assert "growth after" in done.stdout
+    assert isinstance(result["plain_kib_per_person"], float)
+    assert "growth after" in done.stdout and "plain path: 20 new people" in done.stdout
