@@ -30,6 +30,7 @@ class Losable(Leadership):
         self.lost = asyncio.Event()
         self.free = asyncio.Event()  # a standby may take it (after it was lost during the load)
         self.lost_during_load = lost_during_load
+        self.confirmed_once = False
 
     async def try_acquire(self) -> bool:
         if self.held:
@@ -38,8 +39,6 @@ class Losable(Leadership):
             return False
         self.held = True
         return True
-
-    confirmed_once = False
 
     async def confirm(self) -> bool:
         self.confirmed_once = True
