@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 
 from telegram import (
     InlineKeyboardButton,
@@ -19,7 +19,7 @@ from telegram import (
 from telegram.helpers import create_deep_linked_url
 
 from bot.context import Context
-from bot.logs import CURRENT
+from bot.logs import update_began_at
 from bot.storage.repository import InteractionEntry, UserInfo
 from bot.text.render import Renderer
 
@@ -39,10 +39,7 @@ def started_at(update: Update) -> datetime:
     message = update.effective_message
     if message is not None and message.date is not None and update.callback_query is None:
         return message.date
-    trace = CURRENT.get()
-    if trace is not None and trace.update_id == update.update_id:
-        return trace.began_at
-    return datetime.now(timezone.utc)
+    return update_began_at()
 
 
 def entry(update: Update, kind: str, **fields: object) -> InteractionEntry:

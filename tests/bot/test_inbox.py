@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from bot.storage import Database, Repository
 from models.serving.client import LocalFillMask
 from tests.support.bot_harness import bot_settings, built_application, running_bot
-from tests.support.chats import lesson_started
+from tests.support.chats import lesson_started, update_body
 from tests.support.database import hold_write_lock
 from tests.support.fake_telegram import FakeTelegram
 
@@ -219,14 +219,8 @@ async def test_after_two_crashes_only_the_update_that_stops_the_bot_is_parked(
         await database.migrate()
         inbox = Repository(database).inbox
         texts = {81: "poison [MASK] here", 82: "The cat sat on the [MASK].", 83: "A dog ate the [MASK]."}
-        rows = []
-        for n, (person, text) in enumerate(texts.items()):
-            body = {
-                "update_id": 60 + n,
-                "message": fake.message(fake.private_chat(fake.user(person)), fake.user(person), text),
-            }
-            rows.append((60 + n, json.dumps(body), person))
-        await inbox.store(rows)
+        bodies = [update_body(fake, person, text, 60 + n) for n, (person, text) in enumerate(texts.items())]
+        await inbox.store([(body["update_id"], json.dumps(body), body["message"]["from"]["id"]) for body in bodies])
         await inbox.count_attempt([60, 61, 62])  # replayed once at the last start, which died again
         async with running_bot(settings, fake, model=Poisoned(settings)):
             await fake.wait_for(lambda f: bool(f.sent("sendMessage", 82) and f.sent("sendMessage", 83)), timeout=30)
