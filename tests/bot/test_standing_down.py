@@ -186,10 +186,12 @@ async def test_no_soft_lock_where_the_file_system_has_no_flock(tmp_path: Path, m
     """filelock 4 falls back to a "soft" lock (a marker file) without flock; a crashed holder would keep it for
     ever. The bot refuses to start there instead, saying why."""
 
-    def no_flock(fd: int) -> bool:
+    import fcntl
+
+    def no_flock(fd: int, operation: int) -> None:  # what such a file system's flock(2) answers
         raise OSError(errno.ENOSYS, "Function not implemented")
 
-    monkeypatch.setattr("filelock._native._unix.lock_fd_nonblocking", no_flock)
+    monkeypatch.setattr(fcntl, "flock", no_flock)  # the call every filelock 4.x makes, whatever its internals
     lock = FileLeadership(tmp_path / "bot.sqlite3.lock")
     with pytest.raises(UnusableLock, match="without flock"):
         await lock.try_acquire()
