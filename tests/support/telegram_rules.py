@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, ClassVar
 
 JSON_FIELDS = {
     "reply_markup", "results", "reply_parameters", "commands", "reaction", "button", "link_preview_options",
@@ -139,3 +139,46 @@ def check_menu_button(button: dict[str, Any] | None) -> bool:
         if not button.get("text") or not str(button.get("web_app", {}).get("url", "")).startswith("https://"):
             raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
     return True
+
+
+class _Entities(_TelegramHTML):
+    """The entities Telegram makes of HTML, as (type, offset, length, detail) with UTF-16 offsets."""
+
+    KINDS: ClassVar[dict[str, str]] = {
+        "b": "bold", "strong": "bold", "i": "italic", "em": "italic", "u": "underline", "ins": "underline",
+        "s": "strikethrough", "strike": "strikethrough", "del": "strikethrough", "tg-spoiler": "spoiler",
+        "span": "spoiler", "a": "text_link", "code": "code", "pre": "pre", "blockquote": "blockquote",
+    }  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[tuple[str, int, str | None]] = []
+        self.entities: list[tuple[str, int, int, str | None]] = []
+
+    def _offset(self) -> int:
+        return utf16_len("".join(self.text))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        detail = dict(attrs).get("href") or dict(attrs).get("class")
+        self.open.append((tag, self._offset(), detail))
+
+    def handle_endtag(self, tag: str) -> None:
+        super().handle_endtag(tag)
+        name, start, detail = self.open.pop()
+        kind = self.KINDS[name]
+        if kind == "code" and self.open and self.open[-1][0] == "pre":  # <pre><code class=...>: one pre entity
+            pre = self.open.pop()
+            self.open.append((pre[0], pre[1], (detail or "").removeprefix("language-") or None))
+            return
+        if self._offset() > start:
+            self.entities.append((kind, start, self._offset() - start, detail))
+
+
+def html_entities(html: str) -> tuple[str, list[tuple[str, int, int, str | None]]]:
+    """The visible text of Telegram HTML and its entities, sorted as Telegram lists them (by offset)."""
+    parse_html(html)  # refuses what Telegram refuses
+    parser = _Entities()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.text), sorted(parser.entities, key=lambda e: (e[1], -e[2], e[0]))
