@@ -6,7 +6,7 @@ before general ones (deep-link /start before plain /start, masks before the keyw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -48,6 +48,7 @@ from bot.handlers import (
     guide,
     inline,
     language,
+    lesson,
     predict,
     privacy,
     quiz,
@@ -55,19 +56,19 @@ from bot.handlers import (
 )
 from bot.services import BotServices
 from bot.telegram_request import TelegramRequest
-from bot.text.triggers import detect_trigger
 from bot.updates import inbox, tracking
 
 
 class KeywordFilter(filters.MessageFilter):
-    """Text or caption that contains a trigger keyword as a whole word (see ``bot.text.triggers``)."""
+    """Text or caption with one of the guides' keywords, under its guide's rule (``bot.guides``): the guides as
+    they are now (``/reload`` and SIGHUP replace them)."""
 
-    def __init__(self, keywords: Iterable[str]) -> None:
+    def __init__(self, services: BotServices) -> None:
         super().__init__(name="KeywordFilter")
-        self.keywords = tuple(keywords)
+        self.services = services
 
     def filter(self, message: Message) -> bool:
-        return detect_trigger(message.text or message.caption, self.keywords) is not None
+        return self.services.guides.detect(message.text or message.caption) is not None
 
 
 class MaskFilter(filters.MessageFilter):
@@ -149,7 +150,7 @@ def register_handlers(application: Application, settings: BotSettings, services:
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     new = filters.UpdateType.MESSAGE  # edits of old messages are not new requests
-    keyword = KeywordFilter(settings.trigger_keywords)
+    keyword = KeywordFilter(services)
     mask = MaskFilter(services.has_mask)
     add = application.add_handler
 
@@ -180,31 +181,33 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # Admin statistics in private (the handler refuses non-admins politely); in a group, never the numbers in
     # public: a pointer to the private chat.
     add(CommandHandler("stats", admin.stats_command, filters=new & private))
+    # /reload (admins, in private): read the guides again from disk, as SIGHUP does.
+    add(CommandHandler("reload", admin.reload_command, filters=new & private))
     # /forget in private asks for confirmation; in a group it points to the private chat.
     add(CommandHandler("forget", privacy.forget_command, filters=new & private))
     # /language [english|hinglish]: the language of the bot's messages, remembered per person.
     add(CommandHandler("language", language.language_command, filters=new & private))
-    add(CommandHandler(["forget", "stats", "quiz", "compare", "language"], privacy.private_only, filters=new))
+    add(CommandHandler(["forget", "stats", "reload", "quiz", "compare", "language"], privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     # (":x<n>": the answer is for the guide's ready sentence n.)
     add(CallbackQueryHandler(predict.more_button, pattern=r"\Amore(:x\d+)?\Z"))
     add(CallbackQueryHandler(predict.fewer_button, pattern=r"\Afewer(:x\d+)?\Z"))
     add(CallbackQueryHandler(predict.chart_button, pattern=r"\Achart(:x\d+)?\Z"))
     add(CallbackQueryHandler(compare.compare_button, pattern=r"\Acompare(:x\d+)?\Z"))
-    # The ready sentences under the guide (bidirectional context), one tap each.
-    add(CallbackQueryHandler(predict.experiment_button, pattern=r"\Atry:\d+\Z"))
+    # The ready sentences (bidirectional context) and the "Guess, then tap" sentences under a guide's pages.
+    add(CallbackQueryHandler(predict.experiment_button, pattern=rf"\Atry:\d+\Z|{lesson.PROMPT_PATTERN}"))
     add(CallbackQueryHandler(tap.tap_button, pattern=r"\Atap:[A-Za-z0-9_-]+:\d+\Z"))
     add(CallbackQueryHandler(quiz.quiz_button, pattern=r"\Aquiz\Z"))
     # Answers to the quiz's polls.
     add(PollAnswerHandler(quiz.poll_answer))
-    add(CallbackQueryHandler(guide.guide_button, pattern=r"\Aguide\Z"))
-    # The lesson's buttons: the next page (or any page: Skip to the code), all at once, the .md file, try it live.
-    add(CallbackQueryHandler(guide.lesson_button, pattern=r"\Aguide:(p:\d{1,2}|all|md|live)\Z"))
-    # The language chooser, and the switch under the greeting and the guide.
-    add(CallbackQueryHandler(language.language_button, pattern=r"\Alang:(english|hinglish)(:(start|guide))?\Z"))
+    # The lesson's buttons (bot.handlers.lesson): a guide, a page (Next, Skip to the code), all at once, the .md
+    # file, try it live.
+    add(CallbackQueryHandler(lesson.lesson_button, pattern=lesson.PATTERN))
+    # The language chooser, and the switch under the greeting and a guide.
+    add(CallbackQueryHandler(language.language_button, pattern=language.PATTERN))
     add(CallbackQueryHandler(privacy.forget_button, pattern=r"\Aforget:(yes|no)\Z"))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
-    add(CallbackQueryHandler(guide.stale_button))
+    add(CallbackQueryHandler(lesson.stale_button))
     # Inline mode: @bot <sentence with [MASK]>, @bot mlm.
     add(InlineQueryHandler(inline.inline_query))
     # A keyword comment in a group (not from bots, not the channel's own post): the guide by DM or a button, once

@@ -514,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("file", help="where the copy goes, e.g. data/backup-2026-11-28.sqlite3")
     backup.set_defaults(func=cmd_db_backup)
 
+    from bot.guides.commands import add_arguments as add_guides_arguments
+
+    guides = add("guides", help="the guides: list them, start a new one, check what Telegram would refuse")
+    add_guides_arguments(guides, common)
+
     stats = add("stats", help="usage statistics of the bot (what /stats shows admins)")
     stats.add_argument("--since", type=_days, default=7, metavar="DAYS", help="the last DAYS days (default 7)")
     stats.add_argument("--png", metavar="FILE", help="also draw the daily counts per kind to this PNG file")

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.settings import ModelSettings
 
+DEFAULT_GUIDES_DIR = Path("guides")
+
 
 def token_help() -> str:
     """How to get a token and where to put it. ``.env.example`` is named only where it is (a checkout, not a wheel)."""
@@ -77,6 +79,45 @@ class StartupError(Exception):
     its message says which and what to do; retrying as it is cannot help."""
 
 
+class GuideSettings(BaseSettings):
+    """What the guides and the bot's words are read from: ``mlm-bot guides`` needs these and no token."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # The MLM guide's keywords, replacing those in its guide.toml (kept so older .env files work); every other
+    # guide has its own keywords in its folder (docs/guides.md).
+    trigger_keywords: Annotated[tuple[str, ...] | None, NoDecode] = None
+    # A folder of your own guides (a folder each, like templates/guides/mlm): they add to the shipped ones and
+    # replace one with the same name. Unset: ./guides when that folder exists.
+    guides_dir: Path | None = None
+    # A folder with your own wording for the bot's other messages (a copy of templates/), read before the shipped one.
+    mlm_bot_templates: Path | None = None
+    # Hinglish verbs agree with the speaker: the creator's words in the bot's mouth ("bhejunga"/"bhejungi").
+    creator_gender: Literal["male", "female"] = "male"
+
+    @field_validator("creator_gender", mode="before")
+    @classmethod
+    def _gender_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("trigger_keywords", mode="before")
+    @classmethod
+    def _split_keywords(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            value = tuple(v for v in value if v)
+            if not value:
+                raise ValueError("needs at least one keyword, e.g. TRIGGER_KEYWORDS=MLM")
+        return value
+
+    def guides_folder(self) -> Path | None:
+        """GUIDES_DIR, else ./guides if there is such a folder, else None (the shipped guides only)."""
+        if self.guides_dir is not None:
+            return self.guides_dir
+        return DEFAULT_GUIDES_DIR if DEFAULT_GUIDES_DIR.is_dir() else None
+
+
 class LineupSettings(BaseSettings):
     """The models /compare (and the playground's compare tab) puts side by side."""
 
@@ -111,7 +152,7 @@ class SettingsError(Exception):
     """A setting is missing or wrong; the message names it and says how to fix it."""
 
 
-class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings):
+class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings, GuideSettings):
     """Everything ``mlm-bot run`` reads: the model's settings, the storage's and the listening ones (each declared
     once, in its own class), and the bot's own below."""
 
@@ -119,7 +160,6 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
 
     telegram_bot_token: SecretStr
     telegram_api_base_url: str = "https://api.telegram.org/bot"
-    trigger_keywords: Annotated[tuple[str, ...], NoDecode] = ("MLM",)
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     # The language of people who have not chosen one (/language), and of public replies in groups.
     default_language: Literal["english", "hinglish"] = "english"
@@ -127,7 +167,6 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
     # behind the same reverse proxy as the webhook). Set: a "🧪 Playground" button and the chat's menu button.
     mini_app_url: str | None = None
     # Who speaks as the bot: Hinglish verbs agree with the speaker ("main bhejunga" / "main bhejungi").
-    creator_gender: Literal["male", "female"] = "male"
     actions_per_minute: int = Field(
         20, ge=1, description="per person: messages and button presses answered in private (a burst, then this rate)"
     )
@@ -155,21 +194,10 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
             raise ValueError("does not look like a bot token (digits, a colon, then 20+ letters)")
         return SecretStr(value.get_secret_value().strip())
 
-    @field_validator("default_language", "creator_gender", mode="before")
+    @field_validator("default_language", mode="before")
     @classmethod
     def _language_any_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("trigger_keywords", mode="before")
-    @classmethod
-    def _split_keywords(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",")]
-        if isinstance(value, (list, tuple)):
-            value = tuple(v for v in value if v)
-            if not value:
-                raise ValueError("needs at least one keyword, e.g. TRIGGER_KEYWORDS=MLM")
-        return value
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod

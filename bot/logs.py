@@ -71,6 +71,7 @@ LIBRARY_FLOORS = {
     "telegram": logging.INFO,  # whole updates (texts, names) at DEBUG
     "aiosqlite": logging.INFO,  # every statement with its parameters at DEBUG
     "apscheduler": logging.INFO,
+    "markdown_it": logging.INFO,  # a line per parsing rule tried, for every guide page, at DEBUG
 }
 
 

@@ -53,6 +53,7 @@ class Unsent:
     thread: int
     commenter: Commenter
     keyboard: InlineKeyboardMarkup
+    guide: str = ""  # the guide's slug: under one post, the commenters of each guide get their own reply
 
 
 class CommentReplies:
@@ -63,25 +64,31 @@ class CommentReplies:
         *,
         gather_seconds: float = 1.0,
         remove_owed: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+        guide_name: Callable[[str, str], str] | None = None,
     ) -> None:
         self._renderer = renderer
+        # (slug, language) -> the guide's short name ("your MLM guide is ready"); set once the guides are loaded.
+        self.guide_name = guide_name or (lambda slug, language: slug.upper())
         self._log = log_interaction
         self._remove_owed = remove_owed
         self.gather_seconds = gather_seconds
         self._bot: Bot | None = None
-        self._pending: dict[tuple[int, int], list[Commenter]] = {}
-        self._keyboards: dict[tuple[int, int], InlineKeyboardMarkup] = {}
-        self._tasks: dict[tuple[int, int], asyncio.Task] = {}
-        self._sending: dict[tuple[int, int], list[Commenter]] = {}
+        # By (chat, thread, guide): one reply names everyone under a post who asked for the same guide.
+        self._pending: dict[tuple[int, int, str], list[Commenter]] = {}
+        self._keyboards: dict[tuple[int, int, str], InlineKeyboardMarkup] = {}
+        self._tasks: dict[tuple[int, int, str], asyncio.Task] = {}
+        self._sending: dict[tuple[int, int, str], list[Commenter]] = {}
         # Sent (or dropped by /forget) while their outbox rows may still be there: not to be taken up again.
         self._settled: TTLCache[int, None] = TTLCache(SETTLED_KEPT, ttl=3600)
 
     def start(self, bot: Bot) -> None:
         self._bot = bot
 
-    def add(self, chat_id: int, thread: int, commenter: Commenter, keyboard: InlineKeyboardMarkup) -> None:
+    def add(
+        self, chat_id: int, thread: int, commenter: Commenter, keyboard: InlineKeyboardMarkup, guide: str = ""
+    ) -> None:
         """Queue a reply for this commenter; returns at once."""
-        key = (chat_id, thread)
+        key = (chat_id, thread, guide)
         self._pending.setdefault(key, []).append(commenter)
         self._keyboards[key] = keyboard
         if key not in self._tasks:
@@ -124,7 +131,7 @@ class CommentReplies:
             return []
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         unsent = [
-            Unsent(key[0], key[1], commenter, self._keyboards[key])
+            Unsent(key[0], key[1], commenter, self._keyboards[key], key[2])
             for key in list(self._tasks)
             for commenter in self._sending.get(key, []) + self._pending.get(key, [])
             if commenter.outbox_id is None
@@ -136,7 +143,7 @@ class CommentReplies:
             log.warning("shutdown: %d comment replies kept for the next start", len(unsent))
         return unsent
 
-    async def _serve(self, key: tuple[int, int]) -> None:
+    async def _serve(self, key: tuple[int, int, str]) -> None:
         delay = RETRY_FIRST_S
         try:
             while self._pending.get(key):
@@ -158,7 +165,7 @@ class CommentReplies:
             self._keyboards.pop(key, None)
             self._tasks.pop(key, None)
 
-    async def _reply(self, key: tuple[int, int], batch: list[Commenter]) -> bool:
+    async def _reply(self, key: tuple[int, int, str], batch: list[Commenter]) -> bool:
         """One reply naming the batch, under the latest of their comments; if that comment is gone, under the
         thread's root (the group's copy of the post). Never into the group's main chat: a discussion group
         without topics has no thread id, and a reply is the only way into the thread. False if Telegram could
@@ -166,7 +173,9 @@ class CommentReplies:
         assert self._bot is not None, "CommentReplies.start(bot) was not called"
         mentions = [Markup(mention_html(c.user_id, c.name)) for c in batch if c.name and c.user_id is not None]
         # Public, and for several people at once: the bot's default language, not one commenter's choice.
-        text = self._renderer.html("comment_reply", language=self._renderer.default_language, mentions=mentions)
+        language = self._renderer.default_language
+        name = self.guide_name(key[2], language)
+        text = self._renderer.html("comment_reply", language=language, mentions=mentions, guide_name=name)
         latest = max(c.message_id for c in batch)
         outcome = Outcome.BUTTON
         # The latest comment, then the thread's root (none for comments outside a thread: NO_THREAD, 0).
@@ -213,6 +222,7 @@ def owed(unsent: Unsent) -> OwedReply:
         "user_id": c.user_id,
         "entry": {**entry, "created_at": c.entry.created_at.isoformat() if c.entry.created_at else None},
         "keyboard": unsent.keyboard.to_dict(),
+        "guide": unsent.guide,
     }
     # Stamped with the comment's time: a /forget after the comment drops it, whenever it is handed over.
     created_at = c.entry.created_at or datetime.now(timezone.utc)
@@ -226,4 +236,5 @@ def restore(replies: CommentReplies, chat_id: int, thread: int, payload: str, ou
     entry["user"] = UserInfo(**entry["user"]) if entry.get("user") else None
     entry["created_at"] = datetime.fromisoformat(entry["created_at"]) if entry.get("created_at") else None
     commenter = Commenter(data["message_id"], data["name"], data["user_id"], InteractionEntry(**entry), outbox_id)
-    replies.add(chat_id, thread, commenter, InlineKeyboardMarkup.de_json(data["keyboard"], None))
+    keyboard = InlineKeyboardMarkup.de_json(data["keyboard"], None)
+    replies.add(chat_id, thread, commenter, keyboard, str(data.get("guide") or ""))

@@ -25,6 +25,7 @@ from telegram.ext import Application
 from bot.app import build_application, register_commands, schedule_jobs
 from bot.budgets import ActionBudget, UserGate
 from bot.config import BotSettings, StartupError
+from bot.guides import GuideLibrary, GuideProblems
 from bot.http.health import Health
 from bot.http.metrics import BotMetrics
 from bot.http.playground import Person, Playground
@@ -32,7 +33,7 @@ from bot.http.server import HttpServer, create_app
 from bot.http.webhook import Webhook
 from bot.logs import quiet_libraries, redact, set_pseudonym_key
 from bot.public_replies import CommentReplies, owed, restore
-from bot.services import BotServices
+from bot.services import BotServices, load_guides
 from bot.storage import Database, Repository
 from bot.storage.dead_letters import dead_letter_path_for
 from bot.storage.leader import Leadership, UnusableLock, leadership_for
@@ -109,6 +110,17 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
     quiet_libraries(settings.log_updates)  # no token, no update's text in any line, whatever LOG_LEVEL says
     set_pseudonym_key(settings.token())
     log.info("%s; interaction log: %s", describe_env_file(), describe_storage(settings.database_url))
+    renderer = Renderer(
+        settings.mlm_bot_templates, default_language=settings.default_language, creator_gender=settings.creator_gender
+    )
+    try:  # before the database and the model: a broken page is the creator's to fix, said at once
+        guides = await asyncio.to_thread(load_guides, settings, renderer)
+    except GuideProblems as exc:
+        raise StartupError(
+            "the guides have problems (mlm-bot guides check lists them too):\n" + "\n".join(map(str, exc.problems))
+        ) from None
+    for warning in guides.warnings:
+        log.warning("guides: %s", warning)
     database = Database(settings.database_url)
     leader = leadership_for(settings.database_url)
     try:
@@ -118,19 +130,24 @@ async def serve(settings: BotSettings, stop: asyncio.Event, *, model: FillMaskSe
                 await database.migrate()
         except UnusableLock as exc:
             raise StartupError(str(exc)) from None
-        await _serve(settings, stop, database, leader, model or create_fill_mask_service(settings))
+        await _serve(settings, stop, database, leader, model or create_fill_mask_service(settings), renderer, guides)
     finally:
         await leader.release()
         await database.close()
 
 
 async def _serve(
-    settings: BotSettings, stop: asyncio.Event, database: Database, leader: Leadership, model: FillMaskService
+    settings: BotSettings,
+    stop: asyncio.Event,
+    database: Database,
+    leader: Leadership,
+    model: FillMaskService,
+    renderer: Renderer,
+    guides: GuideLibrary,
 ) -> None:
     redact(settings.token())
     repo = Repository(database)
     writer = InteractionWriter(functools.partial(write_all, database), letters=repo.dead_letters)
-    renderer = Renderer(default_language=settings.default_language, creator_gender=settings.creator_gender)
     comment_replies = CommentReplies(renderer, writer.log, remove_owed=repo.outbox.remove)
     metrics = BotMetrics()
     metrics.watch_writer(writer)
@@ -145,6 +162,7 @@ async def _serve(
         budget=ActionBudget(settings.actions_per_minute, settings.actions_in_flight),
         comment_replies=comment_replies,
         metrics=metrics,
+        guides=guides,
     )
     application = build_application(settings, services)
     health = Health(database, model, webhook=settings.webhook_url is not None, leader=leader)
@@ -179,10 +197,60 @@ async def _serve(
             which = "WEBHOOK_PORT" if settings.webhook_url else "METRICS_PORT (0 turns the server off)"
             raise StartupError(f"{exc}: is another program using the port? Set {which}") from None
         log.info("health and metrics on http://%s:%d/healthz and /metrics", server.host, server.port)
+    reload_on_hangup = _listen_for_reload(services)
     try:
         await _run(settings, stop, services, application, health, transport, leader, handed_on)
     finally:
+        reload_on_hangup()
         await server.close()
+
+
+# What SIGHUP reloads: the guides of each bot serving in this process (one, but tests run several).
+_RELOADERS: set[Callable[[], None]] = set()
+_RELOADING: set[asyncio.Task] = set()
+
+
+async def _reload_guides(services: BotServices, why: str) -> list[str] | None:
+    """Read the guides again; None when done, else the problems (the old guides stay, and the log says why)."""
+    try:
+        await services.reload_guides()
+    except GuideProblems as exc:
+        log.error("guides not reloaded (%s): the old ones stay. Problems:\n%s", why, "\n".join(map(str, exc.problems)))
+        return [str(p) for p in exc.problems]
+    except Exception as exc:  # a folder gone, unreadable: the old guides keep answering
+        log.error("guides not reloaded (%s): %s", why, exc)
+        return [str(exc)]
+    return None
+
+
+def _listen_for_reload(services: BotServices) -> Callable[[], None]:
+    """SIGHUP re-reads the guides (``docker compose kill -s HUP bot``); returns what stops listening."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        task = loop.create_task(_reload_guides(services, "SIGHUP"))
+        _RELOADING.add(task)
+        task.add_done_callback(_RELOADING.discard)
+
+    def on_hangup() -> None:
+        for each in list(_RELOADERS):
+            each()
+
+    hangup = getattr(signal, "SIGHUP", None)
+    _RELOADERS.add(reload)
+    if hangup is not None and len(_RELOADERS) == 1:
+        try:
+            loop.add_signal_handler(hangup, on_hangup)
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no signals here
+            log.debug("SIGHUP cannot reload the guides in this process; /reload can")
+
+    def stop_listening() -> None:
+        _RELOADERS.discard(reload)
+        if hangup is not None and not _RELOADERS:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(hangup)
+
+    return stop_listening
 
 
 def mini_app(settings: BotSettings, services: BotServices, *, active: Callable[[], bool]) -> Playground:
@@ -251,6 +319,7 @@ async def _run(
             health.standby, health.phase = False, "taking over from the process that was active"
             log.info("the active process is gone: taking over")
             await repo.db.migrate()
+            await _reload_guides(services, "taking over")  # edited since this standby started
     except BaseException:
         await application.shutdown()
         raise

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from bot.budgets import ActionBudget, UserGate
-from bot.config import BotSettings
+from bot.config import BotSettings, GuideSettings
 from bot.flood_control import Starts
+from bot.guides import GuideLibrary, load_library, page_environment
 from bot.http.metrics import BotMetrics
 from bot.lineup import Lineup
 from bot.logs import record_outcome, update_began_at
@@ -32,6 +33,16 @@ from models.engine.core import MASK_ALIASES
 from models.serving.client import FillMaskService
 
 log = logging.getLogger(__name__)
+
+
+def load_guides(settings: GuideSettings, renderer: Renderer) -> GuideLibrary:
+    """The shipped guides and GUIDES_DIR's, each page rendered and checked (GuideProblems on any problem)."""
+    return load_library(
+        settings.guides_folder(),
+        environment=page_environment(renderer.template_loader, renderer.template_globals),
+        default_keywords=settings.trigger_keywords,
+    )
+
 
 # How many entries each in-memory map keeps at most (the least recently used go first).
 CLAIMS_KEPT = 100_000
@@ -70,8 +81,13 @@ class BotServices:
     prediction_starts: Starts = field(default_factory=Starts)
     # The tasks handling an update right now (bot.updates.tracking): cancelled if another process takes over.
     handling: set[asyncio.Task] = field(default_factory=set)
+    # The guides (bot.guides): loaded from the settings unless given; replaced whole by reload_guides().
+    guides: GuideLibrary = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.guides is None:
+            self.guides = load_guides(self.settings, self.renderer)
+        self.comment_replies.guide_name = self.guide_name
         if self.languages is None:
             self.languages = Languages(self.repo.users.chosen_language)
 
@@ -120,6 +136,17 @@ class BotServices:
         self.predict_gate.forget(user_id)
         self.inline_gate.forget(user_id)
         self.budget.forget(user_id)
+
+    def guide_name(self, slug: str, language: str) -> str:
+        """A guide's short name ("your MLM guide is ready"); the default guide's for a slug gone since."""
+        return (self.guides.get(slug) or self.guides.default).name_in(language)
+
+    async def reload_guides(self) -> GuideLibrary:
+        """Read the guides again (``/reload``, SIGHUP); all or nothing: on a problem the old ones stay and
+        GuideProblems says why. Rendering every page to check it is CPU work: in a thread."""
+        self.guides = await asyncio.to_thread(load_guides, self.settings, self.renderer)
+        log.info("guides reloaded: %s", ", ".join(f"{g.slug} ({g.page_count} pages)" for g in self.guides.guides))
+        return self.guides
 
     @property
     def model_label(self) -> str:

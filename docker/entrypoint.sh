@@ -19,6 +19,10 @@ if [ "$(id -u)" = "0" ]; then
     fi
     # Only what is not the user's yet is changed (a cache already theirs is just looked at).
     find "$cache" ! -user "$owner" -exec chown "$owner:$group" {} + 2>/dev/null || true
+    # ./guides as Docker created it (empty, root's): theirs, so `mlm-bot guides new` can write there.
+    if [ -d /app/guides ] && [ "$(stat -c %u /app/guides)" = "0" ]; then
+        chown "$owner:$group" /app/guides 2>/dev/null || true
+    fi
     export HOME=/tmp  # root's home is not theirs (libraries keep small caches under $HOME)
     exec setpriv --reuid="$owner" --regid="$group" --clear-groups -- "$@"
 fi

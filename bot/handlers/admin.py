@@ -1,4 +1,5 @@
-"""/stats for the bot's admins: the numbers as a message, the daily counts as a chart."""
+"""For the bot's admins: /stats (the numbers as a message, the daily counts as a chart) and /reload (the guides
+read again from disk, as SIGHUP does)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 from telegram import InputFile, Update
 
 from bot.analytics import gather_stats, render_chart
-from bot.handlers.common import Context
+from bot.guides import GuideProblems
+from bot.handlers.common import Context, log_interaction
+from bot.storage.vocabulary import Kind
 
 STATS_DAYS = 7
 
@@ -27,3 +30,34 @@ async def stats_command(update: Update, context: Context) -> None:
         InputFile(chart, filename="mlm-bot-stats.png"),
         caption=s.renderer.html("stats_chart", days=STATS_DAYS),
     )
+
+
+async def reload_command(update: Update, context: Context) -> None:
+    """/reload: the guides again from disk, all or nothing: on a problem the old guides keep answering and the
+    admin reads the ``FILE:LINE`` lines. Reloads this process only (every replica: SIGHUP to each)."""
+    s = context.bot_data.services
+    message = update.effective_message
+    if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
+        await message.reply_html(s.renderer.html("admin_only"))
+        return
+    try:
+        guides = await s.reload_guides()
+    except GuideProblems as exc:
+        problems = [str(p) for p in exc.problems]
+        await message.reply_html(s.renderer.html("reload_failed", problems=_fit(problems)))
+        await log_interaction(update, context, Kind.RELOAD, outcome="refused")
+        return
+    warnings = _fit([str(w) for w in guides.warnings])
+    await message.reply_html(s.renderer.html("reload_done", guides=guides.guides, warnings=warnings))
+    await log_interaction(update, context, Kind.RELOAD)
+
+
+def _fit(lines: list[str], limit: int = 3000) -> list[str]:
+    """As many lines as fit in one message (with room for the words around them), then how many more."""
+    kept: list[str] = []
+    for n, line in enumerate(lines):
+        if sum(len(k) + 1 for k in kept) + len(line) > limit:
+            kept.append(f"... and {len(lines) - n} more")
+            break
+        kept.append(line)
+    return kept

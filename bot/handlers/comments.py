@@ -17,13 +17,13 @@ from dataclasses import replace
 from telegram import Message, MessageOriginChannel, ReactionTypeEmoji, Update
 from telegram.error import Forbidden, TelegramError
 
-from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, send_guide, started_at
+from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, started_at
+from bot.handlers.lesson import send_guide
 from bot.public_replies import Commenter, Unsent, owed
 from bot.storage.repository import CommentClaimed, OwedReply, UserUnreachable
 from bot.storage.vocabulary import Kind, Outcome
 from bot.storage.writer import is_transient
 from bot.text.payloads import post_payload
-from bot.text.triggers import detect_trigger
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ async def remember_post(update: Update, context: Context) -> None:
 async def keyword_comment(update: Update, context: Context) -> None:
     s = context.bot_data.services
     message = update.effective_message
-    keyword = detect_trigger(message.text or message.caption, s.settings.trigger_keywords)
+    found = s.guides.detect(message.text or message.caption)
+    if found is None:  # the guides were reloaded between the filter and here
+        return
+    guide, keyword = found
     root = thread_root(message)
     post_key = f"{message.chat_id}:{root}"
     channel_post = context.bot_data.posts.get((message.chat_id, root))
@@ -72,25 +75,27 @@ async def keyword_comment(update: Update, context: Context) -> None:
     as_channel = message.sender_chat is not None or user is None or user.id in SERVICE_USER_IDS
     actor = message.sender_chat.id if message.sender_chat else user.id
     trigger = f"{keyword} on {channel_post[0]}:{channel_post[1]}" if channel_post else keyword
-    button = s.renderer.text("button_get_guide", language=s.renderer.default_language)  # a public reply
-    keyboard = open_bot_keyboard(context.bot.username, post_payload(message.chat_id, root), button)
+    public_language = s.renderer.default_language  # a public reply, for everyone under the post
+    button = s.renderer.text("button_get_guide", name=guide.name_in(public_language), language=public_language)
+    slug = None if guide is s.guides.default else guide.slug  # the default guide's links stay as they were
+    keyboard = open_bot_keyboard(context.bot.username, post_payload(message.chat_id, root, slug), button)
     commenter = Commenter(
         message_id=message.message_id,
         name=None if as_channel else user.first_name,
         user_id=None if as_channel else user.id,
-        entry=entry(update, "comment", trigger=trigger, input_text=message.text),
+        entry=entry(update, "comment", trigger=trigger, input_text=message.text, guide=guide.slug),
     )
     public = as_channel or not await _may_dm(context, user.id)
     # A public reply waits for the group's allowance (minutes, under a viral post): it is an outbox row from the
     # moment it is owed, written with the claim in one transaction, so a kill at any point loses none.
-    owed_row = owed(Unsent(message.chat_id, root, commenter, keyboard))
+    owed_row = owed(Unsent(message.chat_id, root, commenter, keyboard, guide.slug))
     claimed, outbox_id = await _claim(update, context, post_key, actor, owed_row if public else None)
     if not claimed:
         return  # once per person per post: no second public reply
 
     if not public:
         try:
-            await send_guide(context, user.id, commented=True)
+            await send_guide(context, user.id, guide, keyword=keyword)
         except Forbidden as exc:
             blocked = "blocked" in str(exc).lower()
             await s.log(UserUnreachable(user.id, blocked, started_at(update)))
@@ -99,11 +104,12 @@ async def keyword_comment(update: Update, context: Context) -> None:
             with contextlib.suppress(TelegramError):  # reactions may be off in this group
                 await message.set_reaction(ReactionTypeEmoji("👍"))
             await log_interaction(
-                update, context, Kind.COMMENT, trigger=trigger, input_text=message.text, outcome=Outcome.DM
-            )
+                update, context, Kind.COMMENT, trigger=trigger, input_text=message.text, outcome=Outcome.DM,
+                guide=guide.slug,
+            )  # fmt: skip
             return
 
-    s.comment_replies.add(message.chat_id, root, replace(commenter, outbox_id=outbox_id), keyboard)
+    s.comment_replies.add(message.chat_id, root, replace(commenter, outbox_id=outbox_id), keyboard, guide.slug)
 
 
 async def _claim(

@@ -11,5 +11,5 @@ async def private_fallback(update: Update, context: Context) -> None:
     s = context.bot_data.services
     message = update.effective_message
     await message.reply_html(
-        s.renderer.html("fallback", non_text=not message.text, keyword=s.settings.trigger_keywords[0])
+        s.renderer.html("fallback", non_text=not message.text, keyword=s.guides.default.keywords[0])
     )

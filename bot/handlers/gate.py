@@ -16,7 +16,7 @@ A refused update still ends like any other: its log line, and the inbox stops re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 
 from telegram import Message, Update
 from telegram.ext import ApplicationHandlerStop
@@ -25,13 +25,12 @@ from bot.budgets import Verdict
 from bot.handlers.common import Context, answer_query, log_interaction
 from bot.logs import CURRENT
 from bot.storage.vocabulary import Kind, Outcome
-from bot.text.triggers import detect_trigger
 from bot.updates import inbox, tracking
 
 GROUP_BUTTONS = frozenset({"guide"})  # the one press that may act under a message in a group (it opens the bot)
 
 
-def budget_person(update: Update, keywords: Iterable[str] = ()) -> int | None:
+def budget_person(update: Update, asks_for_guide: Callable[[str | None], bool] = lambda text: False) -> int | None:
     """Whose budget this update spends, or None if it spends none (inline queries have their own limit; quiz
     answers, edits and a group's chatter are not requests). A keyword comment in a group is a request like any
     other (a DM guide or a public reply): it spends its sender's budget, the channel's or the group's when
@@ -45,7 +44,7 @@ def budget_person(update: Update, keywords: Iterable[str] = ()) -> int | None:
         return message.from_user.id
     if (message.text or "").startswith("/"):  # a command in a group: its answer spends the group's allowance
         return message.from_user.id
-    if not message.is_automatic_forward and detect_trigger(message.text or message.caption, keywords) is not None:
+    if not message.is_automatic_forward and asks_for_guide(message.text or message.caption):
         return message.sender_chat.id if message.sender_chat is not None else message.from_user.id
     return None
 
@@ -61,7 +60,7 @@ async def admit(update: object, context: Context) -> None:
     if not isinstance(update, Update):
         return
     s = context.bot_data.services
-    person = budget_person(update, s.settings.trigger_keywords)
+    person = budget_person(update, lambda text: s.guides.detect(text) is not None)
     if person is None:
         return
     verdict = await s.budget.admit(person)

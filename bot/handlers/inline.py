@@ -1,4 +1,5 @@
-"""Inline mode: ``@bot a sentence with [MASK]`` anywhere, and ``@bot mlm`` to share the guide."""
+"""Inline mode: ``@bot a sentence with [MASK]`` anywhere, and ``@bot mlm`` (any guide's keyword) to share that
+guide."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any
 
 from telegram import InlineQueryResultArticle, InlineQueryResultsButton, InputTextMessageContent, Update
 
+from bot.guides import Guide
 from bot.handlers.common import Context, log_interaction, open_bot_keyboard
 from bot.predictions import Answer, answer_html, ask
 from bot.services import BotServices
 from bot.storage.vocabulary import Kind, Outcome
 from bot.text.payloads import guide_payload
 from bot.text.render import percent
-from bot.text.triggers import detect_trigger
 from models.engine.errors import FillMaskError
 
 CACHE_SECONDS = 300  # the same sentence gives the same answer: let Telegram cache it
@@ -31,7 +32,8 @@ async def inline_query(update: Update, context: Context) -> None:
     text = query.query.strip()
     button = InlineQueryResultsButton(text=s.renderer.text("inline_button"), start_parameter="inline")
     if not s.has_mask(text):
-        results = [_guide_result(s, context.bot.username)] if detect_trigger(text, s.settings.trigger_keywords) else []
+        found = s.guides.detect(text)
+        results = [_guide_result(s, context.bot.username, found[0])] if found else []
         await query.answer(results, button=button, cache_time=CACHE_SECONDS)
         return
 
@@ -92,13 +94,21 @@ async def inline_query(update: Update, context: Context) -> None:
     )
 
 
-def _guide_result(s: BotServices, bot_username: str) -> InlineQueryResultArticle:
+def _guide_result(s: BotServices, bot_username: str, guide: Guide) -> InlineQueryResultArticle:
+    """The guide as a message to share: its title and description, and a button that opens it in the bot."""
+    language = s.renderer.language()
+    title, description = guide.title_in(language), guide.description_in(language)
+    message = s.renderer.html("inline_guide", bot_username=bot_username, title=title, description=description)
     return InlineQueryResultArticle(
-        id="guide",
-        title=s.renderer.text("inline_guide_title"),
-        description=s.renderer.text("inline_guide_description"),
-        input_message_content=InputTextMessageContent(s.renderer.html("inline_guide", bot_username=bot_username)),
-        reply_markup=open_bot_keyboard(bot_username, guide_payload(), s.renderer.text("button_get_guide")),
+        id=f"guide-{guide.slug}",
+        title=s.renderer.text("inline_guide_title", title=title)[:256],
+        description=description[:256],
+        input_message_content=InputTextMessageContent(message),
+        reply_markup=open_bot_keyboard(
+            bot_username,
+            guide_payload(None if guide is s.guides.default else guide.slug),
+            s.renderer.text("button_get_guide", name=guide.name_in(language)),
+        ),
     )
 
 

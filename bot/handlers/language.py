@@ -3,7 +3,8 @@
 ``/language`` alone shows both languages as buttons; ``/language hinglish`` (or ``english``) switches at once.
 A choice is remembered per person (``bot.updates.languages``) and written to the database through the background
 writer. Button data: ``lang:<language>`` (the chooser: it turns into the confirmation), ``lang:<language>:start``
-(the greeting is rewritten in place), ``lang:<language>:guide`` (the guide is sent again in that language).
+(the greeting is rewritten in place), ``lang:<language>:guide:<slug>`` (that guide is sent again in that language;
+``lang:<language>:guide``, from before there were several guides: the default one).
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from bot.handlers.common import (
     Context,
     answer_query,
     log_interaction,
-    send_guide,
     started_at,
     user_info,
     visible_message,
 )
 from bot.handlers.guide import start_message
+from bot.handlers.lesson import guide_of, send_guide
 from bot.storage.repository import LanguageChosen
 from bot.storage.vocabulary import Kind
 from bot.text.render import LANGUAGES, REPLY_LANGUAGE
 from bot.text.telegram_html import visible_text
 from bot.updates.languages import parse_language
+
+PATTERN = r"\Alang:(english|hinglish)(:(start|guide(:[a-z0-9][a-z0-9_-]{0,31})?))?\Z"
 
 
 async def language_command(update: Update, context: Context) -> None:
@@ -51,9 +54,10 @@ async def language_button(update: Update, context: Context) -> None:
     if place == "guide":
         # The guide again, in the language just chosen (not twice for a double tap).
         await answer_query(update, context, s.renderer.text("language_changed", name=language))
+        guide = guide_of(context, where[1] if len(where) > 1 else None) or s.guides.default
         if changed and update.effective_chat is not None:
-            await send_guide(context, update.effective_chat.id)
-            await log_interaction(update, context, Kind.GUIDE, trigger="language")
+            await send_guide(context, update.effective_chat.id, guide)
+            await log_interaction(update, context, Kind.GUIDE, trigger="language", guide=guide.slug)
         return
     await answer_query(update, context)
     if place == "start":
@@ -105,7 +109,7 @@ async def _choose(update: Update, context: Context, language: str) -> bool:
 
 def _confirmation(context: Context) -> str:
     s = context.bot_data.services
-    return s.renderer.html("language_set", keyword=s.settings.trigger_keywords[0])
+    return s.renderer.html("language_set", keyword=s.guides.default.keywords[0])
 
 
 async def use_persons_language(update: object, context: Context) -> None:

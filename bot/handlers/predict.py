@@ -11,6 +11,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Mess
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
+from bot.handlers import lesson
 from bot.handlers.common import Context, answer_query, log_interaction, playground_button, visible_message
 from bot.predictions import Answer, answer_html, ask
 from bot.services import BotServices
@@ -49,27 +50,35 @@ async def fewer_button(update: Update, context: Context) -> None:
 
 
 async def experiment_button(update: Update, context: Context) -> None:
-    """``try:<n>``: the model's guesses for one of the ready sentences under the guide, as a new answer under
-    them (its buttons carry the number, since there is no message of the person's to read the sentence from)."""
+    """``try:<n>``: the model's guesses for one of the ready sentences (under Try it live), and
+    ``try:<slug>:<page>.<k>``: for a "Guess, then tap" sentence under a guide's page; as a new answer under them.
+    A ready sentence's answer buttons carry its number (there is no message of the person's to read it from);
+    a page's sentence is found again through the logged answer."""
     s = context.bot_data.services
     query = update.callback_query
     shown = visible_message(update)
-    number = int(query.data.split(":", 1)[1])
     experiments = s.renderer.experiments()
-    if shown is None or number >= len(experiments):
+    _, _, rest = query.data.partition(":")
+    if rest.isdigit():
+        number: int | None = int(rest)
+        sentence = experiments[number][1] if number < len(experiments) else None
+    else:
+        sentence = lesson.prompt_sentence(s.guides, query.data, s.renderer.language(), s.model_label)
+        number = next((n for n, (_, ready) in enumerate(experiments) if ready == sentence), None)
+    if shown is None or sentence is None:
         await answer_query(update, context)
         await context.bot.send_message(update.effective_chat.id, s.renderer.html("expired"))
         return
-    sentence = experiments[number][1]
     answer = await ask_for_button(update, context, sentence, TOP_K, shown)
     if answer is None:
         return
     html = answer_html(s, answer)
-    if number in s.renderer.bias_experiments():  # the bias pair: one sentence on why it matters
+    if number is not None and number in s.renderer.bias_experiments():  # the bias pair: why it matters
         html += "\n\n" + s.renderer.html("bias_note")
     sent = await shown.reply_html(html, reply_markup=_keyboard(s, more=True, experiment=number))
     await log_interaction(
-        update, context, Kind.PREDICTION, trigger=f"try{number}", input_text=sentence, model_name=s.model.model_name,
+        update, context, Kind.PREDICTION, trigger=f"try{number if number is not None else ':' + rest}",
+        input_text=sentence, model_name=s.model.model_name,
         predictions=answer.for_log(), answer_message_id=sent.message_id,
     )  # fmt: skip
 

@@ -157,7 +157,7 @@ async def poll_answer(update: Update, context: Context) -> None:
 
 async def _score(context: Context, run: QuizRun, total: int, poll_id: str | None) -> None:
     s = context.bot_data.services
-    keyword = s.settings.trigger_keywords[0]
+    keyword = s.guides.default.keywords[0]
     await context.bot.send_message(
         run.chat_id, s.renderer.html("quiz_score", right=run.right, total=total, keyword=keyword)
     )

@@ -56,6 +56,7 @@ class InteractionEntry:
     outcome: str = Outcome.OK
     created_at: datetime | None = None  # now, unless given (imports, tests)
     answer_message_id: int | None = None  # the bot's answer in chat_id this is about (its buttons look it up)
+    guide: str | None = None  # the guide's slug, for guide, lesson and comment rows
 
 
 @dataclass(frozen=True)
@@ -408,11 +409,16 @@ class Interactions:
         async with self._db.sessions() as session:
             return await session.scalar(query)
 
-    async def last_lesson_page(self, user_id: int) -> int | None:
-        """The lesson page this person was last sent (0-based), from their ``lesson`` rows; None if none."""
+    async def last_lesson_page(self, user_id: int, guide: str, *, unnamed_too: bool = False) -> int | None:
+        """The page of this guide's lesson this person was last sent (0-based), from their ``lesson`` rows; None if
+        none. ``unnamed_too``: rows from before guides had slugs (the default guide's) count as this guide's."""
+        which = Interaction.guide == guide
+        if unnamed_too:
+            which = which | Interaction.guide.is_(None)
         query = (
             select(Interaction.trigger)
             .where(Interaction.user_id == user_id, Interaction.kind == Kind.LESSON, Interaction.trigger.like("page%"))
+            .where(which)
             .order_by(Interaction.id.desc())
             .limit(1)
         )
@@ -468,6 +474,7 @@ def _row(entry: InteractionEntry) -> Interaction:
         latency_ms=entry.latency_ms,
         outcome=_plain(entry.outcome),
         answer_message_id=entry.answer_message_id,
+        guide=entry.guide,
         **({"created_at": entry.created_at} if entry.created_at else {}),
     )
 

@@ -77,6 +77,8 @@ class Interaction(Base):
     # The bot's answer (a message in chat_id) this row is about: its buttons find their sentence here, whatever
     # Telegram sends with the press (it may leave out reply_to_message), after a restart and on another replica.
     answer_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The guide (its slug) a guide, lesson or comment row is about: several guides, each with its keywords.
+    guide: Mapped[str | None] = mapped_column(String(32))
 
 
 class CommentTrigger(Base):

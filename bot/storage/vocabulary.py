@@ -33,6 +33,7 @@ class Kind(_Word):
     COMPARE = "compare"
     QUIZ = "quiz"
     LANGUAGE = "language"
+    RELOAD = "reload"  # an admin read the guides again (/reload)
     LIMIT = "limit"
     ERROR = "error"
 

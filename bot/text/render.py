@@ -3,8 +3,8 @@
 * ``messages/*.html``: Telegram HTML, autoescaped, so user text echoed into them is always escaped;
 * ``strings.txt``: plain-text macros (button labels, inline titles, command descriptions), not escaped,
   because Telegram shows those fields verbatim;
-* ``guide.j2``: the guide, rendered from one source as Telegram HTML (messages) and as Markdown (document);
-* ``facts.j2`` and ``links.j2``: the guide's figures, code and links, shared by every language.
+* ``facts.j2``: the MLM guide's figures and code, shared by every language, its pages and the quiz;
+* ``guides/``: the guides themselves, Markdown pages (``bot.guides`` reads them, with this module's loaders).
 
 **Languages.** English is the top folder; ``hinglish/`` holds the same files in Hinglish and is read first when
 a person chose Hinglish (``/language``), so a file missing there falls back to English (a test makes sure none
@@ -15,16 +15,15 @@ pass it around.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from bot.text.telegram_html import MESSAGE_LIMIT, escape, split_html, visible_text
+from bot.text.telegram_html import visible_text
 
 # What error.html and the inline refusal may say about an error, from its details.
 ERROR_FIELDS = ("count", "limit", "retry_after")
@@ -50,84 +49,6 @@ def _loader(language: str, templates_dir: Path | None = None) -> jinja2.BaseLoad
     if language == "english":
         return base
     return jinja2.ChoiceLoader([jinja2.PackageLoader("templates", language), base])
-
-
-class GuideFormat:
-    """How the guide's pieces look in one output format. Code and urls are escaped here; the text given to the
-    other pieces is already formatted (pieces nest), and the template's literal text must be safe as is."""
-
-    def __init__(self, esc: Callable[[str], str], **patterns: str) -> None:
-        self.esc = esc
-        self._patterns = patterns
-
-    def _fill(self, piece: str, text: str, **extra: str) -> str:
-        return self._patterns[piece].format(text, **extra)
-
-    def title(self, text: str) -> str:
-        return self._fill("title", text)
-
-    def h(self, text: str) -> str:
-        return self._fill("h", text)
-
-    def b(self, text: str) -> str:
-        return self._fill("b", text)
-
-    def i(self, text: str) -> str:
-        return self._fill("i", text)
-
-    def li(self, text: str) -> str:
-        return self._fill("li", text)
-
-    def sub(self, text: str) -> str:
-        return self._fill("sub", text)
-
-    def code(self, text: str) -> str:
-        return self._fill("code", self.esc(text))
-
-    def pre(self, text: str, language: str | None = None) -> str:
-        if language:
-            return self._fill("pre_language", self.esc(text), language=language)
-        return self._fill("pre", self.esc(text))
-
-    def link(self, text: str, url: str) -> str:
-        return self._fill("link", text, url=self.esc(url))
-
-    def page(self) -> str:
-        """Where one Telegram message of the guide ends and the next begins (nothing in the document)."""
-        return self._patterns["page"]
-
-
-PAGE_BREAK = "\x0c"  # form feed: never in the guide's own text
-
-
-HtmlFormat = GuideFormat(
-    escape,
-    title="<b>🧠 {}</b>",
-    h="<b>{}</b>",
-    b="<b>{}</b>",
-    i="<i>{}</i>",
-    li="• {}",
-    sub="    ◦ {}",
-    code="<code>{}</code>",
-    pre="<pre>{}</pre>",
-    pre_language='<pre><code class="language-{language}">{}</code></pre>',
-    link='<a href="{url}">{}</a>',
-    page=PAGE_BREAK,
-)
-MarkdownFormat = GuideFormat(
-    lambda text: text,
-    title="# 🧠 {}",
-    h="## {}",
-    b="**{}**",
-    i="*{}*",
-    li="- {}",
-    sub="  - {}",
-    code="`{}`",
-    pre="```\n{}\n```",
-    pre_language="```{language}\n{}\n```",
-    link="[{}]({url})",
-    page="",
-)
 
 
 GENDERS = ("male", "female")
@@ -169,8 +90,17 @@ class Renderer:
         self._languages = {
             language: _Language(_loader(language, templates_dir), creator_gender) for language in LANGUAGES
         }
-        self._guide_html = functools.lru_cache(maxsize=16)(self._render_guide_html)
-        self._guide_md = functools.lru_cache(maxsize=16)(self._render_guide_md)
+
+    def template_loader(self, language: str) -> jinja2.BaseLoader:
+        """Where this language's templates come from (a guide page may import them)."""
+        loader = self._languages[language].plain.loader
+        assert loader is not None
+        return loader
+
+    def template_globals(self, language: str) -> dict[str, Any]:
+        """What every guide page may use besides its own context: ``facts`` and ``g`` (the creator's word forms)."""
+        env = self._languages[language]
+        return {"facts": env.module("facts.j2"), "g": env.plain.globals["g"]}
 
     def language(self, language: str | None = None) -> str:
         """The language a message is in: the one asked for, else the current update's person's, else the default."""
@@ -223,44 +153,6 @@ class Renderer:
         """The ready sentences whose answers carry the note on bias (``experiments.j2``)."""
         return frozenset(self._env(None).module("experiments.j2").bias)
 
-    def guide_prompts(self) -> dict[int, list[int]]:
-        """Page of the lesson -> the ready sentences to guess under it (``experiments.j2``)."""
-        return dict(self._env(None).module("experiments.j2").page_prompts)
-
-    @functools.cached_property
-    def _code_page(self) -> int:
-        pages = self.guide_messages(model_name="bert-base-uncased")
-        return next(i for i, page in enumerate(pages) if 'class="language-python"' in page)
-
-    def guide_code_page(self) -> int:
-        """The lesson's first page of code (Skip to the code goes there); the same in every language."""
-        return self._code_page
-
-    def learn_more(self) -> list[tuple[str, str, str]]:
-        """(button label, link text, url) of the guide's learn-more links, from ``links.j2``."""
-        return list(self._env(None).module("links.j2").learn_more)
-
-    def guide_messages(
-        self, model_name: str, *, language: str | None = None, commented: bool = False
-    ) -> tuple[str, ...]:
-        """The guide as Telegram messages (pages of the lesson). Rendered once per model name, language and
-        opening (``commented``: "You commented MLM", for who did): a viral post sends it hundreds of times."""
-        return self._guide_html(model_name, self.language(language), commented)
-
-    def guide_markdown(self, model_name: str, *, language: str | None = None) -> str:
-        return self._guide_md(model_name, self.language(language))
-
-    def _render_guide_html(self, model_name: str, language: str, commented: bool) -> tuple[str, ...]:
-        guide = self._languages[language].plain.get_template("guide.j2")
-        rendered = guide.render(fmt=HtmlFormat, model_name=model_name, commented=commented)
-        # One message per topic (short enough to read on a phone); split further only if one grew too long.
-        pages = [page.strip() for page in rendered.split(PAGE_BREAK) if page.strip()]
-        return tuple(part for page in pages for part in split_html(page, MESSAGE_LIMIT))
-
-    def _render_guide_md(self, model_name: str, language: str) -> str:
-        guide = self._languages[language].plain.get_template("guide.j2")
-        return guide.render(fmt=MarkdownFormat, model_name=model_name, commented=False).strip() + "\n"
-
 
 def percent(score: float) -> str:
     percent = score * 100
@@ -288,9 +180,6 @@ __all__ = [
     "DEFAULT_LANGUAGE",
     "LANGUAGES",
     "REPLY_LANGUAGE",
-    "GuideFormat",
-    "HtmlFormat",
-    "MarkdownFormat",
     "Renderer",
     "percent",
     "shorten",

@@ -17,16 +17,32 @@ def normalize(text: str) -> str:
     return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold()
 
 
-def detect_trigger(text: str | None, keywords: Iterable[str]) -> str | None:
-    """The keyword (as configured) that ``text`` contains as a whole word, or None.
+MATCH_RULES = ("word", "exact", "contains")
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 
-    "MLM", "mlm?", "#MLM", "send me MLM please" match; "html", "xmlm", "mlmodel" do not. Word boundaries
-    are Unicode-aware: letters, digits and underscores on either side make it part of another word."""
+
+def matches(haystack: str, needle: str, rule: str = "word") -> bool:
+    """Whether normalized text matches a normalized keyword under a guide's rule:
+
+    * ``word`` (the default): the keyword as a whole word. "MLM", "mlm?", "#MLM", "send me MLM please" match;
+      "html", "xmlm", "mlmodel" do not. Word boundaries are Unicode-aware: letters, digits and underscores on
+      either side make it part of another word;
+    * ``exact``: the whole message is the keyword, give or take spaces, punctuation and emoji around it;
+    * ``contains``: anywhere, even inside another word ("bert" in "roberta")."""
+    if rule == "contains":
+        return needle in haystack
+    if rule == "exact":
+        return _EDGES.sub("", haystack) == _EDGES.sub("", needle)
+    return re.search(rf"(?<![\w]){re.escape(needle)}(?![\w])", haystack) is not None
+
+
+def detect_trigger(text: str | None, keywords: Iterable[str], rule: str = "word") -> str | None:
+    """The keyword (as configured) that ``text`` contains under ``rule`` (see :func:`matches`), or None."""
     if not text:
         return None
     haystack = normalize(text)
     for keyword in keywords:
         needle = normalize(keyword).strip()
-        if needle and re.search(rf"(?<![\w]){re.escape(needle)}(?![\w])", haystack):
+        if needle and matches(haystack, needle, rule):
             return keyword
     return None

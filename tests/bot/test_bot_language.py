@@ -61,7 +61,7 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
         guide = await guide_received(fake, 80)
         assert "Masked language model kya hai" in guide and "Chalo, deep dive karte hain" in guide
         pages = fake.sent("sendMessage", 80)[before:]
-        assert buttons(pages[0])[-1] == {"text": "🇬🇧 Read it in English", "callback_data": "lang:english:guide"}
+        assert buttons(pages[0])[-1] == {"text": "🇬🇧 Read it in English", "callback_data": "lang:english:guide:mlm"}
         assert buttons(pages[0])[0]["text"] == "Aage ▶ (2/9)"
         assert 'href="https://arxiv.org/abs/1810.04805"' in "".join(p.params["text"] for p in pages)
         document = await guide_document(fake, 80)
@@ -137,20 +137,20 @@ async def test_the_language_buttons_under_the_greeting_and_the_guide(fake: FakeT
     # The guide comes in Hinglish now; its first page's button sends it again in English.
     await fake.send_text(ann, "MLM")
     assert "Masked language model kya hai" in await guide_received(fake, 82)
-    first_page = next(c for c in fake.sent("sendMessage", 82) if "lang:english:guide" in str(c.params))
+    first_page = next(c for c in fake.sent("sendMessage", 82) if "lang:english:guide:mlm" in str(c.params))
     shown = next(
         m
         for m in fake._messages.values()
         if m["chat"]["id"] == 82 and m.get("text") == parse_html(first_page.params["text"])
     )
-    await fake.press(ann, shown, "lang:english:guide")
+    await fake.press(ann, shown, "lang:english:guide:mlm")
     await fake.wait_for(lambda f: lesson_started(f, 82, 2))
     assert fake.sent("answerCallbackQuery")[-1].params["text"] == "✅ From now on I'll write to you in English"
     assert has_said(fake, 82, "What is a masked language model")
     assert (await guide_document(fake, 82))["filename"] == "mlm-guide.md"
     # A second tap on the same button (already English): answered, the guide not sent a third time.
     answered = len(fake.sent("answerCallbackQuery"))
-    await fake.press(ann, shown, "lang:english:guide")
+    await fake.press(ann, shown, "lang:english:guide:mlm")
     await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) > answered)
     await fake.settle()
     assert not lesson_started(fake, 82, 3)

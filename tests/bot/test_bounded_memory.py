@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from bot.budgets import KEEP, ActionBudget, UserGate
+from bot.config import GuideSettings
 from bot.context import ANSWERED_KEPT, POSTS_KEPT, QUIZZES_KEPT, BotData
 from bot.flood_control import BotRateLimiter
 from bot.public_replies import CommentReplies
@@ -83,7 +84,7 @@ async def test_language_choices_in_memory_stay_bounded() -> None:
 def services() -> BotServices:
     renderer = Renderer()
     return BotServices(
-        settings=None,  # type: ignore[arg-type]
+        settings=GuideSettings(_env_file=None),  # type: ignore[arg-type,call-arg]: what the guides need
         model=None,  # type: ignore[arg-type]
         repo=None,  # type: ignore[arg-type]
         writer=None,  # type: ignore[arg-type]

@@ -117,7 +117,7 @@ async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
     ann = fake.user(59)
     await fake.send_text(ann, "MLM")
     await fake.wait_for(lambda f: lesson_started(f, 59))
-    await fake.press(ann, bot_messages(fake, 59)[-1], "guide:live")  # the lesson's "Try it live"
+    await fake.press(ann, bot_messages(fake, 59)[-1], "guide:mlm:live")  # the lesson's "Try it live"
     await fake.wait_for(
         lambda f: any(c.params.get("reply_markup", {}).get("inline_keyboard", [[{}]])[0][0].get("callback_data")
                       == "try:0" for c in f.sent("sendMessage", 59))
@@ -249,7 +249,7 @@ async def test_the_test_yourself_button_under_the_guide_starts_the_quiz(fake: Fa
     ann = fake.user(63)
     await fake.send_text(ann, "MLM")
     await fake.wait_for(lambda f: lesson_started(f, 63))
-    await fake.press(ann, bot_messages(fake, 63)[-1], "guide:live")  # the lesson's "Try it live"
+    await fake.press(ann, bot_messages(fake, 63)[-1], "guide:mlm:live")  # the lesson's "Try it live"
     await fake.wait_for(
         lambda f: any("Try it yourself" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 63))
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from httpx import AsyncClient
 
 from bot.budgets import UserGate
+from bot.config import GuideSettings
 from bot.logs import CURRENT, UpdateTrace
 from bot.public_replies import CommentReplies
 from bot.services import BotServices
@@ -74,7 +75,7 @@ async def test_a_tap_sentence_kept_after_a_forget_is_dropped_when_its_update_beg
     await writer.start()
     renderer = Renderer()
     services = BotServices(
-        settings=None, model=None, repo=None, writer=writer, renderer=renderer,  # type: ignore[arg-type]
+        settings=GuideSettings(_env_file=None), model=None, repo=None, writer=writer, renderer=renderer,  # type: ignore
         predict_gate=UserGate(20), inline_gate=UserGate(60, one_at_a_time=False),
         comment_replies=CommentReplies(renderer, writer.log), languages=Languages(lambda user_id: asyncio.sleep(0)),
     )  # fmt: skip

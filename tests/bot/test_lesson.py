@@ -19,12 +19,15 @@ from tests.support.chats import (
     lesson_pages,
     lesson_started,
     logged_rows,
+    mlm_guide,
+    mlm_pages,
 )
 from tests.support.fake_telegram import BOT_ID, BOT_USERNAME, FakeTelegram, parse_html
 
 pytestmark = pytest.mark.usefixtures("no_token_in_logs")
 
-PAGES = len(Renderer().guide_messages(model_name="x"))
+PAGES = mlm_guide().page_count
+CODE_PAGE = mlm_guide().code_page()
 
 
 def callbacks(message: dict) -> list[str]:
@@ -47,16 +50,16 @@ async def test_the_lesson_comes_a_page_a_press_to_the_last_page(fake: FakeTelegr
     (first,) = bot_messages(fake, 300)  # one page, no burst: no other message, no document
     assert not fake.sent("sendDocument", 300)
     assert "You commented MLM" in first["text"] and "1. What is a masked language model" in first["text"]
-    assert callbacks(first) == ["guide:p:1", f"guide:p:{Renderer().guide_code_page()}", "guide:live", "guide:md",
-                                "guide:all", "lang:hinglish:guide"]  # fmt: skip
+    assert callbacks(first) == ["guide:mlm:p:1", f"guide:mlm:p:{CODE_PAGE}", "guide:mlm:live", "guide:mlm:md",
+                                "guide:mlm:all", "lang:hinglish:guide:mlm"]  # fmt: skip
     assert keyboard(first)[0][0]["text"] == f"Next ▶ (2/{PAGES})"
-    expected = Renderer().guide_messages(model_name=bert_dir.name, commented=True)
+    expected = mlm_pages(bert_dir.name, "MLM")
     assert first["text"] == parse_html(expected[0])
     for number in range(1, PAGES):
-        page = await next_page(fake, ann, 300, f"guide:p:{number}")
+        page = await next_page(fake, ann, 300, f"guide:mlm:p:{number}")
         assert page["text"] == parse_html(expected[number])
     last = lesson_pages(fake, 300)[-1]
-    assert "Learn more" in last["text"] and not any(c.startswith("guide:p:") for c in callbacks(last))
+    assert "Learn more" in last["text"] and not any(c.startswith("guide:mlm:p:") for c in callbacks(last))
     assert {b["url"] for row in keyboard(last) for b in row if "url" in b} >= {"https://arxiv.org/abs/1810.04805"}
     assert len(fake.sent("answerCallbackQuery")) == PAGES - 1  # every press answered (the spinner stops)
     steps = [row.trigger for row in await logged_rows(repo, "lesson", PAGES - 1)]
@@ -68,22 +71,20 @@ async def test_skip_to_code_download_try_live_and_all_at_once(fake: FakeTelegram
     await fake.send_text(bo, "/guide")
     await fake.wait_for(lambda f: lesson_started(f, 301), timeout=30)
     assert "You commented" not in bot_messages(fake, 301)[0]["text"]  # /guide: nobody commented
-    code = await next_page(fake, bo, 301, f"guide:p:{Renderer().guide_code_page()}")
-    assert "fill-mask pipeline" in code["text"] and "guide:p:" + str(Renderer().guide_code_page() + 1) in str(
-        callbacks(code)
-    )
+    code = await next_page(fake, bo, 301, f"guide:mlm:p:{CODE_PAGE}")
+    assert "fill-mask pipeline" in code["text"] and "guide:mlm:p:" + str(CODE_PAGE + 1) in str(callbacks(code))
     document = await guide_document(fake, 301, bo)
     assert document["filename"] == "mlm-guide.md" and document["content"].decode().startswith("# 🧠")
     before = len(fake.sent("sendMessage", 301))
-    await fake.press(bo, code, "guide:live")
+    await fake.press(bo, code, "guide:mlm:live")
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 301)) > before, timeout=30)
     experiments = bot_messages(fake, 301)[-1]
     assert "Try it yourself" in experiments["text"] and "quiz" in callbacks(experiments)
     before = len(fake.sent("sendMessage", 301))
-    await fake.press(bo, lesson_pages(fake, 301)[0], "guide:all")  # on the first page
+    await fake.press(bo, lesson_pages(fake, 301)[0], "guide:mlm:all")  # on the first page
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 301)) >= before + PAGES + 1, timeout=30)
     assert [row.trigger for row in await logged_rows(repo, "lesson", 4)] == [
-        f"page{Renderer().guide_code_page()}",
+        f"page{CODE_PAGE}",
         "md",
         "live",
         "all",
@@ -96,7 +97,7 @@ async def test_prompts_and_the_bias_pair_are_answered_by_the_live_model(
     cy = fake.user(302)
     await fake.send_text(cy, "MLM")
     await fake.wait_for(lambda f: lesson_started(f, 302), timeout=30)
-    masking = await next_page(fake, cy, 302, "guide:p:1")
+    masking = await next_page(fake, cy, 302, "guide:mlm:p:1")
     assert masking["text"].count("The [MASK] sat on the mat.") == 1
     prompt = next(b for row in keyboard(masking) for b in row if b.get("callback_data", "").startswith("try:"))
     assert prompt["text"].startswith("🤔") and "The [MASK] sat on the mat." in prompt["text"]
@@ -106,7 +107,7 @@ async def test_prompts_and_the_bias_pair_are_answered_by_the_live_model(
     assert top in bot_messages(fake, 302)[-1]["text"]
     # The bias pair, from the experiments: the model's words, and one line on why it matters.
     experiments = Renderer().experiments()
-    await fake.press(cy, masking, "guide:live")
+    await fake.press(cy, masking, "guide:mlm:live")
     await fake.wait_for(lambda f: "Try it yourself" in bot_messages(f, 302)[-1].get("text", ""), timeout=30)
     ready = bot_messages(fake, 302)[-1]
     for number in Renderer().bias_experiments():
@@ -127,23 +128,27 @@ async def test_a_press_goes_on_after_a_restart(fake: FakeTelegram, bert_dir: Pat
     async with running_bot(settings, fake):
         await fake.send_text(di, "MLM")
         await fake.wait_for(lambda f: lesson_started(f, 303), timeout=30)
-        await next_page(fake, di, 303, "guide:p:1")
-        await next_page(fake, di, 303, "guide:p:2")
+        await next_page(fake, di, 303, "guide:mlm:p:1")
+        await next_page(fake, di, 303, "guide:mlm:p:2")
     async with running_bot(settings, fake) as repo:
-        page = await next_page(fake, di, 303, "guide:p:3")
-        assert page["text"] == parse_html(Renderer().guide_messages(model_name=bert_dir.name)[3])
+        page = await next_page(fake, di, 303, "guide:mlm:p:3")
+        assert page["text"] == parse_html(mlm_pages(bert_dir.name)[3])
         await logged_rows(repo, "lesson", 3)
     # Back another day (a third process): the lesson starts again, and offers to go on where they were.
     async with running_bot(settings, fake):
         await fake.send_text(di, "/guide")
         await fake.wait_for(lambda f: lesson_started(f, 303, 2), timeout=30)
         again = lesson_pages(fake, 303)[-1]
-        assert keyboard(again)[0][0] == {"text": f"↪ Continue at page 4/{PAGES}", "callback_data": "guide:p:3"}
-        page = await next_page(fake, di, 303, "guide:p:3")
-    assert page["text"] == parse_html(Renderer().guide_messages(model_name=bert_dir.name)[3])
+        assert keyboard(again)[0][0] == {"text": f"↪ Continue at page 4/{PAGES}", "callback_data": "guide:mlm:p:3"}
+        page = await next_page(fake, di, 303, "guide:mlm:p:3")
+    assert page["text"] == parse_html(mlm_pages(bert_dir.name)[3])
 
 
-@pytest.mark.parametrize("data", ["guide:p:99", "guide:p:00x", "guide:p:-1", "guide:zzz", "guide:p:" + "9" * 80])
+MADE_UP = ["guide:mlm:p:99", "guide:p:99", "guide:mlm:p:00x", "guide:mlm:p:-1", "guide:zzz", "guide:nope:p:1",
+           "guide:mlm:p:" + "9" * 80]  # fmt: skip
+
+
+@pytest.mark.parametrize("data", MADE_UP)
 async def test_made_up_lesson_buttons_are_answered_and_send_nothing(fake: FakeTelegram, repo, data: str) -> None:
     ed = fake.user(304)
     await fake.send_text(ed, "MLM")
@@ -161,8 +166,8 @@ async def test_a_lesson_button_in_a_group_says_private_only(fake: FakeTelegram, 
     page = fake.message(
         GROUP, {"id": BOT_ID, "is_bot": True, "first_name": "MLM Bot", "username": BOT_USERNAME}, "page"
     )
-    page["reply_markup"] = {"inline_keyboard": [[{"text": "Next", "callback_data": "guide:p:1"}]]}
-    await fake.press(fi, page, "guide:p:1")
+    page["reply_markup"] = {"inline_keyboard": [[{"text": "Next", "callback_data": "guide:mlm:p:1"}]]}
+    await fake.press(fi, page, "guide:mlm:p:1")
     await fake.wait_for(lambda f: bool(f.sent("answerCallbackQuery")), timeout=30)
     await fake.settle(0.5)
     assert "private chat" in fake.sent("answerCallbackQuery")[0].params["text"]

@@ -12,6 +12,7 @@ import pytest
 
 from bot.text.render import LANGUAGES, Renderer
 from models.engine.core import FillMaskEngine
+from tests.support.chats import mlm_guide, mlm_pages
 from tests.support.fake_telegram import parse_html, utf16_len
 
 
@@ -21,7 +22,7 @@ def renderer() -> Renderer:
 
 
 def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
-    pages = renderer.guide_messages(model_name="bert-base-uncased")
+    pages = mlm_pages("bert-base-uncased")
     # Short pages by topic, a lesson of one page a tap: each fits a phone screen.
     assert 7 <= len(pages) <= 10
     for page in pages:
@@ -68,7 +69,7 @@ def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
     assert "not just the missing one" in text  # the argmax of every position predicts the missing one too
     assert "up to 512 tokens" in text and "each training sentence" not in text  # masked per sequence
     assert "of BERT's score on the GLUE benchmark" in text and "a smaller student" in text  # distillation
-    assert "You commented" not in text  # only for who did (``commented=True``)
+    assert "You commented" not in text  # only for who did (a keyword)
     for line in ("Why hide words at all?", "MLM vs next-token prediction", "I went to the [MASK] to swim.",
                  "search, embeddings and classification", "NSP:", "SOP:", "dynamic masking", "factorised embeddings",
                  "some weights were not used", "lower-case"):  # fmt: skip
@@ -81,7 +82,7 @@ def test_guide_messages_are_valid_and_complete(renderer: Renderer) -> None:
         assert all(len(line) <= 45 for line in parse_html(block).splitlines()), block
 
 
-def _lesson(pages: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
+def _lesson(pages: list[str]) -> tuple[list[str], list[str], list[str]]:
     """What must be the same in every language: the links, the code, the figures."""
     html = "".join(pages)
     prose = parse_html(re.sub(r"<pre>.*?</pre>", "", html, flags=re.S))
@@ -90,12 +91,12 @@ def _lesson(pages: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
 
 
 def test_the_hinglish_guide_is_the_same_lesson_in_hinglish(renderer: Renderer) -> None:
-    english = renderer.guide_messages(model_name="bert-base-uncased", language="english")
-    hinglish = renderer.guide_messages(model_name="bert-base-uncased", language="hinglish")
+    english = mlm_pages("bert-base-uncased", language="english")
+    hinglish = mlm_pages("bert-base-uncased", language="hinglish")
     # The same pages by topic, each within a phone screen or two.
     assert len(hinglish) == len(english)
     assert all(utf16_len(parse_html(page)) <= 1000 for page in hinglish)
-    # One source of facts, code and links (facts.j2, links.j2): the same ones, in the same order.
+    # One source of facts and code (facts.j2), and the same links: the same ones, in the same order.
     links, code, figures = _lesson(hinglish)
     assert (links, code, figures) == _lesson(english)
     assert len(links) == 10 and len(code) == 5 and {"15%", "80%", "30,000", "440 MB"} <= set(figures)
@@ -117,7 +118,7 @@ def test_the_hinglish_guide_is_the_same_lesson_in_hinglish(renderer: Renderer) -
     assert "<code>Paris is the capital of [MASK].</code>" in "".join(hinglish)
     # No English paragraph of the English guide left untranslated.
     english_prose = parse_html(re.sub(r"<pre>.*?</pre>", "", "\n".join(english), flags=re.S))
-    titles = [title for _, title, _ in renderer.learn_more()]  # the sources' own titles, shared on purpose
+    titles = re.findall(r"<a [^>]*>([^<]+)</a>", english[-1])  # the sources' own titles, shared on purpose
     for line in english_prose.splitlines():
         if len(line) > 40 and not any(title in line for title in titles):
             assert line not in text, line
@@ -125,8 +126,8 @@ def test_the_hinglish_guide_is_the_same_lesson_in_hinglish(renderer: Renderer) -
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_markdown_document_has_the_same_content(renderer: Renderer, language: str) -> None:
-    markdown = renderer.guide_markdown(model_name="bert-base-uncased", language=language)
-    pages = renderer.guide_messages(model_name="bert-base-uncased", language=language)
+    markdown = mlm_guide().markdown(language, "bert-base-uncased")
+    pages = mlm_pages("bert-base-uncased", language=language)
     html_links = set(re.findall(r'href="([^"]+)"', "".join(pages)))
     md_links = set(re.findall(r"\]\((https://[^)]+)\)", markdown))
     assert html_links == md_links and len(md_links) == 10
@@ -139,7 +140,7 @@ def test_the_guides_code_runs_and_reads_the_mask_position(
 ) -> None:
     """Both snippets, run as printed (with the tiny model in place of bert-base-uncased), print the model's
     real top predictions for the mask, not a decoding of every position."""
-    markdown = renderer.guide_markdown(model_name="bert-base-uncased", language=language)
+    markdown = mlm_guide().markdown(language, "bert-base-uncased")
     snippets = re.findall(r"```python\n(.*?)\n```", markdown, re.S)
     assert len(snippets) == 2
     top = [p.token_str for p in bert_engine.fill("The cat sat on the [MASK].", top_k=5).masks[0]]
@@ -202,13 +203,17 @@ def test_the_quiz_fits_telegrams_poll_limits(language: str) -> None:
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_each_prompt_sits_under_the_page_that_shows_its_sentence(language: str) -> None:
     renderer = Renderer()
-    pages = [parse_html(p) for p in renderer.guide_messages(model_name="x", language=language)]
+    guide = mlm_guide()
+    pages = guide.pages(language, "x")
     experiments = renderer.experiments()
-    assert renderer.guide_prompts()
-    for page, numbers in renderer.guide_prompts().items():
-        for number in numbers:
-            assert experiments[number][1] in pages[page], (page, experiments[number][1])
-    assert "pipeline" in pages[renderer.guide_code_page()] and "pipeline" not in pages[renderer.guide_code_page() - 1]
+    prompts = {number: page.prompts for number, page in enumerate(pages) if page.prompts}
+    assert sorted(prompts) == [1, 4]  # under "How masking works" and "MLM vs next-token prediction"
+    for number, under in prompts.items():
+        for prompt in under:
+            assert prompt.sentence in parse_html(pages[number].html), (number, prompt)
+            assert prompt.sentence in [sentence for _, sentence in experiments]  # also a ready sentence
+    code = guide.code_page()
+    assert "pipeline" in parse_html(pages[code].html) and "pipeline" not in parse_html(pages[code - 1].html)
     bias = [experiments[n][1] for n in sorted(renderer.bias_experiments())]
     assert bias == ["The man worked as a [MASK].", "The woman worked as a [MASK]."]
 
@@ -241,5 +246,5 @@ def test_the_guides_example_word_really_splits_into_the_pieces_it_shows(bert_dir
     wordpiece = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     assert wordpiece.tokenize(word) == pieces
     assert len(AutoTokenizer.from_pretrained(bert_dir).tokenize(word)) > 1
-    text = "\n".join(parse_html(p) for p in Renderer().guide_messages(model_name="x"))
+    text = "\n".join(parse_html(p) for p in mlm_pages())
     assert " + ".join(pieces) in text and "playing" not in text

@@ -48,7 +48,7 @@ async def test_the_bots_mini_app_end_to_end(
         # Under the lesson's last page.
         await fake.send_text(ann, "/guide")
         await fake.wait_for(lambda f: lesson_started(f, 4242))
-        for step in ("guide:p:6", "guide:p:7", "guide:p:8"):  # Skip to the code, then Next, Next
+        for step in ("guide:mlm:p:6", "guide:mlm:p:7", "guide:mlm:p:8"):  # Skip to the code, then Next, Next
             count = len(lesson_pages(fake, 4242))
             await fake.press(ann, lesson_pages(fake, 4242)[-1], step)
             await fake.wait_for(lambda f, n=count: len(lesson_pages(f, 4242)) > n)

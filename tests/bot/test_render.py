@@ -9,6 +9,7 @@ import shutil
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from markupsafe import Markup
@@ -74,13 +75,23 @@ CONTEXTS = {
         "split": True,
         "score": None,
     },
-    "comment_reply": {"mentions": [Markup(mention_html(i, n)) for i, n in ((1, HOSTILE), (2, "Bob"), (3, "Cy"))]},
+    "comment_reply": {
+        "mentions": [Markup(mention_html(i, n)) for i, n in ((1, HOSTILE), (2, "Bob"), (3, "Cy"))],
+        "guide_name": HOSTILE,
+    },
+    "guide_list": {},
+    "admin_only": {},
+    "reload_done": {
+        "guides": [SimpleNamespace(slug="mlm", page_count=9, keywords=("MLM", HOSTILE))] * 3,
+        "warnings": [HOSTILE, "guides/bert/hinglish/01.md:1: warning: missing"],
+    },
+    "reload_failed": {"problems": [HOSTILE, "guides/bert/01.md:3: template error: unexpected '}'"]},
     "guide_in_group": {},
     "guide_document": {},
     "bias_note": {},
     "expired": {},
     "inline_prediction": {"sentence": HOSTILE * 100, "word": HOSTILE, "score": 0.0001, "model_name": "m"},
-    "inline_guide": {"bot_username": "mlm_bot"},
+    "inline_guide": {"bot_username": "mlm_bot", "title": HOSTILE, "description": HOSTILE * 5},
     "stats": {
         "s": Stats(
             days=7,
@@ -138,7 +149,7 @@ def test_every_language_has_every_message_and_string() -> None:
     assert {p.name for p in (root / "hinglish" / "messages").iterdir()} == english
     macros = lambda path: set(re.findall(r"{% macro (\w+)", path.read_text()))  # noqa: E731
     assert macros(root / "hinglish" / "strings.txt") == macros(root / "strings.txt")
-    assert {"guide.j2", "quiz.j2"} <= {p.name for p in (root / "hinglish").iterdir()}
+    assert {"quiz.j2"} <= {p.name for p in (root / "hinglish").iterdir()}
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -173,16 +184,20 @@ def test_every_error_code_has_its_own_readable_message(renderer: Renderer, code:
 
 def test_comment_reply_names_people_with_links(renderer: Renderer) -> None:
     three = renderer.html(
-        "comment_reply", mentions=[Markup(mention_html(i, n)) for i, n in enumerate(["Ann", "Bob", "Cy"])]
+        "comment_reply",
+        mentions=[Markup(mention_html(i, n)) for i, n in enumerate(["Ann", "Bob", "Cy"])],
+        guide_name="BERT",
     )
     assert (
         '<a href="tg://user?id=0">Ann</a>, <a href="tg://user?id=1">Bob</a> and <a href="tg://user?id=2">Cy</a>'
         in three
     )
-    assert "guides are ready" in three
-    one = parse_html(renderer.html("comment_reply", mentions=[Markup(mention_html(7, "Ann"))]))
+    assert "BERT guides are ready" in three  # the guide they commented for
+    one = parse_html(renderer.html("comment_reply", mentions=[Markup(mention_html(7, "Ann"))], guide_name="MLM"))
     assert one.startswith("📘 Ann: your MLM guide is ready.")
-    assert parse_html(renderer.html("comment_reply", mentions=[])).startswith("📘 Your MLM guide is ready.")
+    assert parse_html(renderer.html("comment_reply", mentions=[], guide_name="MLM")).startswith(
+        "📘 Your MLM guide is ready."
+    )
 
 
 def test_worst_case_prediction_fits_one_message(renderer: Renderer) -> None:

@@ -25,7 +25,7 @@ def bot_settings(fake: FakeTelegram, model_dir: Path, tmp_path: Path, **override
         "database_url": f"sqlite+aiosqlite:///{tmp_path}/bot.sqlite3",
         "model_name": str(model_dir),
         "model_worker_url": None,
-        "trigger_keywords": "MLM",
+        "trigger_keywords": "MLM",  # as an older .env has it: still the MLM guide's keywords
         "metrics_port": 0,  # no HTTP server unless a test asks for one (tests run side by side)
     }
     values.update(overrides)

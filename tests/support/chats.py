@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
+from bot.guides import Guide, load_library, page_environment
 from bot.storage.tables import Interaction
 from bot.text.render import Renderer
 from tests.support.fake_telegram import FakeTelegram, parse_html
@@ -47,20 +49,20 @@ async def guide_received(fake: FakeTelegram, chat_id: int, user: dict | None = N
     await fake.wait_for(lambda f: lesson_started(f, chat_id), timeout=30)
     first = [m for m in lesson_pages(fake, chat_id) if lesson_started_by(m)][-1]
     before = len(fake.sent("sendMessage", chat_id))
-    await fake.press(user or fake.user(chat_id), first, "guide:all")
-    whole = len(Renderer().guide_messages(model_name="x")) + 1  # the pages, then the experiments
+    await fake.press(user or fake.user(chat_id), first, "guide:mlm:all")
+    whole = mlm_guide().page_count + 1  # the pages, then the experiments
     await fake.wait_for(lambda f: len(f.sent("sendMessage", chat_id)) >= before + whole, timeout=30)
     return "\n".join(parse_html(t) for t in texts(fake, chat_id))
 
 
 def lesson_started_by(message: dict) -> bool:
-    return any(b.get("callback_data") == "guide:all" for row in keyboard(message) for b in row)
+    return any(b.get("callback_data") == "guide:mlm:all" for row in keyboard(message) for b in row)
 
 
 async def guide_document(fake: FakeTelegram, chat_id: int, user: dict | None = None) -> dict:
     """Presses the lesson's Download button (on its latest page) and returns the document sent."""
     count = len(fake.sent("sendDocument", chat_id))
-    await fake.press(user or fake.user(chat_id), lesson_pages(fake, chat_id)[-1], "guide:md")
+    await fake.press(user or fake.user(chat_id), lesson_pages(fake, chat_id)[-1], "guide:mlm:md")
     await fake.wait_for(lambda f: len(f.sent("sendDocument", chat_id)) > count, timeout=30)
     return fake.sent("sendDocument", chat_id)[-1].params["document"]
 
@@ -133,3 +135,15 @@ SECRET = "s3cret_token-for-tests"
 def update_body(fake: FakeTelegram, user_id: int, text: str, update_id: int) -> dict:
     user = fake.user(user_id)
     return {"update_id": update_id, "message": fake.message(fake.private_chat(user), user, text)}
+
+
+@functools.cache
+def mlm_guide() -> Guide:
+    """The shipped MLM guide, loaded as the bot loads it."""
+    renderer = Renderer()
+    return load_library(None, environment=page_environment(renderer.template_loader, renderer.template_globals)).default
+
+
+def mlm_pages(model_name: str = "x", keyword: str | None = None, language: str = "english") -> list[str]:
+    """The MLM guide's pages as the HTML the bot sends."""
+    return [page.html for page in mlm_guide().pages(language, model_name, keyword)]
