@@ -146,13 +146,12 @@ def _playground_app(settings, token: str | None):
 
     from bot.http.playground import Playground
     from bot.lineup import Lineup
-    from bot.text.render import Renderer
     from models.engine.loading import ModelLoadError
     from models.serving.client import LocalFillMask
 
     model = LocalFillMask(settings)
     lineup = Lineup(settings.compare_models, settings)
-    playground = Playground(model, Renderer(), lineup=lineup, token=token)
+    playground = Playground(model, _renderer(), lineup=lineup, token=token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -383,7 +382,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from bot.config import StorageSettings
     from bot.storage import Database, Repository
     from bot.storage.database import SchemaOutOfDate
-    from bot.text.render import Renderer
     from bot.text.telegram_html import visible_text
 
     async def collect():
@@ -399,13 +397,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
     except SchemaOutOfDate as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    renderer = Renderer()
+    renderer = _renderer()
     print(visible_text(renderer.html("stats", s=stats)))
     if args.png:
         with open(args.png, "wb") as out:
             out.write(render_chart(stats, renderer.text("chart_title", days=args.since)))
         print(f"\nchart written to {args.png}")
     return 0
+
+
+def _renderer():
+    """The bot's words as ``mlm-bot run`` has them: MLM_BOT_TEMPLATES and CREATOR_GENDER from .env too."""
+    from bot.config import GuideSettings
+    from bot.text.render import Renderer
+
+    settings = GuideSettings()
+    return Renderer(settings.mlm_bot_templates, creator_gender=settings.creator_gender)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    for name in ("TELEGRAM_BOT_TOKEN", "TRIGGER_KEYWORDS", "ADMIN_USER_IDS", "TELEGRAM_API_BASE_URL", "DATABASE_URL"):
+    for name in ("TELEGRAM_BOT_TOKEN", "TRIGGER_KEYWORDS", "ADMIN_USER_IDS", "TELEGRAM_API_BASE_URL", "DATABASE_URL",
+                 "GUIDES_DIR", "MLM_BOT_TEMPLATES"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
@@ -37,6 +38,18 @@ def test_values_from_the_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch,
     assert settings.telegram_api_base_url == "https://api.telegram.org/bot"
     assert settings.database_url.startswith("sqlite+aiosqlite:///data/")
     assert TOKEN not in repr(settings)  # the token is a secret: never printed with the settings
+
+
+def test_guides_and_templates_folders_come_from_dotenv_too(tmp_path) -> None:
+    """GUIDES_DIR and MLM_BOT_TEMPLATES in .env are read (MLM_BOT_TEMPLATES once worked only when exported), and
+    without GUIDES_DIR a ./guides folder is used once it exists."""
+    assert load_settings(telegram_bot_token=TOKEN).guides_folder() is None
+    (tmp_path / "guides").mkdir()
+    assert str(load_settings(telegram_bot_token=TOKEN).guides_folder()) == "guides"
+    (tmp_path / ".env").write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\nGUIDES_DIR=/srv/guides\nMLM_BOT_TEMPLATES=mine\n")
+    settings = load_settings()
+    assert str(settings.guides_folder()) == "/srv/guides" and str(settings.mlm_bot_templates) == "mine"
+    assert settings.trigger_keywords is None  # unset: the MLM guide's own keywords (its guide.toml)
 
 
 @pytest.mark.parametrize(

@@ -37,18 +37,19 @@ REPLY_LANGUAGE: ContextVar[str | None] = ContextVar("reply_language", default=No
 
 
 def _loader(language: str, templates_dir: Path | None = None) -> jinja2.BaseLoader:
-    """The templates shipped with the package, or a folder of your own wording (``templates_dir``, else
-    ``MLM_BOT_TEMPLATES``); for a language other than English, its subfolder first, then the English files."""
+    """The templates shipped with the package, under a folder of your own wording (``templates_dir``, else
+    ``MLM_BOT_TEMPLATES``) that needs only the files you changed; for a language other than English, its
+    subfolder first, then the English files (yours, then the package's)."""
     folder = templates_dir if templates_dir is not None else os.environ.get("MLM_BOT_TEMPLATES")
+    loaders: list[jinja2.BaseLoader] = []
     if folder:
-        base: jinja2.BaseLoader = jinja2.FileSystemLoader(str(folder))
-        if language == "english":
-            return base
-        return jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(Path(folder) / language)), base])
-    base = jinja2.PackageLoader("templates", ".")
-    if language == "english":
-        return base
-    return jinja2.ChoiceLoader([jinja2.PackageLoader("templates", language), base])
+        if language != "english":
+            loaders.append(jinja2.FileSystemLoader(str(Path(folder) / language)))
+        loaders.append(jinja2.FileSystemLoader(str(folder)))
+    if language != "english":
+        loaders.append(jinja2.PackageLoader("templates", language))
+    loaders.append(jinja2.PackageLoader("templates", "."))
+    return loaders[0] if len(loaders) == 1 else jinja2.ChoiceLoader(loaders)
 
 
 GENDERS = ("male", "female")

@@ -241,3 +241,19 @@ async def test_a_broken_guide_stops_the_start_with_file_and_line(fake: FakeTeleg
         await asyncio.wait_for(serve(settings, asyncio.Event()), 60)
     assert f"{guides_dir / 'bert' / '02-try-it.md'}:3: template error" in str(refused.value)
     assert not fake.sent()  # refused before Telegram was asked anything
+
+
+async def test_the_bots_other_words_come_from_mlm_bot_templates(fake: FakeTelegram, bert_dir: Path, tmp_path: Path):
+    """MLM_BOT_TEMPLATES (here as the setting .env gives it, not the process environment): a folder with only the
+    files the creator changed; the rest come from the package."""
+    mine = tmp_path / "my-templates"
+    (mine / "messages").mkdir(parents=True)
+    (mine / "messages" / "start.html").write_text("👋 Welcome to <b>my</b> channel's bot!\n")
+    settings = bot_settings(fake, bert_dir, tmp_path, mlm_bot_templates=str(mine))
+    async with running_bot(settings, fake):
+        await fake.send_text(fake.user(407), "/start")
+        await fake.send_text(fake.user(407), "/help")
+        await fake.wait_for(lambda f: len(bot_messages(f, 407)) == 2, timeout=30)
+    start, help_ = bot_messages(fake, 407)
+    assert start["text"] == "👋 Welcome to my channel's bot!"
+    assert "How to use me" in help_["text"]
