@@ -105,3 +105,10 @@ def test_installed_command_migrates_and_predicts_from_another_folder(
     predicted = _run(installed, where, "predict", "the cat sat on the [MASK] .", "--model", str(bert_dir), "--json")
     assert predicted.returncode == 0, predicted.stderr
     assert '"token_str"' in predicted.stdout
+
+    # The shipped guide, read and checked from the installed package (its Markdown pages are package data).
+    checked = _run(installed, where, "guides", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "1 guides, 18 pages checked (shipped): ok" in checked.stdout
+    listed = _run(installed, where, "guides", "list")
+    assert str(ROOT) not in listed.stdout and "templates/guides/mlm" in listed.stdout

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from bot.guides import markdown
 from bot.text.telegram_html import TelegramHTMLError, visible_text
@@ -473,7 +474,8 @@ def page_environment(
 
     @functools.lru_cache(maxsize=64)
     def environment(language: str, guide: Guide) -> jinja2.Environment:
-        env = jinja2.Environment(
+        # Sandboxed: a page can use what it is given, never reach into Python (a guide may come from a helper).
+        env = SandboxedEnvironment(
             loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(guide.folder)), loader(language)]),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,

@@ -211,7 +211,25 @@ def interactions(project: Path) -> list[tuple[str, int]]:
         return db.execute("SELECT kind, user_id FROM interactions ORDER BY id").fetchall()
 
 
-async def run_layout(compose: list[str], project: Path, files: list[str], override: str) -> Deployment:
+async def a_second_guide(deployment: Deployment, fake: FakeTelegram) -> None:
+    """docs/guides.md with Docker: `guides new` in a throwaway container writes ./guides on the host (mounted in
+    both), HUP reloads the running bot, and the new keyword gets the new guide."""
+    made = deployment.run("run", "--rm", "bot", "mlm-bot", "guides", "new", "bert", "--keywords", "BERT", check=False)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert (deployment.project / "guides" / "bert" / "01-intro.md").is_file()
+    deployment.run("kill", "-s", "HUP", "bot")
+    user = fake.user(778)
+    for _ in range(30):  # the reload takes a moment; until then BERT is nobody's keyword (a hint comes back)
+        await fake.send_text(user, "BERT")
+        await asyncio.sleep(1)
+        if any("guide:bert:" in str(c.params.get("reply_markup")) for c in fake.sent("sendMessage", 778)):
+            return
+    raise AssertionError("the new guide never answered: " + deployment.logs()[-2000:])
+
+
+async def run_layout(
+    compose: list[str], project: Path, files: list[str], override: str, *, guides: bool = False
+) -> Deployment:
     fake = FakeTelegram()
     async with fake.running(host="0.0.0.0"):
         write_env(project, fake)
@@ -221,6 +239,8 @@ async def run_layout(compose: list[str], project: Path, files: list[str], overri
         try:
             await fake.wait_for(lambda f: bool(f.sent("deleteWebhook")), timeout=300)  # polling
             await conversation(fake)
+            if guides:
+                await a_second_guide(deployment, fake)
             await wait_until(lambda: healthy(deployment, "bot"), 120, "the bot's healthcheck")
             # The bot runs as the image's unprivileged user, not root.
             status = deployment.run("exec", "-T", "bot", "cat", "/proc/1/status").stdout
@@ -240,7 +260,7 @@ async def run_layout(compose: list[str], project: Path, files: list[str], overri
 
 
 async def test_the_bot_with_the_model_in_its_process(compose: list[str], project: Path, tiny_model: Path) -> None:
-    await run_layout(compose, project, ["docker-compose.yml"], TEST_OVERRIDE.format(model=tiny_model))
+    await run_layout(compose, project, ["docker-compose.yml"], TEST_OVERRIDE.format(model=tiny_model), guides=True)
 
 
 async def test_the_bot_served_by_the_model_worker(compose: list[str], project: Path, tiny_model: Path) -> None:
