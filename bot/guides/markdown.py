@@ -68,31 +68,32 @@ def _end(node: SyntaxTreeNode) -> int:
     return _end(inner[-1]) if inner else node.map[1]  # type: ignore[index]
 
 
-def _blocks(nodes: list[SyntaxTreeNode], depth: int) -> str:
+def _blocks(nodes: list[SyntaxTreeNode], depth: int, quoted: bool = False) -> str:
     out: list[str] = []
     for i, node in enumerate(nodes):
         if i:
             out.append(_gap(nodes[i - 1], node))
-        out.append(_block(node, depth))
+        out.append(_block(node, depth, quoted))
     return "".join(out)
 
 
-def _block(node: SyntaxTreeNode, depth: int) -> str:
+def _block(node: SyntaxTreeNode, depth: int, quoted: bool = False) -> str:
     kind = node.type
     if kind == "heading":
         return f"<b>{_inline(node.children)}</b>"
     if kind == "paragraph":
         return _inline(node.children)
     if kind in ("bullet_list", "ordered_list"):
-        return _list(node, depth)
+        return _list(node, depth, quoted)
     if kind in ("fence", "code_block"):
         code = escape(node.content.rstrip("\n"))
         language = (node.info or "").strip().split(" ")[0] if kind == "fence" else ""
         if LANGUAGE.fullmatch(language):  # a name Telegram can highlight; anything else, a plain block
             return f'<pre><code class="language-{language}">{code}</code></pre>'
         return f"<pre>{code}</pre>"
-    if kind == "blockquote":
-        return f"<blockquote>{_blocks(node.children, depth)}</blockquote>"
+    if kind == "blockquote":  # Telegram refuses a quote in a quote: the inner one is just its text
+        inner = _blocks(node.children, depth, quoted=True)
+        return inner if quoted else f"<blockquote>{inner}</blockquote>"
     if kind == "hr":
         return RULE
     if kind == "inline":
@@ -100,7 +101,7 @@ def _block(node: SyntaxTreeNode, depth: int) -> str:
     return escape(node.content)  # anything else markdown-it may grow: its text, never a refused message
 
 
-def _list(node: SyntaxTreeNode, depth: int) -> str:
+def _list(node: SyntaxTreeNode, depth: int, quoted: bool = False) -> str:
     ordered = node.type == "ordered_list"
     number = int(node.attrs.get("start", 1) or 1)
     delimiter = node.markup or "."
@@ -108,12 +109,13 @@ def _list(node: SyntaxTreeNode, depth: int) -> str:
     for item in node.children:
         marker = f"{number}{delimiter}" if ordered else BULLETS[min(depth, 1)]
         number += 1
-        body = _blocks(item.children, depth + 1)
+        body = _blocks(item.children, depth + 1, quoted)
         items.append(f"{INDENT * depth}{marker} {body}")
     return "\n".join(items)
 
 
-def _inline(nodes: list[SyntaxTreeNode]) -> str:
+def _inline(nodes: list[SyntaxTreeNode], in_link: bool = False) -> str:
+    """Inline Markdown as tags; inside a link, code is plain text (Telegram refuses a code entity in a link)."""
     out: list[str] = []
     for node in nodes:
         kind = node.type
@@ -122,23 +124,18 @@ def _inline(nodes: list[SyntaxTreeNode]) -> str:
         elif kind in ("softbreak", "hardbreak"):
             out.append("\n")
         elif kind == "strong":
-            out.append(f"<b>{_inline(node.children)}</b>")
+            out.append(f"<b>{_inline(node.children, in_link)}</b>")
         elif kind == "em":
-            out.append(f"<i>{_inline(node.children)}</i>")
+            out.append(f"<i>{_inline(node.children, in_link)}</i>")
         elif kind == "s":
-            out.append(f"<s>{_inline(node.children)}</s>")
+            out.append(f"<s>{_inline(node.children, in_link)}</s>")
         elif kind == "code_inline":
-            out.append(f"<code>{escape(node.content)}</code>")
-        elif kind == "link":
-            out.append(_link(str(node.attrs.get("href", "")), _inline(node.children)))
-        elif kind == "image":
-            out.append(_link(str(node.attrs.get("src", "")), _inline(node.children) or escape(node.content)))
+            out.append(escape(node.content) if in_link else f"<code>{escape(node.content)}</code>")
+        elif kind in ("link", "image"):
+            url = str(node.attrs.get("href" if kind == "link" else "src", ""))
+            allowed = allowed_url(url) and not in_link  # markdown-it never nests links; an image in a link: text
+            text = _inline(node.children, in_link or allowed) or escape(node.content) or escape(url)
+            out.append(f'<a href="{escape(url)}">{text}</a>' if allowed else text)
         else:
-            out.append(_inline(node.children) if node.children else escape(node.content))
+            out.append(_inline(node.children, in_link) if node.children else escape(node.content))
     return "".join(out)
-
-
-def _link(url: str, text: str) -> str:
-    if not allowed_url(url):
-        return text
-    return f'<a href="{escape(url)}">{text or escape(url)}</a>'

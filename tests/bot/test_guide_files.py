@@ -72,7 +72,18 @@ def test_only_links_telegram_accepts_become_links() -> None:
     assert text.startswith("a b c ")  # the refused link's text stays, as text
 
 
-TOKENS = [*"ab <>&*_`~[]()#-+|!\\\n\t1.h:/\"'{}", "```", "http://x", "- ", "> ", "    "]
+def test_what_telegram_cannot_nest_is_flattened() -> None:
+    """Code in a link, a link in a link (an image in one) and a quote in a quote: Telegram refuses those entities
+    inside one another, so the inner one is its text."""
+    html = to_telegram_html("[`pip` **now**](https://a.org) [![i](https://b.org)](https://c.org)\n\n> a\n> > b")
+    parse_html(html)
+    assert (
+        html
+        == '<a href="https://a.org">pip <b>now</b></a> <a href="https://c.org">i</a>\n\n<blockquote>a\nb</blockquote>'
+    )
+
+
+TOKENS = [*"ab <>&*_`~[]()#-+|!\\\n\t1.h:/\"'{}", "```", "http://x", "- ", "> ", "    ", "[`c`](http://x)", "> > "]
 
 
 @settings(max_examples=300, deadline=None)

@@ -43,6 +43,14 @@ class _TelegramHTML(HTMLParser):
             raise ApiError(400, "Bad Request: can't parse entities: <span> must be a tg-spoiler")
         if tag == "a" and "a" in self.stack:
             raise ApiError(400, "Bad Request: can't parse entities: nested links")
+        # Entities may nest, except: nothing inside code or pre (but <pre><code class=...>, the language), no
+        # quote in a quote, and links, code and pre never inside one another (bold, italic ... go anywhere).
+        if self.stack and self.stack[-1] in ("code", "pre") and not (tag == "code" and self.stack[-1] == "pre"):
+            raise ApiError(400, f"Bad Request: can't parse entities: <{tag}> inside <{self.stack[-1]}>")
+        if tag == "blockquote" and "blockquote" in self.stack:
+            raise ApiError(400, "Bad Request: can't parse entities: nested blockquotes")
+        if tag in ("code", "pre") and "a" in self.stack:
+            raise ApiError(400, f"Bad Request: can't parse entities: <{tag}> inside a link")
         self.stack.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
