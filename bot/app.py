@@ -47,6 +47,7 @@ from bot.handlers import (
     gate,
     guide,
     inline,
+    join,
     language,
     lesson,
     predict,
@@ -203,6 +204,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # The lesson's buttons (bot.handlers.lesson): a guide, a page (Next, Skip to the code), all at once, the .md
     # file, try it live.
     add(CallbackQueryHandler(lesson.lesson_button, pattern=lesson.PATTERN))
+    # "✅ I've joined" under the follow-gate's message (REQUIRE_CHANNEL).
+    add(CallbackQueryHandler(join.joined_button, pattern=join.PATTERN))
     # The language chooser, and the switch under the greeting and a guide.
     add(CallbackQueryHandler(language.language_button, pattern=language.PATTERN))
     add(CallbackQueryHandler(privacy.forget_button, pattern=r"\Aforget:(yes|no)\Z"))

@@ -166,7 +166,9 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
     # The playground as a Telegram Mini App: its public https address (the bot serves /app on its HTTP server,
     # behind the same reverse proxy as the webhook). Set: a "🧪 Playground" button and the chat's menu button.
     mini_app_url: str | None = None
-    # Who speaks as the bot: Hinglish verbs agree with the speaker ("main bhejunga" / "main bhejungi").
+    # A follow-gate: people join this channel (@name or its numeric id) before a guide's first page. The bot must be
+    # an administrator there (Telegram tells only admins who is a member); otherwise everyone gets the guides.
+    require_channel: str | int | None = None
     actions_per_minute: int = Field(
         20, ge=1, description="per person: messages and button presses answered in private (a burst, then this rate)"
     )
@@ -198,6 +200,22 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
     @classmethod
     def _language_any_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("require_channel", mode="before")
+    @classmethod
+    def _channel(cls, value: object) -> object:
+        if isinstance(value, int) or value is None:
+            return value
+        text = str(value).strip()
+        if not text:
+            return None
+        if re.fullmatch(r"-?\d{5,20}", text):
+            return int(text)
+        if re.fullmatch(r"@?[A-Za-z][A-Za-z0-9_]{3,31}", text):
+            return "@" + text.lstrip("@")
+        if match := re.fullmatch(r"(?:https?://)?t\.me/([A-Za-z][A-Za-z0-9_]{3,31})/?", text):
+            return "@" + match.group(1)
+        raise ValueError("must be the channel's @name (like @mychannel) or its numeric id (like -1001234567890)")
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod

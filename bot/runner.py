@@ -335,6 +335,7 @@ async def _run(
         async with application:  # initialize (done above, so a no-op) ... shutdown
             health.phase = "handling the updates left from before, then taking updates in"
             await register_commands(application, services)
+            await services.channel_gate.probe(application.bot)  # REQUIRE_CHANNEL: usable, or one warning
             await application.start()
             schedule_jobs(application)
             for row in await repo.outbox.pending():  # replies owed since the last run

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from bot.budgets import ActionBudget, UserGate
+from bot.channel_gate import ChannelGate
 from bot.config import BotSettings, GuideSettings
 from bot.flood_control import Starts
 from bot.guides import GuideLibrary, load_library, page_environment
@@ -83,10 +84,14 @@ class BotServices:
     handling: set[asyncio.Task] = field(default_factory=set)
     # The guides (bot.guides): loaded from the settings unless given; replaced whole by reload_guides().
     guides: GuideLibrary = None  # type: ignore[assignment]
+    # The follow-gate (REQUIRE_CHANNEL): who is a member of the creator's channel, kept a few minutes.
+    channel_gate: ChannelGate = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.guides is None:
             self.guides = load_guides(self.settings, self.renderer)
+        if self.channel_gate is None:
+            self.channel_gate = ChannelGate(getattr(self.settings, "require_channel", None))
         self.comment_replies.guide_name = self.guide_name
         if self.languages is None:
             self.languages = Languages(self.repo.users.chosen_language)
@@ -123,7 +128,8 @@ class BotServices:
 
     def forget_person(self, user_id: int) -> None:
         """Everything this process holds about one person (/forget): their tap sentences, comment claims,
-        public replies still waiting, language, limits, and their inline query's model call."""
+        public replies still waiting, language, limits, their channel membership, and their inline query's model
+        call."""
         for key in [k for k, (owner, _) in self.tap_sentences.items() if owner == user_id]:
             del self.tap_sentences[key]
         for claim in [c for c in self.claims_in_memory if c[1] == user_id]:
@@ -136,6 +142,7 @@ class BotServices:
         self.predict_gate.forget(user_id)
         self.inline_gate.forget(user_id)
         self.budget.forget(user_id)
+        self.channel_gate.forget(user_id)
 
     def guide_name(self, slug: str, language: str) -> str:
         """A guide's short name ("your MLM guide is ready"); the default guide's for a slug gone since."""

@@ -27,6 +27,7 @@ from telegram.helpers import create_deep_linked_url
 
 from bot.context import Context
 from bot.guides.library import Guide, GuideLibrary, prompt_data
+from bot.handlers import join
 from bot.handlers.common import (
     answer_query,
     experiments_keyboard,
@@ -129,6 +130,8 @@ async def send_guide(
     restart or on another replica too) also gets "Continue at page N". Raises ``telegram.error.Forbidden`` if the
     user never started the bot or blocked it."""
     guide = guide or context.bot_data.services.guides.default
+    if not await join.admitted(context, chat_id, guide, keyword):  # the follow-gate (REQUIRE_CHANNEL) asked first
+        return
     resume = await _lesson_left_at(context, chat_id, guide)
     await send_guide_page(context, chat_id, guide, 0, reply_to=reply_to, keyword=keyword, resume=resume)
 

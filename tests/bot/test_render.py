@@ -80,6 +80,7 @@ CONTEXTS = {
         "guide_name": HOSTILE,
     },
     "guide_list": {},
+    "join_channel": {"title": HOSTILE},
     "admin_only": {},
     "reload_done": {
         "guides": [SimpleNamespace(slug="mlm", page_count=9, keywords=("MLM", HOSTILE))] * 3,

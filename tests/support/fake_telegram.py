@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support import telegram_rules as rules
+from tests.support.chat_members import ChatMembers
 from tests.support.telegram_limits import ChatFloods, NetworkChaos
 from tests.support.telegram_rules import JSON_FIELDS, ApiError, as_sent, check_markup, check_text, utf16_len
 from tests.support.telegram_rules import parse_html as parse_html  # tests import it from here too
@@ -55,8 +56,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-class FakeTelegram:
+class FakeTelegram(ChatMembers):
     def __init__(self) -> None:
+        self._init_members()
         self.calls: list[Call] = []
         self.never_started: set[int] = set()  # users who never pressed Start: DMs answer 403
         self.blocked_by: set[int] = set()  # users who blocked the bot
@@ -159,7 +161,7 @@ class FakeTelegram:
             result = await handler(params)
         except ApiError as exc:
             # A reply to a message deleted meanwhile is refused too, but no bot can see that coming: not a bug.
-            if exc.code == 400 and "replied not found" not in exc.description:
+            if exc.code == 400 and "replied not found" not in exc.description and not exc.asked_for:
                 self.rejections.append((method, exc.description))
             body: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
             if exc.retry_after is not None:
