@@ -1,7 +1,8 @@
 """What the creator wants to know: how many guides and predictions, for whom, how fast, about what.
 
 ``gather_stats`` asks the database for aggregates of the window (counted in SQL, whatever the window holds) and
-shapes them; ``render_chart`` draws daily counts per kind as a PNG (matplotlib, Agg backend).
+shapes them; ``render_chart`` draws daily counts per kind as a PNG (matplotlib, Agg backend); ``gather_funnel``
+counts, per post, the steps from a keyword comment to the last page and the quiz (``mlm-bot stats --by-post``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
+from bot.guides import GuideLibrary
 from bot.storage import Repository
 from bot.storage.vocabulary import ANSWERED
 
@@ -36,6 +38,35 @@ class Stats:
     top_words: list[tuple[str, int]]
     daily: dict[date, dict[str, int]] = field(default_factory=dict)
     languages: dict[str, int] = field(default_factory=dict)  # people per chosen language (/language), all time
+
+
+@dataclass(frozen=True)
+class PostFunnel:
+    """One post's funnel: what happened under it, then what the people who came by it did (each person counts for
+    the post they came by first)."""
+
+    post: str  # "<discussion group>:<thread>", as the comments and deep links name it
+    since: datetime | None
+    channel_post: str | None = None  # "<channel>:<message>", when the bot saw the post forwarded into the group
+    comments: int = 0  # keyword comments under it
+    public_replies: int = 0  # commenters it named in a public reply (they had not started the bot)
+    dms_opened: int = 0  # people who opened the bot by its deep link
+    gate_shown: int = 0  # people asked to join the channel first (REQUIRE_CHANNEL)
+    gate_passed: int = 0  # ... who joined
+    guide_started: int = 0  # people who got a guide's first page
+    guide_finished: int = 0  # ... who reached its last page (or had it whole)
+    quiz_finished: int = 0
+    predictions: int = 0
+
+
+async def gather_funnel(
+    repo: Repository, guides: GuideLibrary, quiz_questions: int, posts: int = 10
+) -> list[PostFunnel]:
+    """The ``posts`` newest posts' funnels, counted by the database (three GROUP BY queries)."""
+    last_pages: dict[str | None, int] = {g.slug: g.page_count - 1 for g in guides.guides}
+    last_pages[None] = guides.default.page_count - 1  # rows from before guides had slugs: the default one's
+    rows = await repo.interactions.funnel_by_post(last_pages, quiz_questions, posts=posts)
+    return [PostFunnel(**row) for row in rows]
 
 
 def keyword_of(kind: str, trigger: str | None) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -378,16 +379,23 @@ def _without_password(url: str) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from bot.analytics import gather_stats, render_chart
-    from bot.config import StorageSettings
+    from bot.analytics import gather_funnel, gather_stats, render_chart
+    from bot.config import GuideSettings, StorageSettings
+    from bot.guides import GuideProblems
+    from bot.guides.commands import load_for
     from bot.storage import Database, Repository
     from bot.storage.database import SchemaOutOfDate
     from bot.text.telegram_html import visible_text
+
+    renderer = _renderer()
 
     async def collect():
         database = Database(StorageSettings().database_url)
         try:
             await database.require_current()  # read-only: never migrates
+            if args.by_post:  # the guides' page counts tell which page is the last
+                guides = load_for(GuideSettings(), check_pages=False)
+                return await gather_funnel(Repository(database), guides, len(renderer.quiz()), posts=args.posts)
             return await gather_stats(Repository(database), days=args.since)
         finally:
             await database.close()
@@ -397,7 +405,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
     except SchemaOutOfDate as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    renderer = _renderer()
+    except GuideProblems as exc:
+        print(f"error: the guides have problems (mlm-bot guides check): {exc.problems[0]}", file=sys.stderr)
+        return 2
+    if args.by_post:
+        if args.json:
+            print(json.dumps([dataclasses.asdict(f) for f in stats], default=str, indent=1))
+        else:
+            print(visible_text(renderer.html("stats_posts", funnels=stats)))
+        return 0
     print(visible_text(renderer.html("stats", s=stats)))
     if args.png:
         with open(args.png, "wb") as out:
@@ -529,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats = add("stats", help="usage statistics of the bot (what /stats shows admins)")
     stats.add_argument("--since", type=_days, default=7, metavar="DAYS", help="the last DAYS days (default 7)")
     stats.add_argument("--png", metavar="FILE", help="also draw the daily counts per kind to this PNG file")
+    stats.add_argument(
+        "--by-post", action="store_true", help="per post: comments, replies, bot opened, gate, guide, quiz, predictions"
+    )
+    stats.add_argument("--posts", type=_days, default=10, metavar="N", help="with --by-post: the N newest (default 10)")
+    stats.add_argument("--json", action="store_true", help="with --by-post: JSON instead of text")
     stats.set_defaults(func=cmd_stats)
 
     export = add("export", help="write the logged interactions as CSV or JSON lines")

@@ -13,7 +13,7 @@ from bot.storage import Database, Repository
 from bot.storage.tables import Interaction
 
 COLUMNS = ("id", "created_at", "user_id", "chat_id", "chat_type", "kind", "trigger", "input_text", "model_name",
-           "top_prediction", "predictions", "latency_ms", "outcome", "guide")  # fmt: skip
+           "top_prediction", "predictions", "latency_ms", "outcome", "guide", "post")  # fmt: skip
 
 
 def as_record(row: Interaction) -> dict[str, Any]:

@@ -48,6 +48,11 @@ def _settings() -> GuideSettings:
     return GuideSettings()
 
 
+def load_for(settings: GuideSettings, *, check_pages: bool = True) -> GuideLibrary:
+    """The guides the bot would load with these settings (GUIDES_DIR, TRIGGER_KEYWORDS ...)."""
+    return _load(settings.guides_folder(), settings, check_pages=check_pages)
+
+
 def _load(folder: Path | None, settings: GuideSettings, *, check_pages: bool = True) -> GuideLibrary:
     renderer = Renderer(settings.mlm_bot_templates, creator_gender=settings.creator_gender)
     return load_library(

@@ -7,12 +7,13 @@ import asyncio
 
 from telegram import InputFile, Update
 
-from bot.analytics import gather_stats, render_chart
+from bot.analytics import gather_funnel, gather_stats, render_chart
 from bot.guides import GuideProblems
 from bot.handlers.common import Context, log_interaction
 from bot.storage.vocabulary import Kind
 
 STATS_DAYS = 7
+STATS_POSTS = 5  # the newest posts' funnels under /stats (mlm-bot stats --by-post shows more)
 
 
 async def stats_command(update: Update, context: Context) -> None:
@@ -24,6 +25,8 @@ async def stats_command(update: Update, context: Context) -> None:
     await s.writer.flush()  # count what was just logged too
     stats = await gather_stats(s.repo, days=STATS_DAYS)
     await message.reply_html(s.renderer.html("stats", s=stats))
+    funnels = await gather_funnel(s.repo, s.guides, len(s.renderer.quiz()), posts=STATS_POSTS)
+    await message.reply_html(s.renderer.html("stats_posts", funnels=funnels))
     chart = await asyncio.to_thread(render_chart, stats, s.renderer.text("chart_title", days=STATS_DAYS))
     await context.bot.send_photo(
         update.effective_chat.id,

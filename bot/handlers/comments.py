@@ -83,7 +83,7 @@ async def keyword_comment(update: Update, context: Context) -> None:
         message_id=message.message_id,
         name=None if as_channel else user.first_name,
         user_id=None if as_channel else user.id,
-        entry=entry(update, "comment", trigger=trigger, input_text=message.text, guide=guide.slug),
+        entry=entry(update, "comment", trigger=trigger, input_text=message.text, guide=guide.slug, post=post_key),
     )
     public = as_channel or not await _may_dm(context, user.id)
     # A public reply waits for the group's allowance (minutes, under a viral post): it is an outbox row from the
@@ -105,7 +105,7 @@ async def keyword_comment(update: Update, context: Context) -> None:
                 await message.set_reaction(ReactionTypeEmoji("👍"))
             await log_interaction(
                 update, context, Kind.COMMENT, trigger=trigger, input_text=message.text, outcome=Outcome.DM,
-                guide=guide.slug,
+                guide=guide.slug, post=post_key,
             )  # fmt: skip
             return
 

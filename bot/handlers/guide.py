@@ -33,8 +33,9 @@ async def start_with_payload(update: Update, context: Context) -> None:
     keyword = guide.keywords[0] if payload.kind == "post" else None
     await send_guide(context, update.effective_chat.id, guide, keyword=keyword)
     await log_interaction(
-        update, context, Kind.GUIDE, trigger=f"start:{payload.post_key or payload.kind}", guide=guide.slug
-    )
+        update, context, Kind.GUIDE, trigger=f"start:{payload.post_key or payload.kind}", guide=guide.slug,
+        post=payload.post_key,
+    )  # fmt: skip
 
 
 async def start(update: Update, context: Context) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -57,6 +57,7 @@ class InteractionEntry:
     created_at: datetime | None = None  # now, unless given (imports, tests)
     answer_message_id: int | None = None  # the bot's answer in chat_id this is about (its buttons look it up)
     guide: str | None = None  # the guide's slug, for guide, lesson and comment rows
+    post: str | None = None  # "<group>:<thread>": the post a comment was under, or a deep link came from
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,76 @@ class Interactions:
         async with self._db.sessions() as session:
             return list((await session.scalars(query)).all())
 
+    async def funnel_by_post(
+        self, last_pages: Mapping[str | None, int], quiz_questions: int, *, posts: int = 10
+    ) -> list[dict[str, Any]]:
+        """Per post (the ``posts`` newest), counted by the database: its keyword comments and public replies, the
+        people who opened the bot by its deep link, and, of the people who came by it (the post of their first row
+        that names one), how many were asked to join the channel and did, began a guide, reached its last page
+        (``last_pages``: guide -> its last page's number; None for rows from before guides had slugs) or had it
+        whole, finished the quiz (``quiz_questions``), and their predictions."""
+        kind, trigger, outcome, user = Interaction.kind, Interaction.trigger, Interaction.outcome, Interaction.user_id
+        people = func.count(func.distinct(user))
+        async with self._db.sessions() as session:
+            newest = await session.execute(
+                select(Interaction.post, func.min(Interaction.created_at).label("since"))
+                .where(Interaction.post.is_not(None))
+                .group_by(Interaction.post)
+                .order_by(func.min(Interaction.created_at).desc(), func.min(Interaction.id).desc())
+                .limit(posts)
+            )
+            rows = {post: {"post": post, "since": since} for post, since in newest.all()}
+            if not rows:
+                return []
+            direct = await session.execute(
+                select(
+                    Interaction.post,
+                    func.count().filter(kind == Kind.COMMENT),
+                    func.count().filter(and_(kind == Kind.COMMENT, outcome == Outcome.BUTTON)),
+                    people.filter(and_(kind == Kind.GUIDE, trigger.like("start:%"))),
+                    func.max(trigger).filter(and_(kind == Kind.COMMENT, trigger.like("% on %"))),
+                )
+                .where(Interaction.post.in_(rows))
+                .group_by(Interaction.post)
+            )
+            for post, comments, replies, opened, named in direct.all():
+                channel_post = named.rsplit(" on ", 1)[1] if named else None
+                rows[post].update(
+                    comments=comments, public_replies=replies, dms_opened=opened, channel_post=channel_post
+                )
+            first = (
+                select(user, func.min(Interaction.id).label("first_id"))
+                .where(Interaction.post.is_not(None), user.is_not(None))
+                .group_by(user)
+                .subquery()
+            )
+            came = (
+                select(Interaction.user_id, Interaction.post).join(first, Interaction.id == first.c.first_id).subquery()
+            )
+            finished = or_(
+                trigger == "all",
+                *(and_(Interaction.guide.is_(g) if g is None else Interaction.guide == g, trigger == f"page{n}")
+                  for g, n in last_pages.items()),
+            )  # fmt: skip
+            steps = await session.execute(
+                select(
+                    came.c.post,
+                    people.filter(and_(kind == Kind.GATE, trigger == "shown")),
+                    people.filter(and_(kind == Kind.GATE, trigger == "passed")),
+                    people.filter(or_(kind == Kind.GUIDE, and_(kind == Kind.COMMENT, outcome == Outcome.DM))),
+                    people.filter(and_(kind == Kind.LESSON, finished)),
+                    people.filter(and_(kind == Kind.QUIZ, trigger == f"q{quiz_questions}")),
+                    func.count().filter(kind == Kind.PREDICTION),
+                )
+                .join(came, user == came.c.user_id)
+                .where(came.c.post.in_(rows))
+                .group_by(came.c.post)
+            )
+            for post, shown, passed, began, read, quiz, predictions in steps.all():
+                rows[post].update(gate_shown=shown, gate_passed=passed, guide_started=began, guide_finished=read,
+                                  quiz_finished=quiz, predictions=predictions)  # fmt: skip
+        return list(rows.values())
+
     async def totals(self) -> tuple[dict[str, int], int]:
         """All-time count per kind, and the number of distinct users."""
         async with self._db.sessions() as session:
@@ -475,6 +546,7 @@ def _row(entry: InteractionEntry) -> Interaction:
         outcome=_plain(entry.outcome),
         answer_message_id=entry.answer_message_id,
         guide=entry.guide,
+        post=entry.post,
         **({"created_at": entry.created_at} if entry.created_at else {}),
     )
 

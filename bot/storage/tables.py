@@ -79,6 +79,9 @@ class Interaction(Base):
     answer_message_id: Mapped[int | None] = mapped_column(BigInteger)
     # The guide (its slug) a guide, lesson or comment row is about: several guides, each with its keywords.
     guide: Mapped[str | None] = mapped_column(String(32))
+    # The post (its discussion thread, "<group>:<thread>") a keyword comment was under, or whose deep link a
+    # person came by: the start of that person's funnel (stats --by-post).
+    post: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class CommentTrigger(Base):

@@ -65,7 +65,8 @@ async def test_stats_for_admins_with_a_chart_and_a_polite_no_for_others(
         await fake.wait_for(lambda f: bool(f.sent("sendMessage", ADMIN)))
         await fake.send_text(fake.user(ADMIN), "/stats")
         await fake.wait_for(lambda f: bool(f.sent("sendPhoto", ADMIN)))
-    report = parse_html(fake.sent("sendMessage", ADMIN)[-1].params["text"])
+    report, posts = (parse_html(c.params["text"]) for c in fake.sent("sendMessage", ADMIN)[-2:])
+    assert posts.startswith("📮 Per post: none yet")  # then each post's funnel (tests/bot/test_funnel.py)
     assert "Guides sent: 1" in report and "Predictions: 2" in report and "People: 3" in report
     assert "mat (1)" in report and "MLM (1)" in report and "p50" in report
     photo = fake.sent("sendPhoto", ADMIN)[0].params["photo"]

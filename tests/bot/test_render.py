@@ -15,7 +15,7 @@ import pytest
 from markupsafe import Markup
 from telegram.helpers import mention_html
 
-from bot.analytics import Stats
+from bot.analytics import PostFunnel, Stats
 from bot.lineup import Row
 from bot.text.render import LANGUAGES, Renderer, shorten
 from bot.text.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
@@ -81,6 +81,12 @@ CONTEXTS = {
     },
     "guide_list": {},
     "join_channel": {"title": HOSTILE},
+    "stats_posts": {
+        "funnels": [
+            PostFunnel(HOSTILE, datetime(2026, 12, 1, tzinfo=timezone.utc), HOSTILE, 12, 8, 6, 3, 2, 5, 2, 1, 9),
+            PostFunnel("-100:0", None),
+        ]
+    },
     "admin_only": {},
     "reload_done": {
         "guides": [SimpleNamespace(slug="mlm", page_count=9, keywords=("MLM", HOSTILE))] * 3,
