@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
@@ -164,3 +164,40 @@ def chart_figure(stats: Stats, title: str):
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+# The funnel chart's steps, in order (their labels: strings.txt's funnel_step).
+FUNNEL_STEPS = ("comments", "dms_opened", "gate_passed", "guide_started", "guide_finished", "quiz_finished")
+FUNNEL_POSTS_CHARTED = 5
+
+
+def render_funnel_chart(funnels: list[PostFunnel], title: str, label: Callable[[str], str], unit: str,
+                        post_name: Callable[[PostFunnel], str]) -> bytes:  # fmt: skip
+    """The newest posts' funnels as grouped horizontal bars, one colour per post, PNG bytes. CPU work: in a
+    thread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    shown = funnels[:FUNNEL_POSTS_CHARTED]
+    figure = Figure(figsize=(8, 4.5), dpi=120)
+    axes = figure.add_subplot()
+    height = 0.8 / max(len(shown), 1)
+    for i, funnel in enumerate(shown):
+        values = [getattr(funnel, step) for step in FUNNEL_STEPS]
+        axes.barh([k + i * height for k in range(len(FUNNEL_STEPS))], values, height=height,
+                  label=post_name(funnel))  # fmt: skip
+    middle = height * (len(shown) - 1) / 2
+    axes.set_yticks([k + middle for k in range(len(FUNNEL_STEPS))], [label(step) for step in FUNNEL_STEPS])
+    axes.invert_yaxis()  # the funnel reads from the top
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.set_xlabel(unit)
+    axes.set_title(title)
+    if shown:
+        axes.legend(loc="lower right", fontsize="small")
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -379,7 +379,7 @@ def _without_password(url: str) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from bot.analytics import gather_funnel, gather_stats, render_chart
+    from bot.analytics import gather_funnel, gather_stats, render_chart, render_funnel_chart
     from bot.config import GuideSettings, StorageSettings
     from bot.guides import GuideProblems
     from bot.guides.commands import load_for
@@ -413,6 +413,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
             print(json.dumps([dataclasses.asdict(f) for f in stats], default=str, indent=1))
         else:
             print(visible_text(renderer.html("stats_posts", funnels=stats)))
+        if args.png:
+            with open(args.png, "wb") as out:
+                label = lambda step: renderer.text("funnel_step", step=step)  # noqa: E731
+                name = lambda f: renderer.text("funnel_post", channel_post=f.channel_post, post=f.post)  # noqa: E731
+                title, unit = renderer.text("funnel_chart_title"), renderer.text("funnel_unit")
+                out.write(render_funnel_chart(stats, title, label, unit, name))
+            print(f"\nchart written to {args.png}", file=sys.stderr if args.json else sys.stdout)
         return 0
     print(visible_text(renderer.html("stats", s=stats)))
     if args.png:

@@ -7,7 +7,7 @@ import asyncio
 
 from telegram import InputFile, Update
 
-from bot.analytics import gather_funnel, gather_stats, render_chart
+from bot.analytics import gather_funnel, gather_stats, render_chart, render_funnel_chart
 from bot.guides import GuideProblems
 from bot.handlers.common import Context, log_interaction
 from bot.storage.vocabulary import Kind
@@ -27,6 +27,16 @@ async def stats_command(update: Update, context: Context) -> None:
     await message.reply_html(s.renderer.html("stats", s=stats))
     funnels = await gather_funnel(s.repo, s.guides, len(s.renderer.quiz()), posts=STATS_POSTS)
     await message.reply_html(s.renderer.html("stats_posts", funnels=funnels))
+    if funnels:
+        chart = await asyncio.to_thread(
+            render_funnel_chart, funnels, s.renderer.text("funnel_chart_title"),
+            lambda step: s.renderer.text("funnel_step", step=step), s.renderer.text("funnel_unit"),
+            lambda f: s.renderer.text("funnel_post", channel_post=f.channel_post, post=f.post),
+        )  # fmt: skip
+        await context.bot.send_photo(
+            update.effective_chat.id, InputFile(chart, filename="mlm-bot-posts.png"),
+            caption=s.renderer.html("stats_funnel_chart"),
+        )  # fmt: skip
     chart = await asyncio.to_thread(render_chart, stats, s.renderer.text("chart_title", days=STATS_DAYS))
     await context.bot.send_photo(
         update.effective_chat.id,

@@ -23,10 +23,10 @@ CHANNEL = {"id": -1001777000444, "type": "channel", "title": "Creator's channel"
 ADMIN = 950
 
 
-def by_post(database: Path) -> list[dict]:
+def by_post(database: Path, *extra: str) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "GUIDES_", "TRIGGER_"))}
     done = subprocess.run(
-        [MLM_BOT, "stats", "--by-post", "--json"], env={**env, "DATABASE_URL": f"sqlite+aiosqlite:///{database}"},
+        [MLM_BOT, "stats", "--by-post", "--json", *extra], env={**env, "DATABASE_URL": f"sqlite+aiosqlite:///{database}"},
         capture_output=True, text=True, timeout=120, check=False, cwd=database.parent,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -92,8 +92,9 @@ async def test_a_scripted_journey_gives_exactly_its_numbers_per_post(
         await eventually(lambda: _quiz_done(repo, 601), 15)
 
         await fake.send_text(fake.user(ADMIN), "/stats")
-        await fake.wait_for(lambda f: bool(f.sent("sendPhoto", ADMIN)), timeout=30)
+        await fake.wait_for(lambda f: len(f.sent("sendPhoto", ADMIN)) == 2, timeout=30)
         shown = parse_html(fake.sent("sendMessage", ADMIN)[-1].params["text"])
+        funnel_chart = fake.sent("sendPhoto", ADMIN)[0].params["photo"]  # then the daily chart
 
     thread = lambda forward: f"{GROUP['id']}:{forward['message_id']}"  # noqa: E731
     funnels = {f["post"]: f for f in by_post(tmp_path / "bot.sqlite3")}
@@ -112,6 +113,9 @@ async def test_a_scripted_journey_gives_exactly_its_numbers_per_post(
     assert f"Channel post {POSTED_IN['id']}:41" in shown
     assert "3 keyword comments · 📩 2 public replies · 🚪 1 opened the bot by its link" in shown
     assert "1 asked to join the channel, 1 joined" in shown and "🏁 1 reached its last page" in shown
+    assert funnel_chart["filename"] == "mlm-bot-posts.png" and funnel_chart["content"].startswith(b"\x89PNG")
+    png = tmp_path / "posts.png"
+    assert by_post(tmp_path / "bot.sqlite3", "--png", str(png)) and png.read_bytes().startswith(b"\x89PNG")
 
 
 async def _quiz_done(repo, user_id: int) -> bool:

@@ -33,7 +33,7 @@ def mask_rows(n: int, k: int) -> list[list[dict]]:
     return [[{"word": f"w{m}{i}<&>", "score": 0.9 / (i + 1)} for i in range(k)] for m in range(n)]
 
 
-CAPTIONS = {"prediction_chart", "guide_document", "stats_chart"}  # sent under a photo or a file
+CAPTIONS = {"prediction_chart", "guide_document", "stats_chart", "stats_funnel_chart"}  # sent under a photo or a file
 CONTEXTS = {
     "start": {"first_name": HOSTILE, "keyword": "MLM", "model_name": "bert-base-uncased", "bot_username": "b"},
     "help": {"keyword": "MLM", "model_name": HOSTILE, "bot_username": "b", "max_masks": 5},
@@ -119,6 +119,7 @@ CONTEXTS = {
     },
     "stats_refused": {},
     "stats_chart": {"days": 7},
+    "stats_funnel_chart": {},
     "forget_confirm": {},
     "slow_down": {},
     "forget_done": {"deleted": True, "outcome": "pending"},
