@@ -95,7 +95,7 @@ async def keyword_comment(update: Update, context: Context) -> None:
 
     if not public:
         try:
-            await send_guide(context, user.id, guide, keyword=keyword)
+            sent = await send_guide(context, user.id, guide, keyword=keyword)
         except Forbidden as exc:
             blocked = "blocked" in str(exc).lower()
             await s.log(UserUnreachable(user.id, blocked, started_at(update)))
@@ -104,7 +104,8 @@ async def keyword_comment(update: Update, context: Context) -> None:
             with contextlib.suppress(TelegramError):  # reactions may be off in this group
                 await message.set_reaction(ReactionTypeEmoji("👍"))
             await log_interaction(
-                update, context, Kind.COMMENT, trigger=trigger, input_text=message.text, outcome=Outcome.DM,
+                update, context, Kind.COMMENT, trigger=trigger, input_text=message.text,
+                outcome=Outcome.DM if sent is Outcome.OK else sent,
                 guide=guide.slug, post=post_key,
             )  # fmt: skip
             return

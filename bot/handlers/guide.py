@@ -31,10 +31,10 @@ async def start_with_payload(update: Update, context: Context) -> None:
     guide = s.guides.get(payload.guide) or s.guides.default
     # A post's payload: they commented under it (its keyword) and came here by its button.
     keyword = guide.keywords[0] if payload.kind == "post" else None
-    await send_guide(context, update.effective_chat.id, guide, keyword=keyword)
+    outcome = await send_guide(context, update.effective_chat.id, guide, keyword=keyword)
     await log_interaction(
         update, context, Kind.GUIDE, trigger=f"start:{payload.post_key or payload.kind}", guide=guide.slug,
-        post=payload.post_key,
+        post=payload.post_key, outcome=outcome,
     )  # fmt: skip
 
 
@@ -92,8 +92,8 @@ async def guide_command(update: Update, context: Context) -> None:
         await update.effective_message.reply_html(s.renderer.html("guide_list"), reply_markup=guides_keyboard(context))
         await log_interaction(update, context, Kind.GUIDE, trigger="/guide:list")
         return
-    await send_guide(context, chat.id)
-    await log_interaction(update, context, Kind.GUIDE, trigger="/guide", guide=s.guides.default.slug)
+    outcome = await send_guide(context, chat.id)
+    await log_interaction(update, context, Kind.GUIDE, trigger="/guide", guide=s.guides.default.slug, outcome=outcome)
 
 
 async def keyword_message(update: Update, context: Context) -> None:
@@ -103,9 +103,10 @@ async def keyword_message(update: Update, context: Context) -> None:
     if found is None:  # the guides were reloaded between the filter and here
         return
     guide, keyword = found
-    await send_guide(context, update.effective_chat.id, guide, reply_to=update.effective_message, keyword=keyword)
+    chat_id, text = update.effective_chat.id, update.effective_message.text
+    outcome = await send_guide(context, chat_id, guide, reply_to=update.effective_message, keyword=keyword)
     await log_interaction(
-        update, context, Kind.GUIDE, trigger=keyword, input_text=update.effective_message.text, guide=guide.slug
+        update, context, Kind.GUIDE, trigger=keyword, input_text=text, guide=guide.slug, outcome=outcome
     )
 
 

@@ -61,4 +61,5 @@ async def joined_button(update: Update, context: Context) -> None:
     await answer_query(update, context, s.renderer.text("answer_joined"))
     keyword = guide.keywords[0] if commented else None
     await log_interaction(update, context, Kind.GATE, trigger="passed", guide=guide.slug)
-    await send_guide(context, update.effective_chat.id, guide, keyword=keyword)
+    outcome = await send_guide(context, update.effective_chat.id, guide, keyword=keyword)
+    await log_interaction(update, context, Kind.GUIDE, trigger="joined", guide=guide.slug, outcome=outcome)

@@ -56,8 +56,8 @@ async def language_button(update: Update, context: Context) -> None:
         await answer_query(update, context, s.renderer.text("language_changed", name=language))
         guide = guide_of(context, where[1] if len(where) > 1 else None) or s.guides.default
         if changed and update.effective_chat is not None:
-            await send_guide(context, update.effective_chat.id, guide)
-            await log_interaction(update, context, Kind.GUIDE, trigger="language", guide=guide.slug)
+            outcome = await send_guide(context, update.effective_chat.id, guide)
+            await log_interaction(update, context, Kind.GUIDE, trigger="language", guide=guide.slug, outcome=outcome)
         return
     await answer_query(update, context)
     if place == "start":

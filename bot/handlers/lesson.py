@@ -35,7 +35,7 @@ from bot.handlers.common import (
     playground_button,
     switch_language_button,
 )
-from bot.storage.vocabulary import Kind
+from bot.storage.vocabulary import Kind, Outcome
 from bot.text.payloads import guide_payload
 from bot.text.render import Renderer
 
@@ -121,19 +121,21 @@ async def send_guide(
     *,
     reply_to: Message | None = None,
     keyword: str | None = None,
-) -> None:
+) -> Outcome:
     """A guide's first page (the default guide's if none is named), with its buttons: the student sets the pace
     (one page a press), can skip to the code, try the model live, download the ``.md`` or have everything at once.
     ``keyword``: what they commented ("You commented BERT"), None when they did not.
 
     Someone who was part-way through this guide (their last ``lesson`` row for it: in the database, so after a
     restart or on another replica too) also gets "Continue at page N". Raises ``telegram.error.Forbidden`` if the
-    user never started the bot or blocked it."""
+    user never started the bot or blocked it. Returns ``Outcome.GATED`` when the follow-gate's message went
+    instead (REQUIRE_CHANNEL), else ``Outcome.OK``: the outcome of the row that logs it."""
     guide = guide or context.bot_data.services.guides.default
     if not await join.admitted(context, chat_id, guide, keyword):  # the follow-gate (REQUIRE_CHANNEL) asked first
-        return
+        return Outcome.GATED
     resume = await _lesson_left_at(context, chat_id, guide)
     await send_guide_page(context, chat_id, guide, 0, reply_to=reply_to, keyword=keyword, resume=resume)
+    return Outcome.OK
 
 
 async def _lesson_left_at(context: Context, user_id: int, guide: Guide) -> int | None:
@@ -283,8 +285,8 @@ async def lesson_button(update: Update, context: Context) -> None:
         return
     await answer_query(update, context)
     if press.step == "start":
-        await send_guide(context, chat.id, guide)
-        await log_interaction(update, context, Kind.GUIDE, trigger="button", guide=guide.slug)
+        outcome = await send_guide(context, chat.id, guide)
+        await log_interaction(update, context, Kind.GUIDE, trigger="button", guide=guide.slug, outcome=outcome)
         return
     step = press.step
     if press.page is not None:

@@ -388,7 +388,12 @@ class Interactions:
                     came.c.post,
                     people.filter(and_(kind == Kind.GATE, trigger == "shown")),
                     people.filter(and_(kind == Kind.GATE, trigger == "passed")),
-                    people.filter(or_(kind == Kind.GUIDE, and_(kind == Kind.COMMENT, outcome == Outcome.DM))),
+                    people.filter(
+                        or_(
+                            and_(kind == Kind.GUIDE, outcome != Outcome.GATED),
+                            and_(kind == Kind.COMMENT, outcome == Outcome.DM),
+                        )
+                    ),
                     people.filter(and_(kind == Kind.LESSON, finished)),
                     people.filter(and_(kind == Kind.QUIZ, trigger == f"q{quiz_questions}")),
                     func.count().filter(kind == Kind.PREDICTION),

@@ -50,6 +50,7 @@ class Outcome(_Word):
     OVER_BUDGET = "over_budget"
     REPLY_FAILED = "reply_failed"
     THREAD_GONE = "thread_gone"
+    GATED = "gated"  # a guide asked for, the follow-gate's message sent instead (REQUIRE_CHANNEL)
 
 
 # Outcomes of a request that got its answer (what /stats counts as answered, and times).

@@ -61,24 +61,29 @@ async def test_a_scripted_journey_gives_exactly_its_numbers_per_post(
 ) -> None:
     fake.add_channel(CHANNEL)
     settings = bot_settings(fake, bert_dir, tmp_path, require_channel="@creatorchan", admin_user_ids=str(ADMIN))
-    ann, bo, cy, dan = (fake.user(i, name) for i, name in ((601, "Ann"), (602, "Bo"), (603, "Cy"), (604, "Dan")))
-    fake.never_started.update({601, 602, 604})
+    people = ((601, "Ann"), (602, "Bo"), (603, "Cy"), (604, "Dan"), (605, "Eve"))
+    ann, bo, cy, dan, eve = (fake.user(i, name) for i, name in people)
+    fake.never_started.update({601, 602, 604, 605})
     fake.set_status(CHANNEL["id"], 603, "member")
     async with running_bot(settings, fake) as repo:
         await fake.send_text(cy, "/start")  # Cy started the bot long ago: her comment gets the guide by DM
         await fake.wait_for(lambda f: bool(f.sent("sendMessage", 603)), timeout=30)
         first_post = await automatic_forward(fake, post_id=41)
         second_post = await automatic_forward(fake, post_id=42)
-        for person, text in ((ann, "MLM"), (bo, "MLM please"), (cy, "#mlm")):
+        for person, text in ((ann, "MLM"), (bo, "MLM please"), (cy, "#mlm"), (eve, "mlm!")):
             await comment(fake, person, first_post, text)
         await comment(fake, dan, second_post, "MLM")
         await fake.wait_for(lambda f: lesson_started(f, 603), timeout=30)
         sent = await replies(fake, GROUP["id"], 2)
+        await fake.wait_for(lambda f: sum("Eve" in parse_html(c.params["text"]) for c in f.sent("sendMessage")), 30)
         url = next(c for c in sent if "Ann" in parse_html(c.params["text"])).params["reply_markup"]["inline_keyboard"]
         payload = url[0][0]["url"].split("start=")[1]
 
         # Ann opens the bot by the button, is asked to join, joins, reads every page, takes the quiz, predicts.
         fake.never_started.discard(601)
+        fake.never_started.discard(605)  # Eve opens the bot too, is asked to join, and never does
+        await fake.send_text(eve, f"/start {payload}")
+        await fake.wait_for(lambda f: any("One step first" in m["text"] for m in bot_messages(f, 605)), timeout=30)
         await fake.send_text(ann, f"/start {payload}")
         await fake.wait_for(lambda f: any("One step first" in m["text"] for m in bot_messages(f, 601)), timeout=30)
         fake.set_status(CHANNEL["id"], 601, "member")
@@ -101,8 +106,8 @@ async def test_a_scripted_journey_gives_exactly_its_numbers_per_post(
     assert list(funnels) == [thread(second_post), thread(first_post)]  # newest first
     steps = lambda f: {k: v for k, v in f.items() if k not in ("post", "since")}  # noqa: E731
     assert steps(funnels[thread(first_post)]) == {
-        "channel_post": f"{POSTED_IN['id']}:41", "comments": 3, "public_replies": 2, "dms_opened": 1,
-        "gate_shown": 1, "gate_passed": 1, "guide_started": 2, "guide_finished": 1, "quiz_finished": 1,
+        "channel_post": f"{POSTED_IN['id']}:41", "comments": 4, "public_replies": 3, "dms_opened": 2,
+        "gate_shown": 2, "gate_passed": 1, "guide_started": 2, "guide_finished": 1, "quiz_finished": 1,
         "predictions": 1,
     }  # fmt: skip
     assert steps(funnels[thread(second_post)]) == {
@@ -111,8 +116,8 @@ async def test_a_scripted_journey_gives_exactly_its_numbers_per_post(
         "predictions": 0,
     }  # fmt: skip
     assert f"Channel post {POSTED_IN['id']}:41" in shown
-    assert "3 keyword comments · 📩 2 public replies · 🚪 1 opened the bot by its link" in shown
-    assert "1 asked to join the channel, 1 joined" in shown and "🏁 1 reached its last page" in shown
+    assert "4 keyword comments · 📩 3 public replies · 🚪 2 opened the bot by its link" in shown
+    assert "2 asked to join the channel, 1 joined" in shown and "🏁 1 reached its last page" in shown
     assert funnel_chart["filename"] == "mlm-bot-posts.png" and funnel_chart["content"].startswith(b"\x89PNG")
     png = tmp_path / "posts.png"
     assert by_post(tmp_path / "bot.sqlite3", "--png", str(png)) and png.read_bytes().startswith(b"\x89PNG")
