@@ -44,6 +44,7 @@ from bot.handlers import (
     compare,
     failures,
     fallback,
+    follow,
     gate,
     guide,
     inline,
@@ -188,7 +189,11 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CommandHandler("forget", privacy.forget_command, filters=new & private))
     # /language [english|hinglish]: the language of the bot's messages, remembered per person.
     add(CommandHandler("language", language.language_command, filters=new & private))
-    add(CommandHandler(["forget", "stats", "reload", "quiz", "compare", "language"], privacy.private_only, filters=new))
+    # /subscribe, /unsubscribe: new-guide messages, only for who asked (mlm-bot broadcast).
+    add(CommandHandler("subscribe", follow.subscribe_command, filters=new & private))
+    add(CommandHandler("unsubscribe", follow.unsubscribe_command, filters=new & private))
+    private_commands = ["forget", "stats", "reload", "quiz", "compare", "language", "subscribe", "unsubscribe"]
+    add(CommandHandler(private_commands, privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     # (":x<n>": the answer is for the guide's ready sentence n.)
     add(CallbackQueryHandler(predict.more_button, pattern=r"\Amore(:x\d+)?\Z"))
@@ -204,8 +209,10 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # The lesson's buttons (bot.handlers.lesson): a guide, a page (Next, Skip to the code), all at once, the .md
     # file, try it live.
     add(CallbackQueryHandler(lesson.lesson_button, pattern=lesson.PATTERN))
+    # "🔔 Tell me when there's a new guide" / "🔕 Stop" under a guide's last page and the greeting.
+    add(CallbackQueryHandler(follow.subscribe_button_pressed, pattern=follow.PATTERN))
     # "✅ I've joined" under the follow-gate's message (REQUIRE_CHANNEL).
-    add(CallbackQueryHandler(join.joined_button, pattern=join.PATTERN))
+    add(CallbackQueryHandler(lesson.joined_button, pattern=join.PATTERN))
     # The language chooser, and the switch under the greeting and a guide.
     add(CallbackQueryHandler(language.language_button, pattern=language.PATTERN))
     add(CallbackQueryHandler(privacy.forget_button, pattern=r"\Aforget:(yes|no)\Z"))
@@ -258,6 +265,7 @@ async def register_commands(application: Application, services: BotServices) -> 
         BotCommand("compare", text("command_compare")),
         BotCommand("quiz", text("command_quiz")),
         BotCommand("language", text("command_language")),
+        BotCommand("subscribe", text("command_subscribe")),
         *everywhere[2:],
     ]
     private.append(BotCommand("forget", text("command_forget")))

@@ -544,7 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("file", help="where the copy goes, e.g. data/backup-2026-11-28.sqlite3")
     backup.set_defaults(func=cmd_db_backup)
 
+    from bot.broadcast_cli import add_arguments as add_broadcast_arguments
+    from bot.broadcast_cli import cmd_broadcast
     from bot.guides.commands import add_arguments as add_guides_arguments
+
+    broadcast = add("broadcast", help="a message to the people who asked for new-guide messages (the bot sends it)")
+    add_broadcast_arguments(broadcast)
+    broadcast.set_defaults(func=cmd_broadcast)
 
     guides = add("guides", help="the guides: list them, start a new one, check what Telegram would refuse")
     add_guides_arguments(guides, common)

@@ -169,6 +169,8 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
     # A follow-gate: people join this channel (@name or its numeric id) before a guide's first page. The bot must be
     # an administrator there (Telegram tells only admins who is a member); otherwise everyone gets the guides.
     require_channel: str | int | None = None
+    # Broadcasts (mlm-bot broadcast) are sent at most this fast, and only while the bot has nothing else to send.
+    broadcast_per_second: float = Field(20, gt=0, le=30, description="messages a second, at most")
     actions_per_minute: int = Field(
         20, ge=1, description="per person: messages and button presses answered in private (a burst, then this rate)"
     )

@@ -23,6 +23,7 @@ from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application
 
 from bot.app import build_application, register_commands, schedule_jobs
+from bot.broadcaster import Broadcaster
 from bot.budgets import ActionBudget, UserGate
 from bot.config import BotSettings, StartupError
 from bot.guides import GuideLibrary, GuideProblems
@@ -351,11 +352,14 @@ async def _run(
                 await application.stop()  # the context's shutdown refuses a running application
                 raise
             health.started = True
+            broadcaster = Broadcaster(services, application.bot, settings.broadcast_per_second)
+            broadcaster.start()  # the active process sends what `mlm-bot broadcast` queued
             services.metrics.up.set(1)
             log.info("@%s is up (model %s; %s)", application.bot.username, model.model_name, transport.description)
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            await broadcaster.stop()  # the message on its way arrives; the rest wait for the next start
             services.metrics.up.set(0)
             health.stopping = True  # /healthz says so (503: a proxy sends no more); the Mini App's API stops
             if lost.done():  # another process is active now: stop handling at once, send nothing more

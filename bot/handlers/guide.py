@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot.handlers.common import (
@@ -12,6 +14,7 @@ from bot.handlers.common import (
     switch_language_button,
     user_info,
 )
+from bot.handlers.follow import subscribe_button
 from bot.handlers.lesson import guides_keyboard, send_guide
 from bot.storage.repository import UserStarted
 from bot.storage.vocabulary import Kind
@@ -40,13 +43,22 @@ async def start_with_payload(update: Update, context: Context) -> None:
 
 async def start(update: Update, context: Context) -> None:
     await _started(update, context)
-    text, keyboard = start_message(update, context)
+    text, keyboard = start_message(update, context, subscribed=await _subscribed(context, update.effective_user.id))
     await update.effective_message.reply_html(text, reply_markup=keyboard)
     await log_interaction(update, context, Kind.START)
 
 
-def start_message(update: Update, context: Context) -> tuple[str, InlineKeyboardMarkup]:
-    """The greeting and its buttons (the guide, inline mode, the other language), in the person's language."""
+async def _subscribed(context: Context, user_id: int) -> bool:
+    """Whether they asked for new-guide messages; False if the database is slow (the greeting never waits)."""
+    try:
+        return await asyncio.wait_for(context.bot_data.services.repo.broadcasts.is_subscribed(user_id), 1.0)
+    except Exception:
+        return False
+
+
+def start_message(update: Update, context: Context, *, subscribed: bool = False) -> tuple[str, InlineKeyboardMarkup]:
+    """The greeting and its buttons (the guide, inline mode, new-guide messages, the other language), in the
+    person's language."""
     s = context.bot_data.services
     user = update.effective_user
     text = s.renderer.html(
@@ -57,7 +69,11 @@ def start_message(update: Update, context: Context) -> tuple[str, InlineKeyboard
         bot_username=context.bot.username,
     )
     keyboard = _guide_and_inline_keyboard(context)
-    rows = [*keyboard.inline_keyboard, [switch_language_button(s.renderer, "start")]]
+    rows = [
+        *keyboard.inline_keyboard,
+        [subscribe_button(s.renderer, subscribed)],
+        [switch_language_button(s.renderer, "start")],
+    ]
     return text, InlineKeyboardMarkup(rows)
 
 

@@ -1,5 +1,6 @@
 """The follow-gate's side of the chat (``bot.channel_gate`` decides): before a guide, someone who is not in the
-creator's channel gets one message in the creator's voice, a button to the channel and "✅ I've joined".
+creator's channel gets one message in the creator's voice, a button to the channel and "✅ I've joined" (whose
+press the lesson answers: ``bot.handlers.lesson.joined_button``, which sends the guide).
 
 Button data ``join:<slug>`` (``join:<slug>:c``: they had commented its keyword): client-controlled like all button
 data, so the guide is looked up again and the membership asked again; a guide gone since is the default one.
@@ -9,11 +10,10 @@ its ``guide.toml`` is not either.
 
 from __future__ import annotations
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.context import Context
 from bot.guides import Guide
-from bot.handlers.common import answer_query, log_interaction
 from bot.logs import update_began_at
 from bot.storage.repository import InteractionEntry, UserInfo
 from bot.storage.vocabulary import Kind
@@ -46,20 +46,3 @@ async def admitted(context: Context, chat_id: int, guide: Guide, keyword: str | 
     )  # fmt: skip
     await s.log(shown)
     return False
-
-
-async def joined_button(update: Update, context: Context) -> None:
-    """ "✅ I've joined": asked again (never the kept answer); in: the guide follows; not yet: a short line."""
-    from bot.handlers.lesson import guide_of, send_guide  # the lesson asks this module first: imported late
-
-    s = context.bot_data.services
-    _, slug, *commented = update.callback_query.data.split(":")
-    guide = guide_of(context, slug) or s.guides.default
-    if not await s.channel_gate.admits(context.bot, update.effective_user.id, fresh=True):
-        await answer_query(update, context, s.renderer.text("answer_not_joined", title=s.channel_gate.title))
-        return
-    await answer_query(update, context, s.renderer.text("answer_joined"))
-    keyword = guide.keywords[0] if commented else None
-    await log_interaction(update, context, Kind.GATE, trigger="passed", guide=guide.slug)
-    outcome = await send_guide(context, update.effective_chat.id, guide, keyword=keyword)
-    await log_interaction(update, context, Kind.GUIDE, trigger="joined", guide=guide.slug, outcome=outcome)

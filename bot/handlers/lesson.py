@@ -35,6 +35,7 @@ from bot.handlers.common import (
     playground_button,
     switch_language_button,
 )
+from bot.handlers.follow import subscribe_button
 from bot.storage.vocabulary import Kind, Outcome
 from bot.text.payloads import guide_payload
 from bot.text.render import Renderer
@@ -186,7 +187,8 @@ def lesson_keyboard(
 ) -> InlineKeyboardMarkup:
     """Under page ``number``: its "Guess, then tap" prompts, Next, Skip to the code, Try it live, Download; the
     first page also Whole guide at once and the other language (and Continue at ``resume``); the last one the
-    playground (a Mini App, when ``MINI_APP_URL`` is set) and the guide's links."""
+    playground (a Mini App, when ``MINI_APP_URL`` is set), "🔔 Tell me when there's a new guide" and the guide's
+    links."""
     text = renderer.text
     total = guide.page_count
     language = renderer.language()
@@ -216,6 +218,7 @@ def lesson_keyboard(
     if number == total - 1:
         if mini_app_url:
             rows.append([playground_button(renderer, mini_app_url)])
+        rows.append([subscribe_button(renderer)])
         rows.extend(links_keyboard(guide))
     return InlineKeyboardMarkup(rows)
 
@@ -304,3 +307,18 @@ async def lesson_button(update: Update, context: Context) -> None:
 async def stale_button(update: Update, context: Context) -> None:
     """Any other button data: from an old version of the bot, or made up. Answered, so the spinner stops."""
     await answer_query(update, context, context.bot_data.services.renderer.text("button_stale"))
+
+
+async def joined_button(update: Update, context: Context) -> None:
+    """ "✅ I've joined": asked again (never the kept answer); in: the guide follows; not yet: a short line."""
+    s = context.bot_data.services
+    _, slug, *commented = update.callback_query.data.split(":")
+    guide = guide_of(context, slug) or s.guides.default
+    if not await s.channel_gate.admits(context.bot, update.effective_user.id, fresh=True):
+        await answer_query(update, context, s.renderer.text("answer_not_joined", title=s.channel_gate.title))
+        return
+    await answer_query(update, context, s.renderer.text("answer_joined"))
+    keyword = guide.keywords[0] if commented else None
+    await log_interaction(update, context, Kind.GATE, trigger="passed", guide=guide.slug)
+    outcome = await send_guide(context, update.effective_chat.id, guide, keyword=keyword)
+    await log_interaction(update, context, Kind.GUIDE, trigger="joined", guide=guide.slug, outcome=outcome)

@@ -15,9 +15,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.storage.broadcasts import Broadcasts
 from bot.storage.database import Database
 from bot.storage.dead_letters import DeadLetters
 from bot.storage.tables import (
+    BroadcastRecipient,
     CommentTrigger,
     DeadLetter,
     InboxUpdate,
@@ -114,6 +116,15 @@ class OutboxSent:
 
 
 @dataclass(frozen=True)
+class SubscriptionChanged:
+    """They asked to be told about new guides (/subscribe, "🔔"), or to stop (/unsubscribe, "🔕")."""
+
+    user: UserInfo
+    subscribed: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class LanguageChosen:
     """The user chose the language of the bot's messages (/language or a language button)."""
 
@@ -171,6 +182,7 @@ Write = (
     | OwedReply
     | OutboxSent
     | LanguageChosen
+    | SubscriptionChanged
     | TapSentenceKept
     | QuizAsked
     | QuizEnded
@@ -181,7 +193,7 @@ Write = (
 def write_user_id(op: Write) -> int | None:
     if isinstance(op, InteractionEntry):
         return op.user.id if op.user is not None else None
-    if isinstance(op, (UserStarted, LanguageChosen)):
+    if isinstance(op, (UserStarted, LanguageChosen, SubscriptionChanged)):
         return op.user.id
     if isinstance(op, (UpdateDone, OutboxSent, QuizEnded)):
         return None
@@ -235,7 +247,8 @@ class Users:
             inactive = select(User.id).where(User.last_seen < cutoff)
             await session.execute(update(Interaction).where(Interaction.chat_id.in_(inactive)).values(chat_id=None))
             await session.execute(update(Interaction).where(Interaction.user_id.in_(inactive)).values(user_id=None))
-            result = await session.execute(delete(User).where(User.last_seen < cutoff))
+            await session.execute(delete(BroadcastRecipient).where(BroadcastRecipient.user_id.in_(inactive)))
+            result = await session.execute(delete(User).where(User.last_seen < cutoff))  # their subscription too
             return int(result.rowcount or 0)
 
     async def chosen_language(self, user_id: int) -> str | None:
@@ -247,7 +260,7 @@ class Users:
 async def _forget(session: AsyncSession, user_id: int) -> None:
     """Every row about the person: what they did, their comment claims, the updates they sent (private chats and
     groups alike), the public replies owed to them, their tap sentences and quiz, the writes of theirs the database
-    refused, and who they are."""
+    refused, the broadcasts they were on the list of, and who they are (their subscription with them)."""
     theirs = or_(Interaction.user_id == user_id, Interaction.chat_id == user_id)  # and their private chat's
     await session.execute(delete(Interaction).where(theirs))
     await session.execute(delete(CommentTrigger).where(CommentTrigger.user_id == user_id))
@@ -256,6 +269,7 @@ async def _forget(session: AsyncSession, user_id: int) -> None:
     await session.execute(delete(TapSentence).where(TapSentence.user_id == user_id))
     await session.execute(delete(QuizRun).where(QuizRun.user_id == user_id))
     await session.execute(delete(DeadLetter).where(DeadLetter.user_id == user_id))
+    await session.execute(delete(BroadcastRecipient).where(BroadcastRecipient.user_id == user_id))
     await session.execute(delete(User).where(User.id == user_id))
 
 
@@ -280,6 +294,10 @@ async def write_all(db: Database, ops: Sequence[Write]) -> None:
                 await _upsert_user(session, op.user)
                 chosen = update(User).where(User.id == op.user.id).values(chosen_language=op.language)
                 await session.execute(chosen)
+            elif isinstance(op, SubscriptionChanged):
+                await _upsert_user(session, op.user)
+                since = op.created_at if op.subscribed else None
+                await session.execute(update(User).where(User.id == op.user.id).values(subscribed_at=since))
             elif isinstance(op, OwedReply):
                 session.add(_outbox_row(op))
             elif isinstance(op, OutboxSent):
@@ -763,3 +781,4 @@ class Repository:
         self.outbox = Outbox(db)
         self.state = PersonState(db)
         self.dead_letters = DeadLetters(db)
+        self.broadcasts = Broadcasts(db)

@@ -45,6 +45,8 @@ class User(Base):
     can_dm: Mapped[bool] = mapped_column(Boolean, default=False)
     # True after Telegram said the user blocked the bot.
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When they asked to be told about new guides (/subscribe, "🔔"); None: never messaged unprompted.
+    subscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Interaction(Base):
@@ -166,3 +168,31 @@ class DeadLetter(Base):
     type: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # whose it is: /forget deletes it
     payload: Mapped[str] = mapped_column(Text)  # the refused write, as JSON
+
+
+class Broadcast(Base):
+    """A message for the subscribers (``mlm-bot broadcast``): the active bot sends it, a row per recipient."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    text: Mapped[str] = mapped_column(Text)
+    guide: Mapped[str | None] = mapped_column(String(32))  # a guide's button under it
+    state: Mapped[str] = mapped_column(String(16), default="sending")  # sending, done, cancelled
+
+
+class BroadcastRecipient(Base):
+    """One subscriber of one broadcast. pending -> sending (marked before the call) -> sent; a row still
+    "sending" after a crash may or may not have arrived: "unknown", never sent again. failed, blocked."""
+
+    __tablename__ = "broadcast_recipients"
+    __table_args__ = (Index("ix_broadcast_recipients_state", "broadcast_id", "state"),)
+
+    broadcast_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

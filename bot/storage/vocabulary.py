@@ -33,6 +33,7 @@ class Kind(_Word):
     COMPARE = "compare"
     QUIZ = "quiz"
     LANGUAGE = "language"
+    FOLLOW = "follow"  # asked for new-guide messages ("on") or stopped them ("off")
     GATE = "gate"  # the follow-gate (REQUIRE_CHANNEL): asked to join ("shown"), joined ("passed")
     RELOAD = "reload"  # an admin read the guides again (/reload)
     LIMIT = "limit"

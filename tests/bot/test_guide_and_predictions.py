@@ -42,6 +42,7 @@ async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram
         "compare",
         "quiz",
         "language",
+        "subscribe",
         "help",
         "forget",
     ]

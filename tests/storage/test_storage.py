@@ -71,7 +71,7 @@ async def test_migrations_from_an_empty_database(database_url: str) -> None:
     assert tables <= await table_names(database_url)
     database = Database(database_url)
     async with database.engine.connect() as connection:
-        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0012"
+        assert (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar() == "0013"
         columns = await connection.run_sync(
             lambda c: {col["name"] for col in sa.inspect(c).get_columns("interactions")}
         )

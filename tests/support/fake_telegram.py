@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from tests.support import telegram_rules as rules
 from tests.support.chat_members import ChatMembers
+from tests.support.fake_markup import MarkupEdits
 from tests.support.telegram_limits import ChatFloods, NetworkChaos
 from tests.support.telegram_rules import JSON_FIELDS, ApiError, as_sent, check_markup, check_text, utf16_len
 from tests.support.telegram_rules import parse_html as parse_html  # tests import it from here too
@@ -56,7 +57,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-class FakeTelegram(ChatMembers):
+class FakeTelegram(ChatMembers, MarkupEdits):
     def __init__(self) -> None:
         self._init_members()
         self.calls: list[Call] = []
