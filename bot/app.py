@@ -183,6 +183,9 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # Admin statistics in private (the handler refuses non-admins politely); in a group, never the numbers in
     # public: a pointer to the private chat.
     add(CommandHandler("stats", admin.stats_command, filters=new & private))
+    # /broadcast TEXT (admins, in private): a preview, then "Send it" to the subscribers, with its progress.
+    add(CommandHandler("broadcast", admin.broadcast_command, filters=new & private))
+    add(CallbackQueryHandler(admin.broadcast_button, pattern=admin.BROADCAST_PATTERN))
     # /reload (admins, in private): read the guides again from disk, as SIGHUP does.
     add(CommandHandler("reload", admin.reload_command, filters=new & private))
     # /forget in private asks for confirmation; in a group it points to the private chat.
@@ -192,7 +195,17 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # /subscribe, /unsubscribe: new-guide messages, only for who asked (mlm-bot broadcast).
     add(CommandHandler("subscribe", follow.subscribe_command, filters=new & private))
     add(CommandHandler("unsubscribe", follow.unsubscribe_command, filters=new & private))
-    private_commands = ["forget", "stats", "reload", "quiz", "compare", "language", "subscribe", "unsubscribe"]
+    private_commands = [
+        "forget",
+        "stats",
+        "reload",
+        "broadcast",
+        "quiz",
+        "compare",
+        "language",
+        "subscribe",
+        "unsubscribe",
+    ]
     add(CommandHandler(private_commands, privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     # (":x<n>": the answer is for the guide's ready sentence n.)

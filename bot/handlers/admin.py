@@ -4,12 +4,14 @@ read again from disk, as SIGHUP does)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from telegram import InputFile, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
+from telegram.error import TelegramError
 
 from bot.analytics import gather_funnel, gather_stats, render_chart, render_funnel_chart
 from bot.guides import GuideProblems
-from bot.handlers.common import Context, log_interaction
+from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.storage.vocabulary import Kind
 
 STATS_DAYS = 7
@@ -74,3 +76,64 @@ def _fit(lines: list[str], limit: int = 3000) -> list[str]:
             break
         kept.append(line)
     return kept
+
+
+BROADCAST_PATTERN = r"\Abc:(send|no):\d{1,12}\Z"
+PROGRESS_EVERY_S = 3.0
+
+
+async def broadcast_command(update: Update, context: Context) -> None:
+    """/broadcast TEXT (admins, in private): a preview with how many it reaches, then "Send it" or "Cancel"."""
+    s = context.bot_data.services
+    message = update.effective_message
+    if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
+        await message.reply_html(s.renderer.html("admin_only"))
+        return
+    text = message.text.partition(" ")[2].strip() if message.text else ""
+    if not text or len(text) > 4000:
+        await message.reply_html(s.renderer.html("broadcast_usage"))
+        return
+    broadcast_id, _ = await s.repo.broadcasts.create(text, None, draft=True)
+    count = await s.repo.broadcasts.subscribers()
+    send = s.renderer.text("button_broadcast_send", count=count)
+    cancel = s.renderer.text("button_broadcast_cancel")
+    keyboard = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(send, callback_data=f"bc:send:{broadcast_id}"),
+          InlineKeyboardButton(cancel, callback_data=f"bc:no:{broadcast_id}")]]
+    )  # fmt: skip
+    await message.reply_html(s.renderer.html("broadcast_preview", count=count, text=text), reply_markup=keyboard)
+
+
+async def broadcast_button(update: Update, context: Context) -> None:
+    """ "Send it": the draft goes out (once: a second press finds no draft), and this message shows its progress
+    (sent / failed / left) until it is done; "Cancel": the draft is dropped."""
+    s = context.bot_data.services
+    if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
+        await answer_query(update, context, s.renderer.text("button_stale"))
+        return
+    _, action, number = update.callback_query.data.split(":")
+    broadcast_id = int(number)
+    if action == "no":
+        await s.repo.broadcasts.cancel(broadcast_id)
+        await answer_query(update, context)
+        await _show(update, s.renderer.html("broadcast_progress", p=await s.repo.broadcasts.progress(broadcast_id)))
+        return
+    queued = await s.repo.broadcasts.launch(broadcast_id)
+    await answer_query(update, context)
+    if queued is None:  # a second press, or a draft cancelled meanwhile
+        return
+    shown = visible_message(update)
+    while shown is not None:
+        progress = await s.repo.broadcasts.progress(broadcast_id)
+        with contextlib.suppress(TelegramError):  # "not modified", or gone: the broadcast goes on regardless
+            await shown.edit_text(s.renderer.html("broadcast_progress", p=progress))
+        if progress is None or progress.state != "sending":
+            return
+        await asyncio.sleep(PROGRESS_EVERY_S)
+
+
+async def _show(update: Update, html: str) -> None:
+    shown = visible_message(update)
+    if shown is not None:
+        with contextlib.suppress(TelegramError):
+            await shown.edit_text(html)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.database import Database
 from bot.storage.tables import Broadcast, BroadcastRecipient, User
@@ -67,20 +68,35 @@ class Broadcasts:
         async with self._db.sessions() as session:
             return await session.scalar(select(User.subscribed_at).where(User.id == user_id)) is not None
 
-    async def create(self, text: str, guide: str | None) -> tuple[int, int]:
-        """A broadcast to everyone subscribed now (one INSERT ... SELECT): its id and how many it will reach."""
+    async def create(self, text: str, guide: str | None, *, draft: bool = False) -> tuple[int, int]:
+        """A broadcast to everyone subscribed now (one INSERT ... SELECT): its id and how many it will reach. A
+        ``draft`` (/broadcast's preview) reaches nobody until :meth:`launch`."""
         async with self._db.sessions.begin() as session:
-            broadcast = Broadcast(text=text, guide=guide, state="sending", created_at=_now())
+            broadcast = Broadcast(text=text, guide=guide, state="draft" if draft else "sending", created_at=_now())
             session.add(broadcast)
             await session.flush()
-            now = _now()
-            people = select(
-                literal(broadcast.id), User.id, literal("pending"), literal(0),
-                literal(now, BroadcastRecipient.updated_at.type),
-            ).where(*self._reachable())  # fmt: skip
-            columns = ["broadcast_id", "user_id", "state", "attempts", "updated_at"]
-            result = await session.execute(insert(BroadcastRecipient).from_select(columns, people))
-            return broadcast.id, int(result.rowcount or 0)
+            if draft:
+                return broadcast.id, 0
+            return broadcast.id, await self._address(session, broadcast.id)
+
+    async def launch(self, broadcast_id: int) -> int | None:
+        """A draft goes out (once: a second press finds no draft): how many it will reach, None if not a draft."""
+        async with self._db.sessions.begin() as session:
+            draft = (Broadcast.id == broadcast_id) & (Broadcast.state == "draft")
+            started = await session.execute(update(Broadcast).where(draft).values(state="sending"))
+            if started.rowcount != 1:
+                return None
+            return await self._address(session, broadcast_id)
+
+    async def _address(self, session: AsyncSession, broadcast_id: int) -> int:
+        """A row for each person reachable now."""
+        people = select(
+            literal(broadcast_id), User.id, literal("pending"), literal(0),
+            literal(_now(), BroadcastRecipient.updated_at.type),
+        ).where(*self._reachable())  # fmt: skip
+        columns = ["broadcast_id", "user_id", "state", "attempts", "updated_at"]
+        result = await session.execute(insert(BroadcastRecipient).from_select(columns, people))
+        return int(result.rowcount or 0)
 
     async def recover(self) -> int:
         """At the start of the active process: rows that were in flight when the last one stopped are "unknown"."""

@@ -173,3 +173,34 @@ async def test_retention_removes_subscriptions_and_a_cancelled_broadcast_sends_n
         assert (await repo.broadcasts.progress(broadcast_id)).counts == {}  # their recipient rows went too
     finally:
         await database.close()
+
+
+async def test_an_admin_broadcasts_from_the_chat_with_a_preview_and_its_progress(
+    fake: FakeTelegram, bert_dir: Path, tmp_path: Path
+) -> None:
+    from tests.support.bot_harness import bot_settings, running_bot
+
+    settings = bot_settings(fake, bert_dir, tmp_path, admin_user_ids="900", broadcast_per_second=30)
+    fans = [fake.user(user_id) for user_id in (701, 702, 703)]
+    admin = fake.user(900)
+    async with running_bot(settings, fake):
+        for fan in fans:
+            await fake.send_text(fan, "/subscribe")
+        await fake.wait_for(lambda f: all(f.sent("sendMessage", fan["id"]) for fan in fans), timeout=30)
+        await asyncio.sleep(1.5)  # the writer has them (a preview counts who is subscribed now)
+        await fake.send_text(fans[0], "/broadcast nope")
+        await fake.wait_for(lambda f: any("Only the bot's admins" in m["text"] for m in bot_messages(f, 701)), 30)
+        await fake.send_text(admin, "/broadcast New video: comment <BERT> & get the sheet!")
+        await fake.wait_for(lambda f: bot_messages(f, 900), timeout=30)
+        (preview,) = bot_messages(fake, 900)
+        assert "goes to 3 people" in preview["text"] and "comment <BERT> & get the sheet!" in preview["text"]
+        (send, cancel) = keyboard(preview)[0]
+        assert send["text"] == "✅ Send it to 3" and cancel["callback_data"].startswith("bc:no:")
+        await fake.press(admin, preview, send["callback_data"])
+        await fake.wait_for(lambda f: "done" in f.stored(900, preview["message_id"]).get("text", ""), timeout=60)
+        await fake.press(admin, preview, send["callback_data"])  # a second press sends nothing more
+        await fake.settle(1.0)
+    assert "✅ 3 sent" in fake.stored(900, preview["message_id"])["text"]
+    for fan in fans:
+        got = [m for m in bot_messages(fake, fan["id"]) if "comment <BERT>" in m.get("text", "")]
+        assert len(got) == 1, fan["id"]

@@ -17,6 +17,7 @@ from telegram.helpers import mention_html
 
 from bot.analytics import PostFunnel, Stats
 from bot.lineup import Row
+from bot.storage.broadcasts import Progress
 from bot.text.render import LANGUAGES, Renderer, shorten
 from bot.text.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
 from tests.support.fake_telegram import parse_html, utf16_len
@@ -82,6 +83,9 @@ CONTEXTS = {
     "guide_list": {},
     "broadcast": {"text": HOSTILE * 20},
     "subscribed": {},
+    "broadcast_usage": {},
+    "broadcast_preview": {"count": 1000, "text": HOSTILE * 20},
+    "broadcast_progress": {"p": Progress(7, "sending", {"sent": 3, "pending": 2, "blocked": 1})},
     "unsubscribed": {},
     "join_channel": {"title": HOSTILE},
     "stats_posts": {
