@@ -57,6 +57,7 @@ class PostFunnel:
     guide_finished: int = 0  # ... who reached its last page (or had it whole)
     quiz_finished: int = 0
     predictions: int = 0
+    subscriptions: int = 0  # people who asked for new-guide messages (🔔, /subscribe)
 
 
 async def gather_funnel(

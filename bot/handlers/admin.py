@@ -122,11 +122,14 @@ async def broadcast_button(update: Update, context: Context) -> None:
     await answer_query(update, context)
     if queued is None:  # a second press, or a draft cancelled meanwhile
         return
-    shown = visible_message(update)
+    shown, last = visible_message(update), None
     while shown is not None:
         progress = await s.repo.broadcasts.progress(broadcast_id)
-        with contextlib.suppress(TelegramError):  # "not modified", or gone: the broadcast goes on regardless
-            await shown.edit_text(s.renderer.html("broadcast_progress", p=progress))
+        html = s.renderer.html("broadcast_progress", p=progress)
+        if html != last:  # the same text again is a 400 "message is not modified"
+            with contextlib.suppress(TelegramError):  # gone: the broadcast goes on regardless
+                await shown.edit_text(html)
+            last = html
         if progress is None or progress.state != "sending":
             return
         await asyncio.sleep(PROGRESS_EVERY_S)

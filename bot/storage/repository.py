@@ -357,7 +357,7 @@ class Interactions:
         people who opened the bot by its deep link, and, of the people who came by it (the post of their first row
         that names one), how many were asked to join the channel and did, began a guide, reached its last page
         (``last_pages``: guide -> its last page's number; None for rows from before guides had slugs) or had it
-        whole, finished the quiz (``quiz_questions``), and their predictions."""
+        whole, finished the quiz (``quiz_questions``), asked for new-guide messages, and their predictions."""
         kind, trigger, outcome, user = Interaction.kind, Interaction.trigger, Interaction.outcome, Interaction.user_id
         people = func.count(func.distinct(user))
         async with self._db.sessions() as session:
@@ -415,14 +415,15 @@ class Interactions:
                     people.filter(and_(kind == Kind.LESSON, finished)),
                     people.filter(and_(kind == Kind.QUIZ, trigger == f"q{quiz_questions}")),
                     func.count().filter(kind == Kind.PREDICTION),
+                    people.filter(and_(kind == Kind.FOLLOW, trigger == "on")),
                 )
                 .join(came, user == came.c.user_id)
                 .where(came.c.post.in_(rows))
                 .group_by(came.c.post)
             )
-            for post, shown, passed, began, read, quiz, predictions in steps.all():
+            for post, shown, passed, began, read, quiz, predictions, subscribed in steps.all():
                 rows[post].update(gate_shown=shown, gate_passed=passed, guide_started=began, guide_finished=read,
-                                  quiz_finished=quiz, predictions=predictions)  # fmt: skip
+                                  quiz_finished=quiz, predictions=predictions, subscriptions=subscribed)  # fmt: skip
         return list(rows.values())
 
     async def totals(self) -> tuple[dict[str, int], int]:

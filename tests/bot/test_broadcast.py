@@ -196,6 +196,7 @@ async def test_an_admin_broadcasts_from_the_chat_with_a_preview_and_its_progress
         assert "goes to 3 people" in preview["text"] and "comment <BERT> & get the sheet!" in preview["text"]
         (send, cancel) = keyboard(preview)[0]
         assert send["text"] == "✅ Send it to 3" and cancel["callback_data"].startswith("bc:no:")
+        fake.too_many_requests, fake.server_errors = 2, 2  # Telegram: 429 twice, then 502 twice: waited, tried again
         await fake.press(admin, preview, send["callback_data"])
         await fake.wait_for(lambda f: "done" in f.stored(900, preview["message_id"]).get("text", ""), timeout=60)
         await fake.press(admin, preview, send["callback_data"])  # a second press sends nothing more

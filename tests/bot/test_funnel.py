@@ -91,6 +91,9 @@ async def test_a_scripted_journey_gives_exactly_its_numbers_per_post(
         await fake.press(ann, asked, "join:mlm:c")
         await fake.wait_for(lambda f: lesson_started(f, 601), timeout=30)
         await press_through(fake, ann)
+        last = [m for m in bot_messages(fake, 601) if "sub:on" in str(keyboard(m))][-1]
+        await fake.press(ann, last, "sub:on")  # "🔔 Tell me when there's a new guide"
+        await fake.wait_for(lambda f: bool(f.sent("editMessageReplyMarkup", 601)), timeout=30)
         await take_the_quiz(fake, ann)
         await fake.send_text(ann, "The cat sat on the [MASK].")
         await fake.wait_for(lambda f: any("Best guess" in m.get("text", "") for m in bot_messages(f, 601)), 30)
@@ -108,16 +111,20 @@ async def test_a_scripted_journey_gives_exactly_its_numbers_per_post(
     assert steps(funnels[thread(first_post)]) == {
         "channel_post": f"{POSTED_IN['id']}:41", "comments": 4, "public_replies": 3, "dms_opened": 2,
         "gate_shown": 2, "gate_passed": 1, "guide_started": 2, "guide_finished": 1, "quiz_finished": 1,
-        "predictions": 1,
+        "predictions": 1, "subscriptions": 1,
     }  # fmt: skip
     assert steps(funnels[thread(second_post)]) == {
         "channel_post": f"{POSTED_IN['id']}:42", "comments": 1, "public_replies": 1, "dms_opened": 0,
         "gate_shown": 0, "gate_passed": 0, "guide_started": 0, "guide_finished": 0, "quiz_finished": 0,
-        "predictions": 0,
+        "predictions": 0, "subscriptions": 0,
     }  # fmt: skip
     assert f"Channel post {POSTED_IN['id']}:41" in shown
     assert "4 keyword comments · 📩 3 public replies · 🚪 2 opened the bot by its link" in shown
-    assert "2 asked to join the channel, 1 joined" in shown and "🏁 1 reached its last page" in shown
+    assert (
+        "2 asked to join the channel, 1 joined" in shown
+        and "🔔 1 asked for new guides" in shown
+        and "🏁 1 reached its last page" in shown
+    )
     assert funnel_chart["filename"] == "mlm-bot-posts.png" and funnel_chart["content"].startswith(b"\x89PNG")
     png = tmp_path / "posts.png"
     assert by_post(tmp_path / "bot.sqlite3", "--png", str(png)) and png.read_bytes().startswith(b"\x89PNG")

@@ -90,7 +90,7 @@ CONTEXTS = {
     "join_channel": {"title": HOSTILE},
     "stats_posts": {
         "funnels": [
-            PostFunnel(HOSTILE, datetime(2026, 12, 1, tzinfo=timezone.utc), HOSTILE, 12, 8, 6, 3, 2, 5, 2, 1, 9),
+            PostFunnel(HOSTILE, datetime(2026, 12, 1, tzinfo=timezone.utc), HOSTILE, 12, 8, 6, 3, 2, 5, 2, 1, 9, 4),
             PostFunnel("-100:0", None),
         ]
     },
