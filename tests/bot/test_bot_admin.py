@@ -172,7 +172,8 @@ async def test_stats_and_export_commands(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/log.sqlite3"
     now = datetime.now(timezone.utc)
     await seed(url, [
-        InteractionEntry("guide", UserInfo(1), trigger="MLM", created_at=now - timedelta(days=2)),
+        InteractionEntry("guide", UserInfo(1), trigger="start:-100:7", created_at=now - timedelta(days=2),
+                         guide="mlm", post="-100:7"),
         InteractionEntry("prediction", UserInfo(2), input_text="a, \"quoted\" [MASK]", latency_ms=40,
                          predictions=[[{"token": "mat", "score": 0.5}]], created_at=now - timedelta(days=1)),
         InteractionEntry("prediction", UserInfo(3), input_text="old", created_at=now - timedelta(days=20)),
@@ -185,10 +186,12 @@ async def test_stats_and_export_commands(tmp_path: Path) -> None:
 
     rows = list(csv.DictReader(io.StringIO(await asyncio.to_thread(run_cli, "export", "--format", "csv", url=url))))
     assert [r["kind"] for r in rows] == ["guide", "prediction", "prediction"]
+    assert (rows[0]["guide"], rows[0]["post"], rows[1]["guide"]) == ("mlm", "'-100:7", "")  # CSV: "-" made text
     assert rows[1]["input_text"] == 'a, "quoted" [MASK]' and json.loads(rows[1]["predictions"])[0][0]["token"] == "mat"
     lines = (await asyncio.to_thread(run_cli, "export", "--format", "jsonl", "--since", "7", url=url)).splitlines()
     assert [json.loads(line)["kind"] for line in lines] == ["guide", "prediction"]
     assert json.loads(lines[1])["top_prediction"] == "mat"
+    assert (json.loads(lines[0])["guide"], json.loads(lines[0])["post"]) == ("mlm", "-100:7")  # which guide and post
 
 
 async def test_retention_is_scheduled_every_day(bert_dir: Path, tmp_path: Path) -> None:
