@@ -18,10 +18,16 @@ STATS_DAYS = 7
 STATS_POSTS = 5  # the newest posts' funnels under /stats (mlm-bot stats --by-post shows more)
 
 
+def is_admin(update: Update, context: Context) -> bool:
+    """One of ADMIN_USER_IDS (the commands here are refused to everyone else, politely)."""
+    user = update.effective_user
+    return user is not None and user.id in context.bot_data.services.settings.admin_user_ids
+
+
 async def stats_command(update: Update, context: Context) -> None:
     s = context.bot_data.services
     message = update.effective_message
-    if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
+    if not is_admin(update, context):
         await message.reply_html(s.renderer.html("stats_refused"))
         return
     await s.writer.flush()  # count what was just logged too
@@ -52,7 +58,7 @@ async def reload_command(update: Update, context: Context) -> None:
     admin reads the ``FILE:LINE`` lines. Reloads this process only (every replica: SIGHUP to each)."""
     s = context.bot_data.services
     message = update.effective_message
-    if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
+    if not is_admin(update, context):
         await message.reply_html(s.renderer.html("admin_only"))
         return
     try:
@@ -86,7 +92,7 @@ async def broadcast_command(update: Update, context: Context) -> None:
     """/broadcast TEXT (admins, in private): a preview with how many it reaches, then "Send it" or "Cancel"."""
     s = context.bot_data.services
     message = update.effective_message
-    if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
+    if not is_admin(update, context):
         await message.reply_html(s.renderer.html("admin_only"))
         return
     text = message.text.partition(" ")[2].strip() if message.text else ""
@@ -108,7 +114,7 @@ async def broadcast_button(update: Update, context: Context) -> None:
     """ "Send it": the draft goes out (once: a second press finds no draft), and this message shows its progress
     (sent / failed / left) until it is done; "Cancel": the draft is dropped."""
     s = context.bot_data.services
-    if update.effective_user is None or update.effective_user.id not in s.settings.admin_user_ids:
+    if not is_admin(update, context):
         await answer_query(update, context, s.renderer.text("button_stale"))
         return
     _, action, number = update.callback_query.data.split(":")
