@@ -9,7 +9,8 @@ guides as they are now):
 * ``guide`` (the default guide, from a prediction's buttons), ``guide:<slug>`` (a guide from the /guide list);
 * ``guide:<slug>:p:<n>`` a page, ``guide:<slug>:all|md|live``; ``guide:p:<n>``, ``guide:all|md|live`` are the
   same for the default guide (buttons sent before there were several guides);
-* ``try:<slug>:<page>.<k>``: a page's k-th "Guess, then tap" sentence (the prediction flow answers it).
+* ``try:<slug>:<page>.<k>``: a page's k-th "Guess, then tap" sentence (the prediction flow answers it);
+* ``join:<slug>[:c]``: "✅ I've joined" under the follow-gate's message (``bot.handlers.join``), answered here.
 
 The page travels in the data, so a press works after a restart or on another replica; a page past the end (a
 made-up press, or a guide shortened since) is a stale button.
