@@ -19,6 +19,11 @@ from models.settings import ModelSettings
 DEFAULT_GUIDES_DIR = Path("guides")
 
 
+def _any_case(value: object) -> object:
+    """Choices read in any case and spacing: " Hinglish" is hinglish."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def token_help() -> str:
     """How to get a token and where to put it. ``.env.example`` is named only where it is (a checkout, not a wheel)."""
     example = " (.env.example here lists every setting)" if Path(".env.example").is_file() else ""
@@ -95,10 +100,7 @@ class GuideSettings(BaseSettings):
     # Hinglish verbs agree with the speaker: the creator's words in the bot's mouth ("bhejunga"/"bhejungi").
     creator_gender: Literal["male", "female"] = "male"
 
-    @field_validator("creator_gender", mode="before")
-    @classmethod
-    def _gender_any_case(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+    _gender_any_case = field_validator("creator_gender", mode="before")(lambda value: _any_case(value))
 
     @field_validator("trigger_keywords", mode="before")
     @classmethod
@@ -198,10 +200,7 @@ class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings
             raise ValueError("does not look like a bot token (digits, a colon, then 20+ letters)")
         return SecretStr(value.get_secret_value().strip())
 
-    @field_validator("default_language", mode="before")
-    @classmethod
-    def _language_any_case(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+    _language_any_case = field_validator("default_language", mode="before")(lambda value: _any_case(value))
 
     @field_validator("require_channel", mode="before")
     @classmethod
