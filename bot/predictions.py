@@ -79,5 +79,6 @@ def answer_html(s: BotServices, answer: Answer) -> str:
         filled=answer.filled,
         mask_spelling=s.mask_spelling(answer.sentence),
         model_name=s.model_label,
+        precision=s.model.precision,
         truncated=answer.result.truncated,
     )

@@ -11,7 +11,9 @@ class ModelSettings(BaseSettings):
 
     model_name: str = Field("bert-base-uncased", description="HF hub id or local directory of a masked LM")
     model_device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    model_dtype: str = Field("auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    model_dtype: str = Field(
+        "auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16, int8 (CPU)"
+    )
     model_cuda_graphs: bool | None = Field(
         None,
         description="auto (unset): replay the encoder as CUDA graphs on a CUDA device; 1: ask for them; 0: never",

@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.engine.accel.packed_linear import packs_by_default
-from models.engine.device import cpu_bf16_instructions, is_auto, resolve_device, resolve_dtype
+from models.engine.device import cpu_bf16_instructions, is_auto, resolve_device, resolve_dtype, wants_int8
 from models.engine.errors import FillMaskError
 from models.engine.forward import Forwarder, max_sequence_length
 from models.engine.joint import JointFillState, run_joint_fill
@@ -74,6 +74,7 @@ class FillMaskEngine:
         model_thread: ThreadPoolExecutor | None = None,
         cuda_graphs: bool | None = None,
         packed_weights: bool | None = None,
+        int8: bool = False,
         max_batch_size: int = 32,
         max_batch_tokens: int = 16_384,
     ) -> None:
@@ -114,6 +115,7 @@ class FillMaskEngine:
         # None (auto) packs on the x86 CPUs measured, False never. Either stays off when it cannot be used.
         self.cuda_graphs_requested = cuda_graphs
         self.packed_weights_requested = packed_weights
+        self.int8_requested = int8
         self.model_thread = model_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
 
     # ------------------------------------------------------- the steps, by name
@@ -132,6 +134,11 @@ class FillMaskEngine:
     @property
     def packed_layers(self) -> int:
         return self.forwarder.packed_layers
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in, as people say it: ``int8`` (its linear layers), ``float32``, ``bfloat16``."""
+        return "int8" if self.forwarder.int8_layers else str(self.dtype).removeprefix("torch.")
 
     def normalize(self, text: str) -> str:
         return self.preparer.normalize(text)
@@ -176,12 +183,13 @@ class FillMaskEngine:
         on the model thread that will run it."""
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
+        int8 = wants_int8(dtype)
         name = str(name_or_path)
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
 
         def build() -> FillMaskEngine:
             source = resolve_source(name)  # fails at once, in one line, where transformers would retry for a minute
-            log.info("loading %s on %s (%s)", name, torch_device, torch_dtype)
+            log.info("loading %s on %s (%s)", name, torch_device, "int8" if int8 else torch_dtype)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(source.name, local_files_only=source.local_files_only)
                 model = AutoModelForMaskedLM.from_pretrained(
@@ -199,6 +207,7 @@ class FillMaskEngine:
                 model_thread=thread,
                 cuda_graphs=cuda_graphs,
                 packed_weights=packed_weights,
+                int8=int8,
                 max_batch_size=max_batch_size,
                 max_batch_tokens=max_batch_tokens,
             )
@@ -234,6 +243,8 @@ class FillMaskEngine:
         probe = self.prepare(FillMaskRequest(PROBE_TEXT.format(mask=self.mask_token)))
         forwarder = self.forwarder
         forwarder.check_head(probe)
+        if self.int8_requested:
+            forwarder.quantize_weights(probe)
         pack = self.packed_weights_requested
         if pack is None:  # auto: on the CPUs measured, silently plain elsewhere
             pack = self.device.type == "cpu" and packs_by_default()
@@ -246,11 +257,12 @@ class FillMaskEngine:
             forwarder.build_graphs(probe)
         forwarder.forward([probe])
         log.info(
-            "%s ready: head at masks only=%s, CUDA graphs=%s, packed linear layers=%d, max length %d",
+            "%s ready: head at masks only=%s, CUDA graphs=%s, packed linear layers=%d, int8 layers=%d, max length %d",
             self.name,
             forwarder.head is not None,
             forwarder.graphed is not None,
             forwarder.packed_layers,
+            forwarder.int8_layers,
             self.max_length,
         )
 

@@ -46,8 +46,21 @@ def is_auto(name: str | None) -> bool:
     return name is None or name.strip().lower() in ("", "auto")
 
 
+INT8_NAMES = ("int8", "qint8")
+
+
+def wants_int8(name: str | None) -> bool:
+    """Whether ``MODEL_DTYPE`` asks for int8 weights (``models/engine/accel/int8_linear.py``): the model loads in
+    fp32 and its linear layers are quantized at warm-up."""
+    return name is not None and name.strip().lower() in INT8_NAMES
+
+
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """``None`` or ``"auto"``: bf16 (or fp16) on CUDA, fp32 elsewhere."""
+    """``None`` or ``"auto"``: bf16 (or fp16) on CUDA, fp32 elsewhere. ``int8`` loads in fp32 (CPU only)."""
+    if wants_int8(name):
+        if device.type != "cpu":
+            raise ValueError(f"MODEL_DTYPE={name!r} is for CPU; on {device.type} use bfloat16 (the default there)")
+        return torch.float32
     if is_auto(name):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -55,7 +68,7 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     key = name.strip().lower().removeprefix("torch.")
     if key not in _DTYPES:
         choices = ", ".join(sorted(_DTYPES))
-        raise ValueError(f"MODEL_DTYPE={name!r} is not one of: auto, {choices}")
+        raise ValueError(f"MODEL_DTYPE={name!r} is not one of: auto, int8, {choices}")
     return _DTYPES[key]
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from models.engine.accel import int8_linear
 from models.engine.accel.cuda_graphs import GraphedEncoder
 from models.engine.accel.packed_linear import pack_linears, unpack
 from models.engine.results import EncodedInput, MaskScores
@@ -54,6 +55,7 @@ class Forwarder:
         self.head: HeadFn | None = mlm_head(model)
         self.graphed: GraphedEncoder | None = None
         self.packed_layers = 0
+        self.int8_layers = 0
         self.suppressed = _words_only_suppression(tokenizer, vocab, self.vocab_size, self.device)
 
     @torch.inference_mode()
@@ -96,6 +98,40 @@ class Forwarder:
                 log.warning("%s: packed weights could not be used; keeping plain layers", self.name, exc_info=True)
                 return
         self.packed_layers = len(swapped)
+
+    def quantize_weights(self, probe: EncodedInput) -> None:
+        """Give every linear layer of the model (encoder and head) int8 weights, then check the quantized model
+        against the fp32 one at the probe's masks; an error or a model that no longer resembles itself (more than
+        10% relative difference in the logits: int8 alone gives about 1%) puts fp32 back. ``int8_layers`` says how
+        many were quantized."""
+        if self.int8_layers or self.device.type != "cpu":
+            return
+        with torch.inference_mode():
+            before = self._mask_logits(probe)
+            swapped = []
+            try:
+                swapped = int8_linear.quantize_linears(self.model)
+                after = self._mask_logits(probe)
+                error = ((after - before).norm() / before.norm().clamp(min=1e-6)).item()
+                if not error <= 0.1:
+                    raise RuntimeError(f"the int8 model's logits are {error:.0%} off the fp32 model's")
+            except Exception:
+                unpack(swapped)
+                log.warning("%s: int8 weights could not be used; running in fp32", self.name, exc_info=True)
+                return
+        self.int8_layers = len(swapped)
+        log.info(
+            "%s: %d linear layers in int8 (logits within %.1f%% of fp32 on the probe)",
+            self.name,
+            self.int8_layers,
+            100 * error,
+        )
+
+    def _mask_logits(self, probe: EncodedInput) -> torch.Tensor:
+        ids, attention, rows, cols = self.tensors([probe])
+        if self.head is not None:
+            return self.head(self.encoder(input_ids=ids, attention_mask=attention)[0][rows, cols]).float()
+        return self.model(input_ids=ids, attention_mask=attention).logits[rows, cols].float()
 
     def build_graphs(self, probe: EncodedInput) -> None:
         """Capture the encoder's CUDA graphs into ``graphed``, then check one replay against the eager encoder;

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 class FillMaskService(Protocol):
     model_name: str
     mask_token: str
+    precision: str  # what the model computes in: float32 (the pipeline's numbers), bfloat16, int8 ...
 
     async def start(self) -> None: ...
 
@@ -69,6 +70,7 @@ class LocalFillMask:
         self.batcher: MicroBatcher | None = None
         self.model_name = settings.model_name
         self.mask_token = engine.mask_token if engine is not None else "[MASK]"
+        self.precision = engine.precision if engine is not None else "float32"
 
     async def start(self) -> None:
         s = self.settings
@@ -86,6 +88,7 @@ class LocalFillMask:
             )
             await asyncio.to_thread(freeze_loaded_objects)
         self.mask_token = self.engine.mask_token
+        self.precision = self.engine.precision
         self.batcher = MicroBatcher(
             self.engine,
             max_batch_size=s.batch_max_size,
@@ -153,6 +156,7 @@ class RemoteFillMask:
         self.backoff = backoff
         self.model_name = model_name
         self.mask_token = "[MASK]"
+        self.precision = "float32"
         self.info_known = False
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -171,6 +175,7 @@ class RemoteFillMask:
         except FillMaskError:
             return False
         self.model_name, self.mask_token, self.info_known = info["model"], info["mask_token"], True
+        self.precision = str(info.get("precision") or "float32")
         log.info("model worker at %s serves %s (mask %s)", self.shown_url, self.model_name, self.mask_token)
         return True
 

@@ -217,6 +217,7 @@ def create_app(
                 "mask_token": engine.mask_token,
                 "device": str(engine.device),
                 "dtype": str(engine.dtype).removeprefix("torch."),
+                "precision": engine.precision,
                 "max_masks": engine.max_masks,
                 "max_top_k": MAX_TOP_K,
                 "max_length": engine.max_length,

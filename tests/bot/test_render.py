@@ -45,6 +45,7 @@ CONTEXTS = {
         "masks": mask_rows(5, 15),
         "filled": HOSTILE * 50,
         "model_name": "m",
+        "precision": HOSTILE,
         "truncated": True,
         "mask_spelling": "[MASK]",
     },

@@ -18,6 +18,7 @@ error or difference (``FillMaskEngine._pack_weights``).
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -79,20 +80,25 @@ Swapped = list[tuple[nn.Module, str, nn.Linear]]
 
 
 def pack_linears(module: nn.Module) -> Swapped:
-    """Replace every ``nn.Linear`` under ``module`` (exactly that class: subclasses may do more in forward) by a
-    ``PackedLinear``. A layer used in several places (ALBERT shares its layers) is packed once and stays shared.
+    """Replace every ``nn.Linear`` under ``module`` by a ``PackedLinear`` (``swap_linears``)."""
+    return swap_linears(module, PackedLinear)
+
+
+def swap_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> Swapped:
+    """Replace every ``nn.Linear`` under ``module`` (exactly that class: subclasses may do more in forward) by
+    ``make(layer)``. A layer used in several places (ALBERT shares its layers) is replaced once and stays shared.
     Returns what was replaced, for ``unpack``; on an error, puts back what it had replaced and raises."""
     swapped: Swapped = []
-    packed: dict[int, PackedLinear] = {}
+    made: dict[int, nn.Module] = {}
     try:
         for parent in list(module.modules()):
             # _modules, not named_children(), which yields a module registered under two names only once
             for name, child in list(parent._modules.items()):
                 if type(child) is not nn.Linear:
                     continue
-                if id(child) not in packed:
-                    packed[id(child)] = PackedLinear(child)
-                setattr(parent, name, packed[id(child)])
+                if id(child) not in made:
+                    made[id(child)] = make(child)
+                setattr(parent, name, made[id(child)])
                 swapped.append((parent, name, child))
     except BaseException:
         unpack(swapped)

@@ -1,0 +1,68 @@
+"""CPU: the model's linear layers with int8 weights (``MODEL_DTYPE=int8``).
+
+Dynamic quantization, as ONNX Runtime's ``quantize_dynamic`` does it: each weight is stored once as int8 with one
+scale per output row (per channel: a row of small weights keeps its own precision), and each product quantizes
+its input on the fly (one scale per call), multiplies in int8 and returns fp32. Everything else (embeddings,
+attention, layer norms, softmax) stays fp32.
+
+It runs on oneDNN's int8 kernels (``torch.backends.quantized.engine = "onednn"``): on the CPUs measured they were
+the fastest of torch's three engines (2-core Xeon with AMX, bert-base shape, one sentence / 32: fbgemm 16 / 102 ms,
+x86 18 / 111 ms, onednn 13 / 68 ms; fp32 with packed weights 40 / 282 ms). The weights are a quarter of fp32's,
+which is most of the speed at one sentence: there the model is bound by reading its weights from memory.
+
+The ops are torch's own (``quantized::linear_prepack``, ``quantized::linear_dynamic``), which torch marks as
+deprecated in favour of torchao; so, as with the packed layers, the engine quantizes at warm-up, checks the model
+against the fp32 one on the probe sentence and keeps fp32 on any error (``Forwarder.quantize_weights``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from models.engine.accel.packed_linear import Swapped, swap_linears
+
+ENGINE = "onednn"
+
+
+def available() -> bool:
+    return ENGINE in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
+
+
+class Int8Linear(nn.Module):
+    """``nn.Linear``'s forward with an int8 weight (one scale per output row) and an fp32 bias; inference only.
+
+    The prepacked weight is an opaque object of the quantized engine, kept as a plain attribute (invisible to
+    ``state_dict`` and ``.to()``)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()
+        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+        zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        with warnings.catch_warnings():  # torch's deprecation notice of quantized tensors, once per layer
+            warnings.simplefilter("ignore")
+            qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        self.has_bias = bias is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).float()
+        out = torch.ops.quantized.linear_dynamic(flat, self.packed, False)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, int8"
+
+
+def quantize_linears(module: nn.Module) -> Swapped:
+    """Replace every ``nn.Linear`` under ``module`` by an ``Int8Linear`` (``swap_linears``: a shared layer stays
+    shared; on an error everything is put back)."""
+    if not available():
+        raise RuntimeError(f"this torch has no {ENGINE} int8 kernels")
+    torch.backends.quantized.engine = ENGINE
+    return swap_linears(module, Int8Linear)

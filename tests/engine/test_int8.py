@@ -1,0 +1,100 @@
+"""MODEL_DTYPE=int8 (models/engine/accel/int8_linear.py): int8 weights on CPU, close to fp32 on a trained model,
+and a safe way back."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from models.bench.agreement import agreement
+from models.bench.trained_model import build_trained_bert, probe_sentences
+from models.engine.accel import int8_linear
+from models.engine.accel.int8_linear import Int8Linear
+from models.engine.core import FillMaskEngine
+from models.engine.device import resolve_dtype
+from models.engine.results import FillMaskRequest
+
+needs_int8 = pytest.mark.skipif(not int8_linear.available(), reason="this torch has no oneDNN int8 kernels")
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_trained_bert(tmp_path_factory.mktemp("trained") / "bert")
+
+
+@pytest.fixture(scope="module")
+def fp32_and_int8(trained_dir: Path):
+    fp32 = FillMaskEngine.load(trained_dir, device="cpu", dtype="float32")
+    int8 = FillMaskEngine.load(trained_dir, device="cpu", dtype="int8")
+    yield fp32, int8
+    for engine in (fp32, int8):
+        engine.model_thread.shutdown()
+
+
+@needs_int8
+def test_the_trained_model_has_learned_its_corpus(fp32_and_int8) -> None:
+    fp32, _ = fp32_and_int8
+    top = fp32.fill("The dog sat on the [MASK].", top_k=3).masks[0]
+    assert top[0].token_str == "mat" and top[0].score > 0.3
+    assert {p.token_str for p in top} <= {"mat", "chair", "bed", "table"}
+
+
+@needs_int8
+def test_int8_quantizes_every_linear_layer_and_says_so(fp32_and_int8) -> None:
+    fp32, int8 = fp32_and_int8
+    assert fp32.precision == "float32" and int8.precision == "int8"
+    layers = [m for m in int8.model.modules() if isinstance(m, (nn.Linear, Int8Linear))]
+    assert layers and all(isinstance(m, Int8Linear) for m in layers)
+    assert int8.forwarder.int8_layers == len({id(m) for m in layers})
+    assert int8.packed_layers == 0  # nothing left to pack: int8 replaces the packed fp32 layers
+
+
+@needs_int8
+def test_int8_agrees_with_fp32_on_the_fixed_sentences(fp32_and_int8) -> None:
+    fp32, int8 = fp32_and_int8
+    result = agreement(fp32, int8, probe_sentences())
+    # Measured: 52 masks, top-1 equal 100%, top-5 overlap 99.2%, largest probability gap 0.005.
+    assert result.masks == 52
+    assert result.top1_equal >= 0.95
+    assert result.top5_overlap >= 0.95
+    assert result.max_probability_gap <= 0.03
+
+
+@needs_int8
+def test_int8_batches_give_each_sentence_its_own_answer(fp32_and_int8) -> None:
+    """A sentence in a batch gets the words it gets alone. Not quite the same scores: each product quantizes its
+    whole input with one scale, so the other sentences of a batch move a sentence's numbers a little."""
+    _, int8 = fp32_and_int8
+    texts = probe_sentences()[:9]
+    alone = [int8.fill(t).masks for t in texts]
+    encoded = int8.prepare_batch([FillMaskRequest(t) for t in texts])
+    together = [r.masks for r in int8.postprocess(encoded, int8.run_forward(encoded))]
+    for a, b in zip(alone, together, strict=True):
+        assert [p.token for p in a[0]] == [p.token for p in b[0]]
+        assert [p.score for p in a[0]] == pytest.approx([p.score for p in b[0]], abs=0.02)
+
+
+@needs_int8
+def test_int8_that_disagrees_with_fp32_is_put_back(
+    trained_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(Int8Linear, "forward", lambda self, x: torch.zeros(*x.shape[:-1], self.out_features))
+    with caplog.at_level(logging.WARNING, logger="models.engine.forward"):
+        engine = FillMaskEngine.load(trained_dir, device="cpu", dtype="int8", packed_weights=False)
+    assert engine.precision == "float32" and "int8 weights could not be used" in caplog.text
+    assert all(type(m) is not Int8Linear for m in engine.model.modules())
+    assert engine.fill("The dog sat on the [MASK].").masks[0][0].token_str == "mat"
+    engine.model_thread.shutdown()
+
+
+def test_int8_is_a_cpu_precision() -> None:
+    assert resolve_dtype("int8", torch.device("cpu")) == torch.float32  # loaded in fp32, quantized at warm-up
+    assert resolve_dtype(" INT8 ", torch.device("cpu")) == torch.float32
+    with pytest.raises(ValueError, match="is for CPU"):
+        resolve_dtype("int8", torch.device("cuda"))
+    with pytest.raises(ValueError, match="auto, int8"):
+        resolve_dtype("int4", torch.device("cpu"))
