@@ -124,6 +124,7 @@ async def soak(updates: int, every: int, new_share: float, plain: int) -> tuple[
 
     tmp = Path(tempfile.mkdtemp())
     model = build_bert(tmp / "bert")
+    compared = build_bert(tmp / "compared", seed=1)  # not the bot's own model, which /compare would reuse
     fake = FakeTelegram()
     rng = random.Random(7)
     people = People(rng)
@@ -134,7 +135,7 @@ async def soak(updates: int, every: int, new_share: float, plain: int) -> tuple[
             os.environ, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_BASE_URL=fake.url, MODEL_NAME=str(model),
             DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/soak.sqlite3", MODEL_WORKER_URL="", LOG_LEVEL="WARNING",
             METRICS_PORT=str(free_port()), ACTIONS_PER_MINUTE="1000", PREDICTIONS_PER_MINUTE="1000",
-            INLINE_QUERIES_PER_MINUTE="1000", COMPARE_MODELS=str(model), PYTHONPATH=str(ROOT),
+            INLINE_QUERIES_PER_MINUTE="1000", COMPARE_MODELS=str(compared), PYTHONPATH=str(ROOT),
         )  # fmt: skip
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.cli", "run", env=env, cwd=tmp,

@@ -151,7 +151,7 @@ def _playground_app(settings, token: str | None):
     from models.serving.client import LocalFillMask
 
     model = LocalFillMask(settings)
-    lineup = Lineup(settings.compare_models, settings)
+    lineup = Lineup(settings.compare_models, settings, memory_mb=settings.compare_memory_mb, main=model)
     playground = Playground(model, _renderer(), lineup=lineup, token=token)
 
     @contextlib.asynccontextmanager

@@ -133,6 +133,10 @@ class LineupSettings(BaseSettings):
         "albert/albert-base-v2",
     )
 
+    # What the compare models may take together (the bot's own model is not counted, nor loaded twice). 700 MB
+    # fits a 2 GB server next to the bot in fp32; 0: no limit. docs/deploy.md has a table by server size.
+    compare_memory_mb: int = Field(700, ge=0, description="most memory the /compare models take together; 0: no limit")
+
     @field_validator("compare_models", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:

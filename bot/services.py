@@ -98,7 +98,8 @@ class BotServices:
 
     def compare_lineup(self) -> Lineup:
         if self.lineup is None:
-            self.lineup = Lineup(self.settings.compare_models, self.settings)
+            s = self.settings
+            self.lineup = Lineup(s.compare_models, s, memory_mb=s.compare_memory_mb, main=self.model)
         return self.lineup
 
     def remember_sentence(self, text: str, user_id: int | None = None) -> str:

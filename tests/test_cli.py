@@ -96,6 +96,24 @@ def test_bench_measures_baseline_batcher_and_http_in_one_run(tmp_path: Path) -> 
     )
 
 
+def test_bench_puts_int8_beside_onnx_runtime_in_the_same_rounds(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    done = run(
+        "bench", "--shape", "bert", "--dtype", "int8", "--sentences", "16", "--concurrency", "1,4", "--no-http",
+        "--rounds", "2", "--onnxruntime", "on", "--json-out", str(out), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {(r["path"], r["concurrency"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {
+        ("batcher, int8", 1), ("batcher, int8", 4),
+        ("ONNX Runtime fp32, one call per sentence", 1), ("ONNX Runtime fp32, 4 sentences per call", 4),
+        ("ONNX Runtime int8, one call per sentence", 1), ("ONNX Runtime int8, 4 sentences per call", 4),
+    }  # fmt: skip
+    assert all(r["sentences"] == 16 and len(r["x_baseline_runs"]) == 2 for r in rows.values())
+    assert "| ONNX Runtime int8, one call per sentence | 1 |" in done.stdout
+
+
 def test_bench_rejects_zero_rounds() -> None:
     done = run("bench", "--rounds", "0", timeout=60)
     assert done.returncode == 2 and "must be 1 or more" in done.stderr and "Traceback" not in done.stderr

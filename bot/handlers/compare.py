@@ -7,6 +7,7 @@ from telegram import Message, Update
 
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.handlers.predict import after_command, sentence_under
+from bot.lineup import row_error_words
 from bot.storage.vocabulary import Kind
 from models.engine.errors import FillMaskError
 
@@ -50,7 +51,7 @@ async def _compare(update: Update, context: Context, sentence: str, under: Messa
         except FillMaskError as exc:
             await under.reply_html(s.renderer.error(exc.code, exc.details))
             return
-    errors = [_error_words(s.renderer, row) for row in rows]
+    errors = [row_error_words(s.renderer, row) for row in rows]
     html = s.renderer.html(
         "compare", sentence=sentence, rows=rows, errors=errors, mask_spelling=s.mask_spelling(sentence)
     )
@@ -59,11 +60,3 @@ async def _compare(update: Update, context: Context, sentence: str, under: Messa
         update, context, Kind.COMPARE, input_text=sentence,
         predictions=[{"model": row.label, "masks": row.masks, "error": row.error} for row in rows],
     )  # fmt: skip
-
-
-def _error_words(renderer, row) -> str | None:
-    if row.error is None:
-        return None
-    if row.error == "model_failed":  # not "offline for a moment": this one model could not be loaded
-        return renderer.text("compare_model_failed")
-    return renderer.error(row.error, row.details, plain=True)

@@ -31,7 +31,7 @@ from telegram_webapp_auth.auth import TelegramAuthenticator, generate_secret_key
 from telegram_webapp_auth.errors import ExpiredInitDataError, InvalidInitDataError
 
 from bot.budgets import Refusal
-from bot.lineup import Lineup
+from bot.lineup import Lineup, row_error_words
 from bot.text.render import LANGUAGES, Renderer
 from models.engine.errors import FillMaskError
 from models.serving.client import FillMaskService
@@ -266,7 +266,7 @@ class Playground:
                     {
                         "label": row.label,
                         "masks": row.masks,
-                        "error": self.renderer.error(row.error, row.details, plain=True) if row.error else None,
+                        "error": row_error_words(self.renderer, row),
                     }
                     for row in rows
                 ]

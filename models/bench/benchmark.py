@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="pack the encoder's weights for oneDNN: auto (on an x86 CPU), on, off",
     )
+    parser.add_argument(
+        "--onnxruntime",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="also measure ONNX Runtime fp32 and int8 on the same model: auto (when installed), on, off",
+    )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
     parser.add_argument("--ray-serve", action="store_true", help="also measure the API on Ray Serve (mlm-bot serve)")
     parser.add_argument("--ray-replicas", type=int, default=1, help="Ray Serve replicas (with --ray-serve)")
@@ -199,7 +205,7 @@ async def bench_batcher(engine, sentences: list[str], levels: list[int], args: a
             latencies, seconds = await run_callers(
                 lambda s: batcher.fill(FillMaskRequest(s)), _sample(sentences, c, args), c
             )
-            label = f"batcher, {engine.dtype}".replace("torch.", "") + (", CUDA graphs" if engine.graphs_active else "")
+            label = f"batcher, {engine.precision}" + (", CUDA graphs" if engine.graphs_active else "")
             out.append(_measure(label, c, latencies, seconds))
         return out
     finally:
@@ -400,6 +406,7 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+        onnx_paths = _onnx_files(model, args, Path(tmp) / "onnx")
         rounds: list[tuple[Measurement, list[Measurement]]] = []
         for round_ in range(args.rounds):
             tag = f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""
@@ -407,6 +414,9 @@ def main(args: argparse.Namespace) -> int:
             baseline = _baseline_in_subprocess(model, baseline_sentences, args.device)
             print(f"measuring the batcher{tag} ...", file=sys.stderr)
             results = asyncio.run(bench_batcher(engine, sentences, levels, args))
+            if onnx_paths:
+                print(f"measuring ONNX Runtime{tag} ...", file=sys.stderr)
+                results += _onnx_in_subprocess(model, onnx_paths, {c: _sample(sentences, c, args) for c in levels})
             if not args.no_http:
                 print(f"measuring over HTTP{tag} ...", file=sys.stderr)
                 results += asyncio.run(bench_http(model, sentences, levels, args))
@@ -452,6 +462,28 @@ def _baseline_in_subprocess(model: str, sentences: list[str], device: str) -> Me
     if done.returncode != 0:
         raise RuntimeError(f"baseline measurement failed:\n{done.stderr[-4000:]}")
     return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _onnx_files(model: str, args: argparse.Namespace, out_dir: Path) -> dict[str, str]:
+    """The model as ONNX files (fp32, int8) when ONNX Runtime is to be measured, else nothing."""
+    from models.bench import onnx_runtime
+
+    if args.onnxruntime == "off" or args.device not in ("auto", "cpu"):
+        return {}
+    if not onnx_runtime.installed():
+        if args.onnxruntime == "on":
+            raise SystemExit("--onnxruntime on needs onnx and onnxruntime: pip install 'mlm-bot[bench]'")
+        print("ONNX Runtime is not installed: no ONNX Runtime rows (pip install 'mlm-bot[bench]')", file=sys.stderr)
+        return {}
+    print("exporting the model to ONNX (fp32, then int8) ...", file=sys.stderr)
+    return onnx_runtime.run_in_subprocess({"model": model, "export_to": str(out_dir)})
+
+
+def _onnx_in_subprocess(model: str, paths: dict[str, str], work: dict[int, list[str]]) -> list[Measurement]:
+    from models.bench import onnx_runtime
+
+    rows = onnx_runtime.run_in_subprocess({"model": model, "paths": paths, "work": work})
+    return [_measure(r["path"], r["concurrency"], r["latencies"], r["seconds"]) for r in rows]
 
 
 def _request(text: str):

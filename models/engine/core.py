@@ -31,6 +31,7 @@ from models.engine.errors import FillMaskError
 from models.engine.forward import Forwarder, max_sequence_length
 from models.engine.joint import JointFillState, run_joint_fill
 from models.engine.loading import explain, resolve_source
+from models.engine.memory import model_bytes
 from models.engine.postprocess import Postprocessor
 from models.engine.prepare import MASK_ALIASES, MAX_TOP_K, Preparer
 from models.engine.results import EncodedInput, FillMaskRequest, FillMaskResult, JointFill, MaskScores
@@ -42,6 +43,28 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MASKS = 5
 DEFAULT_MAX_INPUT_CHARS = 20_000
 PROBE_TEXT = "The cat sat on the {mask}."
+
+
+class _TorchThread(ThreadPoolExecutor):
+    """The one thread of this process that runs torch: every engine's (the bot's model and /compare's) forwards
+    and loading go through it. On CPU each thread that runs torch gets a team of OpenMP threads, and once two
+    teams exist there are more OpenMP threads than cores: libgomp then stops spinning between parallel regions
+    and sleeps, and a bert-base forward of one sentence took twice as long (int8 17 -> 36 ms on 2 cores, after a
+    second engine had answered once). Shared, so ``shutdown`` leaves it running (an engine closing must not stop
+    the others)."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
+
+
+_torch_thread: _TorchThread | None = None
+
+
+def torch_thread() -> ThreadPoolExecutor:
+    global _torch_thread
+    if _torch_thread is None:
+        _torch_thread = _TorchThread(max_workers=1, thread_name_prefix="mlm-model")
+    return _torch_thread
 
 
 @cache
@@ -116,7 +139,7 @@ class FillMaskEngine:
         self.cuda_graphs_requested = cuda_graphs
         self.packed_weights_requested = packed_weights
         self.int8_requested = int8
-        self.model_thread = model_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
+        self.model_thread = model_thread or torch_thread()
 
     # ------------------------------------------------------- the steps, by name
     @property
@@ -134,6 +157,10 @@ class FillMaskEngine:
     @property
     def packed_layers(self) -> int:
         return self.forwarder.packed_layers
+
+    def memory_bytes(self) -> int:
+        """What the model's weights take in memory, as it runs (``models/engine/memory.py``)."""
+        return model_bytes(self.model)
 
     @property
     def precision(self) -> str:
@@ -185,6 +212,9 @@ class FillMaskEngine:
         torch_dtype = resolve_dtype(dtype, torch_device)
         int8 = wants_int8(dtype)
         name = str(name_or_path)
+        # Loading and warm-up run on a thread of their own. On CPU the engine then runs on the process's one torch
+        # thread, and the loading thread ends (and its OpenMP team with it: see _TorchThread); CUDA engines keep
+        # theirs (graphs are captured and replayed on it).
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-model")
 
         def build() -> FillMaskEngine:
@@ -220,10 +250,14 @@ class FillMaskEngine:
             return engine
 
         try:
-            return thread.submit(build).result()
+            engine = thread.submit(build).result()
         except BaseException:
             thread.shutdown(wait=False)
             raise
+        if torch_device.type == "cpu":
+            engine.model_thread = torch_thread()
+            thread.shutdown(wait=True)
+        return engine
 
     @property
     def graphs_active(self) -> bool:

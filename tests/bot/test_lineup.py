@@ -31,3 +31,77 @@ async def test_a_model_that_fails_to_load_is_tried_again_after_a_growing_wait(be
         assert lineup.load_attempts == 4
     finally:
         await lineup.close()
+
+
+SENTENCE = "The cat sat on the [MASK]."
+
+
+async def test_the_compare_models_stay_within_their_memory_budget(model_dirs: dict[str, Path]) -> None:
+    """Measured sizes (fp32, packed): bert 128 KB, roberta 173 KB, albert 65 KB. 0.3 MB holds the first two."""
+    names = [str(model_dirs[k]) for k in ("bert", "roberta", "albert")]
+    lineup = Lineup(names, ModelSettings(model_device="cpu"), memory_mb=0.3)
+    try:
+        rows = await lineup.compare(SENTENCE)
+        assert [r.error for r in rows] == [None, None, "compare_memory"]
+        assert rows[0].masks and rows[1].masks and rows[2].details == {"limit": 0}
+        assert 0 < lineup.loaded_bytes <= lineup.memory_bytes
+        assert lineup.load_attempts == 2, "the one that could not fit was never loaded"
+        for _ in range(3):  # the same models answer every time: nothing loaded or closed again
+            assert [r.error for r in await lineup.compare(SENTENCE)] == [None, None, "compare_memory"]
+        assert lineup.load_attempts == 2 and lineup.evictions == 0 and lineup.loaded
+    finally:
+        await lineup.close()
+    unlimited = Lineup(names, ModelSettings(model_device="cpu"), memory_mb=0)
+    try:
+        assert [r.error for r in await unlimited.compare(SENTENCE)] == [None, None, None]
+    finally:
+        await unlimited.close()
+
+
+async def test_room_is_made_by_closing_the_least_recently_used_model(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A model earlier in COMPARE_MODELS that comes back (it failed to load, now it can) takes the place of
+    the loaded ones after it, least recently used first; the budget holds throughout."""
+    import shutil
+
+    now = [0.0]
+    late = tmp_path / "late-roberta"
+    names = [str(late), str(model_dirs["bert"]), str(model_dirs["albert"])]
+    lineup = Lineup(names, ModelSettings(model_device="cpu"), memory_mb=0.32, clock=lambda: now[0])
+    try:
+        assert [r.error for r in await lineup.compare(SENTENCE)] == ["model_failed", None, None]
+        shutil.copytree(model_dirs["roberta"], late)
+        now[0] += RETRY_FIRST_S + 1
+        rows = await lineup.compare(SENTENCE)
+        assert [r.error for r in rows] == [None, None, "compare_memory"]
+        assert lineup.evictions >= 1 and lineup.loaded_bytes <= lineup.memory_bytes
+        assert rows[0].label == "RoBERTa" and rows[1].label == "BERT"
+    finally:
+        await lineup.close()
+
+
+async def test_the_bots_own_model_is_not_loaded_twice(bert_dir: Path, model_dirs: dict[str, Path]) -> None:
+    from models.serving.client import LocalFillMask
+
+    main = LocalFillMask(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
+    await main.start()
+    lineup = Lineup([f"{bert_dir}/", str(model_dirs["albert"])], ModelSettings(model_device="cpu"), main=main)
+    try:
+        rows = await lineup.compare(SENTENCE)
+        assert [r.error for r in rows] == [None, None] and rows[0].label == "BERT"
+        assert lineup.load_attempts == 1, "only ALBERT was loaded"
+    finally:
+        await lineup.close()
+        await main.close()
+
+
+def test_a_legacy_hub_id_is_the_same_model_as_its_organisations_copy() -> None:
+    from bot.lineup import same_model
+
+    assert same_model("bert-base-uncased", "google-bert/bert-base-uncased")
+    assert same_model("google-bert/bert-base-uncased", "bert-base-uncased")
+    assert same_model("/models/bert/", "/models/bert")
+    assert not same_model("bert-base-uncased", "google-bert/bert-base-cased")
+    assert not same_model("bert-base-uncased", "./x/bert-base-uncased")
+    assert not same_model("roberta-base", "distilbert/distilbert-base-uncased")

@@ -98,3 +98,20 @@ def test_int8_is_a_cpu_precision() -> None:
         resolve_dtype("int8", torch.device("cuda"))
     with pytest.raises(ValueError, match="auto, int8"):
         resolve_dtype("int4", torch.device("cpu"))
+
+
+def test_every_cpu_engine_of_a_process_runs_torch_on_one_thread(model_dirs: dict[str, Path]) -> None:
+    """Two threads running torch on CPU are two OpenMP teams, more threads than cores: libgomp then sleeps
+    between parallel regions, and the bot's model answered one sentence at half speed after the first /compare
+    (int8 bert-base 17 -> 36 ms here). Every engine, /compare's too, runs on the one torch thread; loading
+    threads end."""
+    import threading
+
+    engines = [FillMaskEngine.load(model_dirs[k], device="cpu") for k in ("bert", "albert", "roberta")]
+    ran_on = {e.model_thread.submit(threading.get_ident).result() for e in engines}
+    assert len(ran_on) == 1
+    assert [t.name for t in threading.enumerate() if t.name.startswith("mlm-model")] == [
+        t.name for t in threading.enumerate() if t.ident in ran_on
+    ], "no loading thread is left behind"
+    engines[0].model_thread.shutdown()  # one engine closing does not stop the others
+    assert engines[1].fill("the [MASK] sat on the mat .").masks

@@ -1,0 +1,71 @@
+"""How much memory a model takes: estimated from its weight files before loading, counted on the engine after.
+
+``/compare`` keeps its models within ``COMPARE_MEMORY_MB`` (``bot/lineup.py``) with these two numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from models.engine.accel.int8_linear import Int8Linear
+from models.engine.accel.packed_linear import PackedLinear
+from models.engine.device import wants_int8
+
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
+
+def weight_files(name: str) -> list[Path]:
+    """The weights of a local folder or of a hub id in the local cache (nothing if it is not there yet)."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            config = try_to_load_from_cache(name, "config.json")
+        except Exception:  # a name the hub's client refuses (not an id): nothing known
+            return []
+        if not isinstance(config, str):
+            return []
+        folder = Path(config).parent
+    safetensors = sorted(folder.glob(WEIGHT_FILES[0]))
+    return safetensors or sorted(folder.glob(WEIGHT_FILES[1]))
+
+
+def estimate_bytes(name: str, dtype: str | None) -> int | None:
+    """What ``name`` will take once loaded, from its weight files (None when they are not here yet): the files'
+    size, halved for bf16/fp16 and about 0.4 of it for int8 (the linear layers are a quarter, the embeddings
+    stay fp32). The files are fp32 for the models people use here."""
+    files = weight_files(name)
+    if not files:
+        return None
+    size = sum(f.stat().st_size for f in files)
+    key = (dtype or "").strip().lower()
+    if wants_int8(dtype):
+        return int(size * 0.4)
+    if key in ("bfloat16", "bf16", "float16", "fp16", "half"):
+        return size // 2
+    return size
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of the model's tensors as the engine runs it: parameters and buffers (each storage once, tied
+    weights counted once), plus the packed fp32 and int8 copies of its linear layers."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    for module in {id(m): m for m in model.modules()}.values():
+        if isinstance(module, PackedLinear):
+            total += (
+                module.in_features
+                * module.out_features
+                * (module.packed_bias.element_size() if module.packed_bias is not None else 4)
+            )
+        elif isinstance(module, Int8Linear):
+            total += module.in_features * module.out_features + 4 * module.out_features
+    return total
