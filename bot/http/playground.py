@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -57,6 +58,10 @@ UseHook = Callable[["Person", str, str, str], Awaitable[None]]
 # The person's per-minute budget (the chat's ``UserGate.enter``): a context that yields a refusal or None.
 GateHook = Callable[[int], AbstractContextManager[Refusal | None]]
 GATE_WAIT_S = 2.0  # a newer sentence waits this long for the person's previous request (the page cancelled it)
+# The playground's work waiting for the model, in seconds of model time, past which a new request is refused
+# with 429 and Retry-After (the page says "busy, trying again" and does): a viral post's Mini App users queue
+# no deeper than this, and the chat, which the model serves first, never waits behind them.
+MAX_BACKLOG_S = 1.0
 
 
 @dataclass
@@ -99,6 +104,7 @@ class Playground:
         self._gate = gate
         self._on_use = on_use
         self._active = active  # None: always (local mode); else whether this process may answer now
+        self.refused_busy = 0  # requests refused because the playground's queue was full (MAX_BACKLOG_S)
 
     @property
     def local(self) -> bool:
@@ -193,7 +199,21 @@ class Playground:
 
     def _error(self, code: str, language: str, status: int, details: dict[str, Any] | None = None) -> JSONResponse:
         line = self.renderer.error(code, details, plain=True, language=language)
-        return JSONResponse({"error": line, "code": code}, status_code=status, headers=self._headers())
+        headers = self._headers()
+        body: dict[str, Any] = {"error": line, "code": code}
+        if status in (429, 503):  # when to try again, as a header (and in the body, for the page)
+            wait = max(1, math.ceil(float((details or {}).get("retry_after") or 1)))
+            headers["Retry-After"] = str(wait)
+            body["retry_after"] = wait
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def _overloaded(self, person: Person) -> Response | None:
+        """429 with Retry-After when the playground's queue already holds more than MAX_BACKLOG_S of model time."""
+        backlog = self.model.backlog_seconds()
+        if backlog <= MAX_BACKLOG_S:
+            return None
+        self.refused_busy += 1
+        return self._error("playground_busy", person.language, 429, {"retry_after": math.ceil(backlog)})
 
     async def _handle(
         self, request: Request, kind: str, answer: Callable[[str], Awaitable[dict[str, Any]]]
@@ -203,9 +223,7 @@ class Playground:
         if _media_type(request) != "application/json":  # what a form on another site cannot send without CORS
             return self._error("bad_request", _language_header(request, self.renderer.default_language), 415)
         if self._active is not None and not self._active():  # a standby, or stopping: the active process answers
-            response = self._error("standby", _language_header(request, self.renderer.default_language), 503)
-            response.headers["Retry-After"] = "1"
-            return response
+            return self._error("standby", _language_header(request, self.renderer.default_language), 503)
         try:
             person = await self._person(request)
         except Unauthorized as exc:
@@ -217,6 +235,8 @@ class Playground:
             return self._error("bad_request", person.language, 400)
         if len(text) > MAX_TEXT:
             return self._error("input_too_long", person.language, 400, {"limit": MAX_TEXT})
+        if (busy := self._overloaded(person)) is not None:
+            return busy
         if self._gate is None or person.user_id is None:
             return await self._answer(person, kind, text, answer)
         loop = asyncio.get_running_loop()
@@ -248,7 +268,7 @@ class Playground:
 
     async def fill_mask(self, request: Request) -> Response:
         async def answer(text: str) -> dict[str, Any]:
-            result = await self.model.fill_mask(text, top_k=TOP_K, words_only=True)
+            result = await self.model.fill_mask(text, top_k=TOP_K, words_only=True, background=True)
             masks = [[{"word": p.token_str.strip() or p.token_str, "score": p.score} for p in m] for m in result.masks]
             return {"model": self.model_label, "masks": masks, "truncated": result.truncated}
 

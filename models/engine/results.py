@@ -18,6 +18,8 @@ class FillMaskRequest:
     top_k: int = 5
     targets: tuple[str, ...] | None = None
     words_only: bool = False
+    # Background work (the Mini App's playground): the model takes it only when no chat request is waiting.
+    background: bool = False
 
 
 @dataclass(frozen=True)

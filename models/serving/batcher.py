@@ -63,6 +63,7 @@ class _Job:
     encoded: EncodedInput
     future: asyncio.Future
     wants_result: bool  # decoded FillMaskResult, or the raw MaskScores (joint fill)
+    background: bool = False  # taken only when no foreground job waits (``_next_batch``)
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -84,6 +85,7 @@ class MicroBatcher:
         request_timeout: float = 30.0,
         cpu_threads: int = 2,
         observer: BatchObserver | None = None,
+        background_batch_size: int = 8,
     ) -> None:
         if max_batch_size < 1 or max_batch_tokens < 1 or max_queue < 1:
             raise ValueError("batch size, token budget and queue size must be positive")
@@ -93,6 +95,9 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.request_timeout = request_timeout
         self.observer = observer
+        self.background_batch_size = max(1, background_batch_size)
+        # Model seconds per input, a moving average over recent batches (what ``backlog_seconds`` counts in).
+        self.seconds_per_input = 0.01
         self._cpu = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="mlm-cpu")
         self._prep_inbox: _Inbox[_Prep] = _Inbox()
         self._model_inbox: _Inbox[_Job] = _Inbox()
@@ -256,7 +261,7 @@ class MicroBatcher:
             jobs = []
             for item, result in zip(items, prepared, strict=False):
                 if item.then_forward and not isinstance(result, BaseException) and not item.future.done():
-                    jobs.append(_Job(result, item.future, wants_result=True))
+                    jobs.append(_Job(result, item.future, wants_result=True, background=item.request.background))
                 else:
                     _settle(item.future, result)
             self._model_inbox.put_many(jobs)
@@ -299,18 +304,34 @@ class MicroBatcher:
             except Exception as exc:
                 log.exception("model forward failed for a batch of %d", len(batch))
                 outputs = [exc] * len(batch)
+            took = time.perf_counter() - started
+            self.seconds_per_input += 0.2 * (took / len(batch) - self.seconds_per_input)
             if self.observer is not None:
                 padded = len(batch) * max(len(job.encoded) for job in batch)
-                self.observer.batch_done(len(batch), padded, time.perf_counter() - started)
+                self.observer.batch_done(len(batch), padded, took)
             self._deliver(batch, outputs)
 
     def _next_batch(self) -> list[_Job]:
-        pending = self._pending
-        chosen = plan_batch([len(j.encoded) for j in pending], self.max_batch_size, self.max_batch_tokens)
+        """The next batch: foreground jobs (chat) whenever any waits, background ones (the playground) only when
+        none does, and then at most ``background_batch_size`` of them, so a chat request that comes in meanwhile
+        waits for a small batch at most."""
+        foreground = [j for j in self._pending if not j.background]
+        pending = foreground or self._pending
+        size = self.max_batch_size if foreground else min(self.max_batch_size, self.background_batch_size)
+        chosen = plan_batch([len(j.encoded) for j in pending], size, self.max_batch_tokens)
         batch = [pending[i] for i in chosen]
-        keep = set(range(len(pending))) - set(chosen)
-        self._pending = [pending[i] for i in sorted(keep)]
+        taken = {id(j) for j in batch}
+        self._pending = [j for j in self._pending if id(j) not in taken]
         return batch
+
+    def backlog_seconds(self, *, background: bool = True) -> float:
+        """About how long the model needs for what waits (only background jobs, or all), at the pace of the
+        recent batches."""
+        jobs = [*self._pending, *self._model_inbox.peek()]
+        prepping = [p for p in self._prep_inbox.peek() if p.then_forward]
+        count = sum(1 for j in jobs if j.background or not background)
+        count += sum(1 for p in prepping if p.request.background or not background)
+        return count * self.seconds_per_input
 
     def _run_model(self, batch: list[EncodedInput]) -> list[MaskScores | FillMaskError]:
         """On the model thread. Out of memory: split in halves and retry; a single input that still does not
@@ -418,6 +439,9 @@ class _Inbox(Generic[T]):
         if items:
             self._items.extend(items)
             self._ready.set()
+
+    def peek(self) -> list[T]:
+        return list(self._items)
 
     def take_nowait(self) -> list[T]:
         items, self._items = self._items, []

@@ -49,16 +49,30 @@ class FillMaskService(Protocol):
         ...
 
     async def fill_mask(
-        self, text: str, *, top_k: int = 5, targets: Sequence[str] | None = None, words_only: bool = False
-    ) -> FillMaskResult: ...
+        self,
+        text: str,
+        *,
+        top_k: int = 5,
+        targets: Sequence[str] | None = None,
+        words_only: bool = False,
+        background: bool = False,
+    ) -> FillMaskResult:
+        """``background``: the playground's requests, which the model takes only when no chat request waits."""
+        ...
+
+    def backlog_seconds(self) -> float:
+        """About how long the model needs for the background work already waiting (0 when not known)."""
+        ...
 
     async def fill_joint(
         self, text: str, *, targets: Sequence[str] | None = None, words_only: bool = False
     ) -> JointFill: ...
 
 
-def _request(text: str, top_k: int, targets: Sequence[str] | None, words_only: bool) -> FillMaskRequest:
-    return FillMaskRequest(text, top_k, tuple(targets) if targets is not None else None, words_only)
+def _request(
+    text: str, top_k: int, targets: Sequence[str] | None, words_only: bool, background: bool = False
+) -> FillMaskRequest:
+    return FillMaskRequest(text, top_k, tuple(targets) if targets is not None else None, words_only, background)
 
 
 class LocalFillMask:
@@ -113,9 +127,18 @@ class LocalFillMask:
         return self.batcher
 
     async def fill_mask(
-        self, text: str, *, top_k: int = 5, targets: Sequence[str] | None = None, words_only: bool = False
+        self,
+        text: str,
+        *,
+        top_k: int = 5,
+        targets: Sequence[str] | None = None,
+        words_only: bool = False,
+        background: bool = False,
     ) -> FillMaskResult:
-        return await self._batcher().fill(_request(text, top_k, targets, words_only))
+        return await self._batcher().fill(_request(text, top_k, targets, words_only, background))
+
+    def backlog_seconds(self) -> float:
+        return self.batcher.backlog_seconds() if self.batcher is not None else 0.0
 
     async def fill_joint(
         self, text: str, *, targets: Sequence[str] | None = None, words_only: bool = False
@@ -196,8 +219,15 @@ class RemoteFillMask:
             self._client = None
 
     async def fill_mask(
-        self, text: str, *, top_k: int = 5, targets: Sequence[str] | None = None, words_only: bool = False
+        self,
+        text: str,
+        *,
+        top_k: int = 5,
+        targets: Sequence[str] | None = None,
+        words_only: bool = False,
+        background: bool = False,
     ) -> FillMaskResult:
+        # (``background`` is not sent: the worker has one queue for every caller, and its own limits per caller)
         body = {"inputs": text, "parameters": _parameters(top_k, targets, words_only)}
         data, headers = await self._call("POST", "/v1/fill-mask", body, with_headers=True)
         return FillMaskResult.from_hf(data, truncated=headers.get("x-truncated") == "0")
@@ -207,6 +237,9 @@ class RemoteFillMask:
     ) -> JointFill:
         body = {"inputs": text, "parameters": _parameters(None, targets, words_only)}
         return JointFill.from_dict(await self._call("POST", "/v1/fill-mask/joint", body))
+
+    def backlog_seconds(self) -> float:
+        return 0.0  # the worker's queue is its own: it answers "busy" itself when full
 
     async def ready(self, timeout: float = 3.0) -> str | None:
         """The worker's own ``/readyz``, asked once."""

@@ -47,7 +47,14 @@ async function api(path, text, signal) {
   } catch {
     body = null;
   }
-  if (!response.ok) throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error((body && body.error) || `${response.status} ${response.statusText}`);
+    // 429 (busy, or this person's pace) and 503 (a standby): the server says when to try again.
+    if (response.status === 429 || response.status === 503) {
+      error.retryAfter = Number(response.headers.get("Retry-After")) || (body && body.retry_after) || 1;
+    }
+    throw error;
+  }
   return body;
 }
 
@@ -147,7 +154,15 @@ async function ask() {
     }
     showError("");
   } catch (error) {
-    if (error.name !== "AbortError") showError(error.message);
+    if (error.name !== "AbortError") {
+      showError(error.message);
+      // Busy: try the same sentence again when the server says (unless the sentence changes first, which
+      // cancels this timer). The wait is at most a minute, whatever the header says.
+      if (error.retryAfter && inFlight === controller) {
+        clearTimeout(timer);
+        timer = setTimeout(ask, Math.min(error.retryAfter, 60) * 1000);
+      }
+    }
   } finally {
     if (inFlight === controller) {
       inFlight = null;

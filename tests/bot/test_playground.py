@@ -176,3 +176,31 @@ def test_the_playground_refuses_another_address_without_a_token(tmp_path: Path) 
         env={k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and "--allow-remote" in done.stderr
+
+
+def test_a_busy_playground_says_so_and_tries_again_by_itself(local: str, browser, tmp_path: Path) -> None:
+    """The server's 429 (its queue holds more than a second of work; tests/bot/test_viral_load.py makes the real
+    one) comes with Retry-After: the page shows the line, waits, asks again, and draws the bars."""
+    busy = {"error": "⏳ Busy: many people are trying the playground right now. Trying again in 1 s…",
+            "code": "playground_busy", "retry_after": 1}  # fmt: skip
+    calls: list[float] = []
+
+    def handle(route) -> None:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            route.fulfill(status=429, headers={"Retry-After": "1"}, content_type="application/json",
+                          body=json.dumps(busy))  # fmt: skip
+        else:
+            route.continue_()
+
+    page = browser.new_page(viewport={"width": 360, "height": 740})
+    page.route("**/app/api/fill-mask", handle)
+    page.goto(f"{local}/app")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "Trying again" in page.inner_text("#error")
+    page.screenshot(path=tmp_path / "7-busy.png", full_page=True)
+    page.wait_for_selector("#bars .row", timeout=15_000)
+    page.wait_for_selector("#error", state="hidden")
+    assert len(calls) == 3, "asked again after each 429, then stopped"
+    assert calls[1] - calls[0] >= 0.9 and calls[2] - calls[1] >= 0.9, "waited the Retry-After each time"
+    page.screenshot(path=tmp_path / "8-after-busy.png", full_page=True)

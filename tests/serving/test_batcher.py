@@ -368,3 +368,31 @@ async def test_fill_many_raises_the_first_error_and_leaves_nothing_behind(bert_e
         assert [len(r.masks[0]) for r in good] == [5, 5]
     finally:
         await batcher.close()
+
+
+async def test_chat_requests_go_before_background_work_which_runs_in_small_batches(
+    bert_engine: FillMaskEngine,
+) -> None:
+    """The playground's requests (background) wait while any chat request does, and go out at most
+    ``background_batch_size`` at a time, so a chat request that comes in waits for a small batch at most."""
+    gated = GatedEngine(bert_engine)
+    async with gated_batcher(gated, background_batch_size=8) as batcher:
+        first = asyncio.create_task(batcher.fill(FillMaskRequest("the [MASK] sat .", background=True)))
+        await asyncio.sleep(0.1)  # inside the model
+        done: list[str] = []
+        texts = sentences(20, seed=6)
+        waiting = [asyncio.create_task(batcher.fill(FillMaskRequest(t, background=True))) for t in texts]
+        for task in waiting:
+            task.add_done_callback(lambda _: done.append("background"))
+        await asyncio.sleep(0.1)
+        batcher.seconds_per_input = 0.1
+        assert batcher.backlog_seconds() == pytest.approx(2.0), "20 waiting at 0.1 s each"
+        chat = asyncio.create_task(batcher.fill(FillMaskRequest("a [MASK] ran .")))
+        chat.add_done_callback(lambda _: done.append("chat"))
+        await asyncio.sleep(0.1)
+        assert batcher.backlog_seconds() == pytest.approx(2.0), "the chat request is not background work"
+        gated.gate.set()
+        await asyncio.gather(first, chat, *waiting)
+    assert done[0] == "chat"
+    assert gated.forward_sizes == [1, 1, 8, 8, 4]
+    assert batcher.backlog_seconds() == 0.0
