@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -62,6 +63,41 @@ GATE_WAIT_S = 2.0  # a newer sentence waits this long for the person's previous 
 # with 429 and Retry-After (the page says "busy, trying again" and does): a viral post's Mini App users queue
 # no deeper than this, and the chat, which the model serves first, never waits behind them.
 MAX_BACKLOG_S = 1.0
+# Before the model's queue: the event loop the chat shares. Past this share of its time busy (the playground's
+# HTTP work crowding it: parsing, initData's check, JSON), new playground requests are refused the same way, at
+# the cost of a header or two. Measured: 300 Mini App users at 200 requests/s kept the loop 100% busy and made
+# the chat's answers 8 times as slow (benchmarks/viral_mini_app.py, docs/benchmarks.md).
+MAX_LOOP_BUSY = 0.5
+TRANSIENT = frozenset({"busy", "timeout", "not_ready", "shutting_down", "out_of_memory", "worker_unavailable"})
+LOOP_PROBE_S = 0.1
+
+
+class LoopLoad:
+    """The share of time this event loop's thread spends running (its CPU time over wall time), measured by a
+    task that wakes every ``LOOP_PROBE_S``, as a moving average. Started on the first request; ends with the loop
+    (or ``stop``)."""
+
+    def __init__(self) -> None:
+        self.busy = 0.0
+        self._task: asyncio.Task | None = None
+
+    def watch(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="playground-loop-load")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wall, cpu = loop.time(), time.thread_time()
+        while True:
+            await asyncio.sleep(LOOP_PROBE_S)
+            now_wall, now_cpu = loop.time(), time.thread_time()
+            share = (now_cpu - cpu) / max(now_wall - wall, 1e-6)
+            wall, cpu = now_wall, now_cpu
+            self.busy += 0.5 * (min(share, 1.0) - self.busy)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 @dataclass
@@ -104,7 +140,8 @@ class Playground:
         self._gate = gate
         self._on_use = on_use
         self._active = active  # None: always (local mode); else whether this process may answer now
-        self.refused_busy = 0  # requests refused because the playground's queue was full (MAX_BACKLOG_S)
+        self.refused_busy = 0  # requests refused because the model's queue or the event loop was full
+        self.loop_load = LoopLoad()
 
     @property
     def local(self) -> bool:
@@ -207,13 +244,16 @@ class Playground:
             body["retry_after"] = wait
         return JSONResponse(body, status_code=status, headers=headers)
 
-    def _overloaded(self, person: Person) -> Response | None:
-        """429 with Retry-After when the playground's queue already holds more than MAX_BACKLOG_S of model time."""
+    def _overloaded(self, language: str) -> Response | None:
+        """429 with Retry-After when the playground's queue already holds more than MAX_BACKLOG_S of model time,
+        or the event loop (which the chat needs too) is busy more than MAX_LOOP_BUSY of its time."""
+        self.loop_load.watch()
         backlog = self.model.backlog_seconds()
-        if backlog <= MAX_BACKLOG_S:
+        if backlog <= MAX_BACKLOG_S and self.loop_load.busy <= MAX_LOOP_BUSY:
             return None
         self.refused_busy += 1
-        return self._error("playground_busy", person.language, 429, {"retry_after": math.ceil(backlog)})
+        wait = max(math.ceil(backlog), 2 if self.loop_load.busy > MAX_LOOP_BUSY else 1)
+        return self._error("playground_busy", language, 429, {"retry_after": min(wait, 10)})
 
     async def _handle(
         self, request: Request, kind: str, answer: Callable[[str], Awaitable[dict[str, Any]]]
@@ -224,6 +264,9 @@ class Playground:
             return self._error("bad_request", _language_header(request, self.renderer.default_language), 415)
         if self._active is not None and not self._active():  # a standby, or stopping: the active process answers
             return self._error("standby", _language_header(request, self.renderer.default_language), 503)
+        # Busy: refused before anything costly (initData's check, a database read for the language).
+        if (busy := self._overloaded(_language_header(request, self.renderer.default_language))) is not None:
+            return busy
         try:
             person = await self._person(request)
         except Unauthorized as exc:
@@ -235,8 +278,6 @@ class Playground:
             return self._error("bad_request", person.language, 400)
         if len(text) > MAX_TEXT:
             return self._error("input_too_long", person.language, 400, {"limit": MAX_TEXT})
-        if (busy := self._overloaded(person)) is not None:
-            return busy
         if self._gate is None or person.user_id is None:
             return await self._answer(person, kind, text, answer)
         loop = asyncio.get_running_loop()
@@ -258,7 +299,9 @@ class Playground:
             body = await answer(text)
         except FillMaskError as exc:
             await self._used(person, kind, text, exc.code)
-            return self._error(exc.code, person.language, 400, exc.details)
+            # The model's own trouble (busy, too slow, not loaded yet) is not the sentence's: 503, try again.
+            status = 503 if exc.code in TRANSIENT else 400
+            return self._error(exc.code, person.language, status, exc.details)
         await self._used(person, kind, text, "ok")
         return JSONResponse(body, headers=self._headers())
 

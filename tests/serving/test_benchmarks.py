@@ -73,3 +73,33 @@ def test_soak_samples_the_bots_memory_as_updates_go_by(tmp_path: Path) -> None:
     assert all(s["rss_mib"] > 50 for s in samples), "the bot process's RSS, not this one's"
     assert isinstance(result["plain_kib_per_person"], float)
     assert "growth after" in done.stdout and "plain path: 20 new people" in done.stdout
+
+
+def test_memory_budget_times_the_first_answer_and_reads_the_bots_rss(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/memory_budget.py", "--shape", "bert", "--dtype", "int8", "--predictions", "30",
+         "--json-out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["dtype"] == "int8" and result["first_answer_s"] > 0
+    after = result["after_30_predictions"]
+    assert 50 < after["rss_mib"] <= after["peak_mib"], "the bot process's memory, its peak at least its RSS"
+
+
+def test_viral_mini_app_compares_the_chat_alone_and_under_mini_app_load(tmp_path: Path) -> None:
+    out = tmp_path / "viral.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/viral_mini_app.py", "--chatters", "3", "--mini-app-users", "10",
+         "--seconds", "4", "--json-out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["bot_still_up"] is True
+    assert report["chat alone"]["chat_answers"] > 0 and report["chat + Mini App"]["chat_answers"] > 0
+    mini_app = report["chat + Mini App"]["mini_app"]
+    assert mini_app.get("200", 0) > 0 and mini_app["without_retry_after"] == 0
+    assert "chat p95:" in done.stdout
