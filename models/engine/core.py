@@ -31,7 +31,7 @@ from models.engine.errors import FillMaskError
 from models.engine.forward import Forwarder, max_sequence_length
 from models.engine.joint import JointFillState, run_joint_fill
 from models.engine.loading import explain, resolve_source
-from models.engine.memory import model_bytes
+from models.engine.memory import model_bytes, return_freed_memory
 from models.engine.postprocess import Postprocessor
 from models.engine.prepare import MASK_ALIASES, MAX_TOP_K, Preparer
 from models.engine.results import EncodedInput, FillMaskRequest, FillMaskResult, JointFill, MaskScores
@@ -243,6 +243,7 @@ class FillMaskEngine:
             )
             if warm_up:
                 engine._warm_up()
+            return_freed_memory()
             if torch_device.type == "cpu" and torch_dtype == torch.float32 and is_auto(dtype):
                 bf16 = cpu_bf16_instructions()
                 if bf16:

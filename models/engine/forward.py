@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from models.engine.accel import int8_linear
 from models.engine.accel.cuda_graphs import GraphedEncoder
 from models.engine.accel.packed_linear import pack_linears, unpack
+from models.engine.memory import own_tensors
 from models.engine.results import EncodedInput, MaskScores
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Forwarder:
                 log.warning("%s: packed weights could not be used; keeping plain layers", self.name, exc_info=True)
                 return
         self.packed_layers = len(swapped)
+        own_tensors(self.model)  # the checkpoint's file can go: the packed copies replace most of it
 
     def quantize_weights(self, probe: EncodedInput) -> None:
         """Give every linear layer of the model (encoder and head) int8 weights, then check the quantized model
@@ -120,6 +122,7 @@ class Forwarder:
                 log.warning("%s: int8 weights could not be used; running in fp32", self.name, exc_info=True)
                 return
         self.int8_layers = len(swapped)
+        own_tensors(self.model)  # the checkpoint's file can go: the int8 copies replace most of it
         log.info(
             "%s: %d linear layers in int8 (logits within %.1f%% of fp32 on the probe)",
             self.name,

@@ -5,13 +5,19 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from models.engine.accel.int8_linear import Int8Linear
 from models.engine.accel.packed_linear import PackedLinear
 from models.engine.device import wants_int8
+
+log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("*.safetensors", "*.bin")
 
@@ -69,3 +75,34 @@ def model_bytes(model: nn.Module) -> int:
         elif isinstance(module, Int8Linear):
             total += module.in_features * module.out_features + 4 * module.out_features
     return total
+
+
+def own_tensors(model: nn.Module) -> None:
+    """Give every parameter and buffer of ``model`` memory of its own.
+
+    transformers loads a safetensors checkpoint by mapping the file: the tensors are views of it, and the whole
+    file stays mapped (and counted in the process's RSS) while any one of them lives. Once the linear layers
+    have packed or int8 copies of their own, what is left (embeddings, layer norms, biases: about a fifth of
+    bert-base) is copied out, and the file's 440 MB can go. Shared parameters stay shared."""
+    done: set[int] = set()
+    with torch.no_grad():
+        for module in model.modules():
+            for parameter in module._parameters.values():
+                if parameter is not None and id(parameter) not in done:
+                    done.add(id(parameter))
+                    parameter.data = parameter.data.clone()
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None:
+                    module._buffers[name] = buffer.clone()
+
+
+def return_freed_memory() -> None:
+    """Hand memory freed after loading back to the system (glibc keeps freed heap pages otherwise; elsewhere
+    this does nothing)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)

@@ -61,7 +61,7 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
-        self.packed_bias = None if linear.bias is None else linear.bias.detach()
+        self.packed_bias = None if linear.bias is None else linear.bias.detach().clone()  # not a view of the file
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
