@@ -164,6 +164,7 @@ def _playground_app(settings, token: str | None):
             print(f"error: {exc}", file=sys.stderr)
             raise
         yield
+        playground.loop_load.stop()
         await lineup.close()
         await model.close()
 

@@ -204,6 +204,8 @@ async def _serve(
     finally:
         reload_on_hangup()
         await server.close()
+        if playground is not None:
+            playground.loop_load.stop()
 
 
 # What SIGHUP reloads: the guides of each bot serving in this process (one, but tests run several).

@@ -35,6 +35,7 @@ from models.engine.memory import model_bytes, return_freed_memory
 from models.engine.postprocess import Postprocessor
 from models.engine.prepare import MASK_ALIASES, MAX_TOP_K, Preparer
 from models.engine.results import EncodedInput, FillMaskRequest, FillMaskResult, JointFill, MaskScores
+from models.engine.threads import torch_thread
 
 __all__ = ["MASK_ALIASES", "MAX_TOP_K", "FillMaskEngine", "JointFillState", "run_joint_fill"]
 
@@ -43,28 +44,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MASKS = 5
 DEFAULT_MAX_INPUT_CHARS = 20_000
 PROBE_TEXT = "The cat sat on the {mask}."
-
-
-class _TorchThread(ThreadPoolExecutor):
-    """The one thread of this process that runs torch: every engine's (the bot's model and /compare's) forwards
-    and loading go through it. On CPU each thread that runs torch gets a team of OpenMP threads, and once two
-    teams exist there are more OpenMP threads than cores: libgomp then stops spinning between parallel regions
-    and sleeps, and a bert-base forward of one sentence took twice as long (int8 17 -> 36 ms on 2 cores, after a
-    second engine had answered once). Shared, so ``shutdown`` leaves it running (an engine closing must not stop
-    the others)."""
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        return None
-
-
-_torch_thread: _TorchThread | None = None
-
-
-def torch_thread() -> ThreadPoolExecutor:
-    global _torch_thread
-    if _torch_thread is None:
-        _torch_thread = _TorchThread(max_workers=1, thread_name_prefix="mlm-model")
-    return _torch_thread
 
 
 @cache

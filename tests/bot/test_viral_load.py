@@ -11,7 +11,7 @@ import threading
 import pytest
 from httpx import AsyncClient
 
-from models.engine.core import torch_thread
+from models.engine.threads import torch_thread
 from models.serving.client import LocalFillMask
 from tests.support.bot_harness import bot_settings, free_port, running_bot
 from tests.support.chats import replies
