@@ -148,15 +148,15 @@ class Lineup:
         if not self._due():
             return
         async with self._lock:
-            self._too_big.clear()
             keep: set[str] = set()
+            too_big: set[str] = set()  # this round's; replaces the last round's at the end (others read it meanwhile)
 
             async def load(name: str) -> None:
                 known = self.sizes.get(name)
                 if known is None:
                     known = await asyncio.to_thread(estimate_bytes, name, self._base.model_dtype)
                 if not self._room_for(name, known, keep):
-                    self._too_big.add(name)
+                    too_big.add(name)
                     return
                 model = LocalFillMask(self._base.model_copy(update={"model_name": name}))
                 self.load_attempts += 1
@@ -174,7 +174,7 @@ class Lineup:
                 keep.add(name)
                 if not self._room_for(name, 0, keep):  # measured bigger than its files said: it does not fit
                     self._evict(name)
-                    self._too_big.add(name)
+                    too_big.add(name)
 
             # One after the other, in COMPARE_MODELS's order (the first that fit are kept): transformers'
             # from_pretrained initialises on the "meta" device through a process-wide switch, and two loads in two
@@ -184,6 +184,7 @@ class Lineup:
                     keep.add(name)
                 elif name in self._due():  # (again: one closed to make room just now is due too)
                     await load(name)
+            self._too_big = too_big
 
     async def compare(self, sentence: str) -> list[Row]:
         await self._load()  # the first time; later only a model that failed, once its wait is over
