@@ -19,6 +19,7 @@ from cachetools import LRUCache
 from bot.budgets import ActionBudget, UserGate
 from bot.channel_gate import ChannelGate
 from bot.config import BotSettings, GuideSettings
+from bot.edits import MessageEdits
 from bot.flood_control import Starts
 from bot.guides import GuideLibrary, load_library, page_environment
 from bot.http.metrics import BotMetrics
@@ -86,6 +87,8 @@ class BotServices:
     guides: GuideLibrary = None  # type: ignore[assignment]
     # The follow-gate (REQUIRE_CHANNEL): who is a member of the creator's channel, kept a few minutes.
     channel_gate: ChannelGate = None  # type: ignore[assignment]
+    # What the buttons last put in each message (bot.edits): a second press never edits in the same text again.
+    edits: MessageEdits = field(default_factory=MessageEdits)
 
     def __post_init__(self) -> None:
         if self.guides is None:
@@ -129,8 +132,8 @@ class BotServices:
 
     def forget_person(self, user_id: int) -> None:
         """Everything this process holds about one person (/forget): their tap sentences, comment claims,
-        public replies still waiting, language, limits, their channel membership, and their inline query's model
-        call."""
+        public replies still waiting, language, limits, their channel membership, what the buttons last put in
+        their private chat's messages, and their inline query's model call."""
         for key in [k for k, (owner, _) in self.tap_sentences.items() if owner == user_id]:
             del self.tap_sentences[key]
         for claim in [c for c in self.claims_in_memory if c[1] == user_id]:
@@ -144,6 +147,7 @@ class BotServices:
         self.inline_gate.forget(user_id)
         self.budget.forget(user_id)
         self.channel_gate.forget(user_id)
+        self.edits.forget(user_id)  # a person's private chat has their user id
 
     def guide_name(self, slug: str, language: str) -> str:
         """A guide's short name ("your MLM guide is ready"); the default guide's for a slug gone since."""

@@ -10,7 +10,6 @@ writer. Button data: ``lang:<language>`` (the chooser: it turns into the confirm
 from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest
 
 from bot.handlers.common import (
     Context,
@@ -69,11 +68,7 @@ async def language_button(update: Update, context: Context) -> None:
         return
     if message.text == visible_text(text) and message.reply_markup == keyboard:
         return  # pressed twice: Telegram would refuse the same text again ("message is not modified")
-    try:
-        await message.edit_text(text, reply_markup=keyboard)
-    except BadRequest as exc:  # "message is not modified": the same choice pressed again
-        if "not modified" not in exc.message.lower():
-            raise
+    await s.edits.edit(message, text, keyboard)  # a second press before the first one's edit: nothing again
 
 
 def chooser_keyboard(context: Context) -> InlineKeyboardMarkup:

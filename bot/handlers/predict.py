@@ -9,7 +9,7 @@ import time
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, MessageEntity, Update
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 
 from bot.handlers import lesson
 from bot.handlers.common import Context, answer_query, log_interaction, playground_button, visible_message
@@ -135,11 +135,8 @@ async def _expand(update: Update, context: Context, top_k: int) -> None:
     html, keyboard = answer_html(s, answer), _keyboard(s, more=top_k == TOP_K, experiment=number)
     if shown.text == visible_text(html) and shown.reply_markup == keyboard:
         return  # pressed twice: Telegram would refuse the same text again ("message is not modified")
-    try:
-        await shown.edit_text(html, reply_markup=keyboard)
-    except BadRequest as exc:
-        if "message is not modified" not in exc.message.lower():  # pressed twice: the same text again
-            raise
+    if not await s.edits.edit(shown, html, keyboard):
+        return  # pressed again before the first press's edit went out: it is there already
     await log_interaction(update, context, Kind.PREDICTION, trigger=f"top{top_k}", input_text=sentence)
 
 

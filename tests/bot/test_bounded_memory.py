@@ -12,6 +12,7 @@ import pytest
 from bot.budgets import KEEP, ActionBudget, UserGate
 from bot.config import GuideSettings
 from bot.context import ANSWERED_KEPT, POSTS_KEPT, QUIZZES_KEPT, BotData
+from bot.edits import MessageEdits
 from bot.flood_control import BotRateLimiter
 from bot.public_replies import CommentReplies
 from bot.services import CLAIMS_KEPT, TAP_SENTENCES_CHARS, BotServices
@@ -175,3 +176,25 @@ def test_the_application_notes_no_ids_for_a_persistence_it_does_not_have(tmp_pat
         application._mark_for_persistence_update(update=update)
     assert application._user_ids_to_be_updated_in_persistence == set()
     assert application._chat_ids_to_be_updated_in_persistence == set()
+
+
+async def test_the_edits_remembered_stay_bounded_and_forget_drops_a_persons_chat() -> None:
+    """bot.edits keeps a digest per edited message, capped; /forget drops those of the person's private chat, and
+    no lock outlives the presses that used it."""
+    edited: list[tuple[int, int]] = []
+
+    def message(chat_id: int, message_id: int) -> SimpleNamespace:
+        async def edit_text(html: str, reply_markup=None) -> None:
+            edited.append((chat_id, message_id))
+
+        return SimpleNamespace(chat_id=chat_id, message_id=message_id, edit_text=edit_text)
+
+    edits = MessageEdits(kept=1_000)
+    for n in range(5_000):
+        assert await edits.edit(message(n % 50, n), "<b>top 10</b>", None)
+    assert len(edits._last) <= 1_000 and len(edits._locks) == 0
+    assert not await edits.edit(message(49, 4_999), "<b>top 10</b>", None), "the same content twice"
+    edits.forget(49)
+    assert all(chat != 49 for chat, _ in edits._last)
+    assert await edits.edit(message(49, 4_999), "<b>top 10</b>", None), "forgotten: edited again"
+    assert len(edited) == 5_001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,24 @@ async def test_pressing_more_twice_makes_no_edit_telegram_would_refuse(fake: Fak
     await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) >= 2)
     await fake.settle(0.5)
     assert len(fake.sent("editMessageText")) == 1 and len(fake.sent("answerCallbackQuery")) == 2
+
+
+async def test_more_pressed_again_before_its_edit_went_out_edits_once(fake: FakeTelegram, repo) -> None:
+    """A second press that carries the answer as it was before the first press's edit (tapped twice quickly; in
+    a paced chat the first edit can wait a second) computes the same new text: no second edit goes to Telegram,
+    which would refuse it ("message is not modified")."""
+    ivy = fake.user(97)
+    await fake.send_text(ivy, "The cat sat on the [MASK].")
+    await replies(fake, 97)
+    shown = bot_messages(fake, 97)[-1]
+    as_tapped = copy.deepcopy(shown)
+    await fake.press(ivy, shown, "more")
+    await replies(fake, 97, 1, "editMessageText")
+    await fake.press(ivy, as_tapped, "more")
+    await fake.wait_for(lambda f: len(f.sent("answerCallbackQuery")) >= 2)
+    await fake.settle(0.5)
+    assert len(fake.sent("editMessageText")) == 1 and fake.rejections == []
+    assert "fewer" in str(fake.stored(97, shown["message_id"])["reply_markup"])
 
 
 async def test_the_guide_button_in_a_group_opens_the_bot_instead_of_posting_the_guide(fake: FakeTelegram, repo) -> None:
