@@ -112,7 +112,8 @@ class Forwarder:
             before = self._mask_logits(probe)
             swapped = []
             try:
-                swapped = int8_linear.quantize_linears(self.model)
+                swapped = int8_linear.quantize_vocabulary(self.model)  # before the decoder is an Int8Linear
+                swapped += int8_linear.quantize_linears(self.model)
                 after = self._mask_logits(probe)
                 error = ((after - before).norm() / before.norm().clamp(min=1e-6)).item()
                 if not error <= 0.1:
@@ -121,7 +122,7 @@ class Forwarder:
                 unpack(swapped)
                 log.warning("%s: int8 weights could not be used; running in fp32", self.name, exc_info=True)
                 return
-        self.int8_layers = len(swapped)
+        self.int8_layers = sum(type(original) is nn.Linear for _, _, original in swapped)
         own_tensors(self.model)  # the checkpoint's file can go: the int8 copies replace most of it
         log.info(
             "%s: %d linear layers in int8 (logits within %.1f%% of fp32 on the probe)",

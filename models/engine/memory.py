@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,7 +59,8 @@ def estimate_bytes(name: str, dtype: str | None) -> int | None:
 
 def model_bytes(model: nn.Module) -> int:
     """Bytes of the model's tensors as the engine runs it: parameters and buffers (each storage once, tied
-    weights counted once), plus the packed fp32 and int8 copies of its linear layers."""
+    weights counted once, the int8 vocabulary's buffers too), plus the packed fp32 and int8 copies of its linear
+    layers."""
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:
@@ -72,8 +75,8 @@ def model_bytes(model: nn.Module) -> int:
                 * module.out_features
                 * (module.packed_bias.element_size() if module.packed_bias is not None else 4)
             )
-        elif isinstance(module, Int8Linear):
-            total += module.in_features * module.out_features + 4 * module.out_features
+        elif isinstance(module, Int8Linear):  # oneDNN keeps the quantized weight beside its packed copy
+            total += 2 * module.in_features * module.out_features + 4 * module.out_features
     return total
 
 
@@ -97,12 +100,17 @@ def own_tensors(model: nn.Module) -> None:
 
 
 def return_freed_memory() -> None:
-    """Hand memory freed after loading back to the system (glibc keeps freed heap pages otherwise; elsewhere
-    this does nothing)."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
+    """Hand freed heap memory back to the system (glibc keeps freed heap pages otherwise; elsewhere this does
+    nothing). About 6 ms with bert-base loaded."""
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")  # runs ldconfig: once
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None

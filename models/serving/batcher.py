@@ -41,11 +41,14 @@ from models.engine.errors import (
     RequestTimeoutError,
     ShuttingDownError,
 )
+from models.engine.memory import return_freed_memory
 from models.engine.results import EncodedInput, FillMaskRequest, FillMaskResult, JointFill, MaskScores
 
 log = logging.getLogger(__name__)
 
 MAX_PADDING_FRACTION = 0.5
+# Padded tokens of work after which the batcher, once idle, trims the heap (``_trim_when_idle``).
+TRIM_AFTER_TOKENS = 1_024
 
 T = TypeVar("T")
 
@@ -111,6 +114,8 @@ class MicroBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        # Padded tokens run since the heap was last trimmed (``_trim_when_idle``).
+        self._tokens_since_trim = 0
 
     # ------------------------------------------------------------------ public
     async def start(self) -> None:
@@ -310,6 +315,21 @@ class MicroBatcher:
                 padded = len(batch) * max(len(job.encoded) for job in batch)
                 self.observer.batch_done(len(batch), padded, took)
             self._deliver(batch, outputs)
+            self._trim_when_idle(len(batch) * max(len(job.encoded) for job in batch))
+
+    def _trim_when_idle(self, padded_tokens: int) -> None:
+        """On CPU, when the queue has run dry after real work, hand the batches' freed working memory back to the
+        system. glibc keeps it otherwise: bert-base int8 went from 580 to 950 MB RSS over 30 batches of up to 40
+        sentences, and stayed there; trimmed, 620 MB, for about 6 ms on the model thread once the answers are
+        out (a fixed mmap threshold instead made each batch twice as slow)."""
+        self._tokens_since_trim += padded_tokens
+        if self._tokens_since_trim < TRIM_AFTER_TOKENS or self._pending or len(self._model_inbox):
+            return
+        device = getattr(self.engine, "device", None)
+        if device is None or device.type != "cpu":
+            return
+        self._tokens_since_trim = 0
+        asyncio.get_running_loop().run_in_executor(self.engine.model_thread, return_freed_memory)
 
     def _next_batch(self) -> list[_Job]:
         """The next batch: foreground jobs (chat) whenever any waits, background ones (the playground) only when

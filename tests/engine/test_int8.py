@@ -13,7 +13,7 @@ from torch import nn
 from models.bench.agreement import agreement
 from models.bench.trained_model import build_trained_bert, probe_sentences
 from models.engine.accel import int8_linear
-from models.engine.accel.int8_linear import Int8Linear
+from models.engine.accel.int8_linear import Int8Decoder, Int8Embedding, Int8Linear
 from models.engine.core import FillMaskEngine
 from models.engine.device import resolve_dtype
 from models.engine.results import FillMaskRequest
@@ -47,10 +47,36 @@ def test_the_trained_model_has_learned_its_corpus(fp32_and_int8) -> None:
 def test_int8_quantizes_every_linear_layer_and_says_so(fp32_and_int8) -> None:
     fp32, int8 = fp32_and_int8
     assert fp32.precision == "float32" and int8.precision == "int8"
-    layers = [m for m in int8.model.modules() if isinstance(m, (nn.Linear, Int8Linear))]
-    assert layers and all(isinstance(m, Int8Linear) for m in layers)
+    layers = [m for m in int8.model.modules() if isinstance(m, (nn.Linear, Int8Linear, Int8Decoder))]
+    assert layers and all(isinstance(m, (Int8Linear, Int8Decoder)) for m in layers)
     assert int8.forwarder.int8_layers == len({id(m) for m in layers})
     assert int8.packed_layers == 0  # nothing left to pack: int8 replaces the packed fp32 layers
+
+
+@needs_int8
+def test_the_tied_vocabulary_is_stored_once_in_int8(fp32_and_int8) -> None:
+    """The input embeddings and the MLM head's decoder read one int8 matrix: no fp32 copy of the vocabulary, no
+    second int8 one (bert-base: 22 MB where there were 94 + 2 x 22)."""
+    fp32, int8 = fp32_and_int8
+    embedding, decoder = int8.model.get_input_embeddings(), int8.model.get_output_embeddings()
+    assert isinstance(embedding, Int8Embedding) and isinstance(decoder, Int8Decoder)
+    assert embedding.words is decoder.words and embedding.words.weight.dtype == torch.int8
+    vocabulary = fp32.model.get_input_embeddings().weight
+    big = [t for t in int8.model.state_dict().values() if t.dtype == torch.float32 and t.shape == vocabulary.shape]
+    assert big == [], "an fp32 vocabulary matrix is left"
+    rows = torch.tensor([[5, 17, 3]])
+    assert torch.allclose(
+        embedding(rows), fp32.model.get_input_embeddings()(rows), atol=vocabulary.abs().max().item() / 127
+    )
+    assert int8.memory_bytes() < 0.6 * fp32.memory_bytes()
+
+
+@needs_int8
+def test_int8_runs_every_architecture_the_tests_build(model_dirs: dict[str, Path]) -> None:
+    for name, directory in model_dirs.items():
+        engine = FillMaskEngine.load(directory, device="cpu", dtype="int8")
+        assert engine.precision == "int8", name
+        assert len(engine.fill(f"the cat sat on the {engine.mask_token} .").masks[0]) == 5, name
 
 
 @needs_int8
@@ -86,7 +112,8 @@ def test_int8_that_disagrees_with_fp32_is_put_back(
     with caplog.at_level(logging.WARNING, logger="models.engine.forward"):
         engine = FillMaskEngine.load(trained_dir, device="cpu", dtype="int8", packed_weights=False)
     assert engine.precision == "float32" and "int8 weights could not be used" in caplog.text
-    assert all(type(m) is not Int8Linear for m in engine.model.modules())
+    assert all(type(m) not in (Int8Linear, Int8Embedding, Int8Decoder) for m in engine.model.modules())
+    assert engine.model.get_output_embeddings().weight is engine.model.get_input_embeddings().weight, "still tied"
     assert engine.fill("The dog sat on the [MASK].").masks[0][0].token_str == "mat"
     engine.model_thread.shutdown()
 

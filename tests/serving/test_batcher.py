@@ -21,6 +21,7 @@ from models.engine.errors import (
     ShuttingDownError,
 )
 from models.engine.results import EncodedInput, FillMaskRequest, FillMaskResult, MaskScores
+from models.serving import batcher as batcher_module
 from models.serving.batcher import MicroBatcher, plan_batch
 
 
@@ -128,6 +129,30 @@ async def test_work_that_piles_up_while_busy_goes_out_together(bert_engine: Fill
         gated.gate.set()
         await asyncio.gather(first, *rest)
     assert recorder.batches == [1, 20]
+
+
+async def test_the_heap_is_trimmed_once_the_queue_runs_dry_after_enough_work(
+    bert_engine: FillMaskEngine, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """glibc keeps the freed working memory of big batches (RSS stayed ~370 MB up with bert-base int8): the
+    batcher trims it on the model thread, but only when nothing waits and after enough tokens of work."""
+    trims: list[int] = []
+    monkeypatch.setattr(batcher_module, "return_freed_memory", lambda: trims.append(len(recorder.batches)))
+    monkeypatch.setattr(batcher_module, "TRIM_AFTER_TOKENS", 10)
+    gated = GatedEngine(bert_engine)
+    async with gated_batcher(gated, max_batch_size=8, observer=recorder) as batcher:
+        first = asyncio.create_task(batcher.fill(FillMaskRequest("the [MASK] sat .")))
+        await asyncio.sleep(0.1)  # inside the model
+        rest = [asyncio.create_task(batcher.fill(FillMaskRequest(t))) for t in sentences(20, seed=5)]
+        await asyncio.sleep(0.1)
+        gated.gate.set()
+        await asyncio.gather(first, *rest)
+        await asyncio.sleep(0.1)
+        assert recorder.batches == [1, 8, 8, 4] and trims == [4], "once, after the last batch"
+        monkeypatch.setattr(batcher_module, "TRIM_AFTER_TOKENS", 10_000)
+        await batcher.fill(FillMaskRequest("the [MASK] sat ."))
+        await asyncio.sleep(0.1)
+    assert trims == [4], "not after a little work"
 
 
 async def test_bad_requests_fail_alone(bert_engine: FillMaskEngine) -> None:

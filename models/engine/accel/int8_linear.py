@@ -2,8 +2,14 @@
 
 Dynamic quantization, as ONNX Runtime's ``quantize_dynamic`` does it: each weight is stored once as int8 with one
 scale per output row (per channel: a row of small weights keeps its own precision), and each product quantizes
-its input on the fly (one scale per call), multiplies in int8 and returns fp32. Everything else (embeddings,
-attention, layer norms, softmax) stays fp32.
+its input on the fly (one scale per call), multiplies in int8 and returns fp32. Everything else (attention, layer
+norms, softmax) stays fp32.
+
+The vocabulary matrix (30,522 x 768 in bert-base: a fifth of the model) is both the input embeddings and, tied, the
+MLM head's decoder. It is stored once, in int8 with one scale per word (``Int8Words``): looked up row by row on the
+way in (``Int8Embedding``) and multiplied with ``torch._int_mm`` on the way out (``Int8Decoder``). Measured on
+bert-base's shape: 22 MB instead of 94 MB of fp32 embeddings plus twice 22 MB of a packed decoder (oneDNN keeps the
+quantized weight beside its packed copy), for about 0.3 ms more per sentence (1.0 against 0.7 ms for one mask).
 
 It runs on oneDNN's int8 kernels (``torch.backends.quantized.engine = "onednn"``): on the CPUs measured they were
 the fastest of torch's three engines (2-core Xeon with AMX, bert-base shape, one sentence / 32: fbgemm 16 / 102 ms,
@@ -64,6 +70,71 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, int8"
+
+
+class Int8Words(nn.Module):
+    """A word matrix (vocabulary x hidden) in int8, one scale per word: ``weight`` and ``scales`` are buffers, shared
+    by the embedding and the decoder that use them."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        weight = weight.detach().float()
+        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-8)
+        self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scales)
+
+
+class Int8Embedding(nn.Module):
+    """``nn.Embedding``'s lookup from ``Int8Words`` (inference only: no padding gradient, no max_norm)."""
+
+    def __init__(self, words: Int8Words) -> None:
+        super().__init__()
+        self.words = words
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.words.weight[ids].float() * self.words.scales[ids].unsqueeze(-1)
+
+
+class Int8Decoder(nn.Module):
+    """The MLM head's decoder (hidden -> vocabulary logits) on the same ``Int8Words``: each input row is quantized
+    with a scale of its own, multiplied in int8 (``torch._int_mm``, int32 sums) and scaled back, plus the bias."""
+
+    def __init__(self, words: Int8Words, linear: nn.Linear) -> None:
+        super().__init__()
+        self.words = words
+        bias = torch.zeros(linear.out_features) if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).float()
+        scale = flat.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+        quantized = torch.round(flat / scale).to(torch.int8)
+        out = (torch._int_mm(quantized, self.words.weight.t()).float() * scale).mul_(self.words.scales).add_(self.bias)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def quantize_vocabulary(model: nn.Module) -> Swapped:
+    """When the input embeddings and the MLM head's decoder are one tied matrix (BERT, RoBERTa, DistilBERT and
+    most masked LMs), replace both by one ``Int8Words``; else change nothing. Returns what was replaced."""
+    embedding, decoder = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = (
+        type(embedding) is nn.Embedding
+        and type(decoder) is nn.Linear
+        and decoder.weight is embedding.weight
+        and embedding.max_norm is None
+        and hasattr(torch, "_int_mm")
+    )
+    if not tied:
+        return []
+    words = Int8Words(embedding.weight)
+    made = {id(embedding): Int8Embedding(words), id(decoder): Int8Decoder(words, decoder)}
+    swapped: Swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if id(child) in made:
+                setattr(parent, name, made[id(child)])
+                swapped.append((parent, name, child))
+    return swapped
 
 
 def quantize_linears(module: nn.Module) -> Swapped:
