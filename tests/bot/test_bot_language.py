@@ -59,7 +59,7 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
         before = len(fake.sent("sendMessage", 80))
         await fake.send_text(ann, "MLM")
         guide = await guide_received(fake, 80)
-        assert "Masked language model kya hai" in guide and "Chalo, deep dive karte hain" in guide
+        assert "Masked language model kya hai" in guide and "Chalo, shuru karte hain" in guide
         pages = fake.sent("sendMessage", 80)[before:]
         assert buttons(pages[0])[-1] == {"text": "🇬🇧 Read it in English", "callback_data": "lang:english:guide:mlm"}
         assert buttons(pages[0])[0]["text"] == "Aage ▶ (2/9)"

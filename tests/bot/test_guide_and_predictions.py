@@ -56,7 +56,7 @@ async def test_keyword_in_a_dm_sends_the_guide_and_the_document(fake: FakeTelegr
     guide = await guide_received(fake, 43)
     for part in (
         "What is a masked language model",
-        "The cat sat on the mat",
+        "The [MASK] sat on the mat",
         "[MASK]",
         "training objective",
         "Bidirectional",
