@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.config import GuideSettings, StorageSettings
+from bot.config import GuideSettings, database_url
 from bot.storage import Database, Repository
 from bot.storage.broadcasts import Progress
 from bot.storage.database import SchemaOutOfDate
@@ -46,7 +46,7 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
 
 
 async def _broadcast(args: argparse.Namespace) -> int:
-    database = Database(StorageSettings().database_url)
+    database = Database(database_url())
     try:
         await database.require_current()  # the bot migrates; this command never does
         broadcasts = Repository(database).broadcasts

@@ -24,6 +24,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The ones that may load a model (`run` sets its bars itself, once its settings are checked: a missing token is
 # reported before transformers is imported).
 MODEL_COMMANDS = ("worker", "serve", "predict", "bench", "playground")
+DATABASE_COMMANDS = ("db", "stats", "export", "broadcast")  # an unreachable database is one line for these
+SERVER_COMMANDS = ("run", "worker", "serve", "playground", "bench")  # they log at INFO unless told otherwise
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -126,19 +128,33 @@ def cmd_playground(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    app = _playground_app(settings, None if loopback else token)
+    from models.serving.client import engine_from
+
+    try:  # before serving: a model that cannot load is one line, and no address is printed for nothing
+        engine = engine_from(settings)
+    except (OSError, ValueError) as exc:  # ModelLoadError is main()'s one line too
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{args.port}/app"
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # listening now (a port already taken ends the server instead)
+                print(f"the playground: {url} (Ctrl-C stops it)", flush=True)
+
+    app = _playground_app(settings, None if loopback else token, engine)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False, log_config=None
     )
-    server = uvicorn.Server(config)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"the playground: http://{host}:{args.port}/app (Ctrl-C stops it)", flush=True)
+    server = Server(config)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # uvicorn drains, then exits 0
     server.run()
-    return 1 if app.state.load_error else 0
+    return 0 if server.started else 1
 
 
-def _playground_app(settings, token: str | None):
+def _playground_app(settings, token: str | None, engine):
     import contextlib
 
     from starlette.applications import Starlette
@@ -147,22 +163,15 @@ def _playground_app(settings, token: str | None):
 
     from bot.http.playground import Playground
     from bot.lineup import Lineup
-    from models.engine.loading import ModelLoadError
     from models.serving.client import LocalFillMask
 
-    model = LocalFillMask(settings)
+    model = LocalFillMask(settings, engine=engine)
     lineup = Lineup(settings.compare_models, settings, memory_mb=settings.compare_memory_mb, main=model)
     playground = Playground(model, _renderer(), lineup=lineup, token=token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        app.state.load_error = None
-        try:
-            await model.start()  # before the first request: the page answers at once
-        except (ModelLoadError, OSError, ValueError) as exc:
-            app.state.load_error = str(exc)
-            print(f"error: {exc}", file=sys.stderr)
-            raise
+        await model.start()  # the engine is loaded already: this starts its batcher on this loop
         yield
         playground.loop_load.stop()
         await lineup.close()
@@ -171,9 +180,7 @@ def _playground_app(settings, token: str | None):
     async def home(request):
         return RedirectResponse("/app")
 
-    app = Starlette(routes=[Route("/", home), *playground.routes()], lifespan=lifespan)
-    app.state.load_error = None
-    return app
+    return Starlette(routes=[Route("/", home), *playground.routes()], lifespan=lifespan)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -332,9 +339,9 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 
     from sqlalchemy.engine import make_url
 
-    from bot.config import StorageSettings
+    from bot.config import database_url
 
-    url = make_url(StorageSettings().database_url)
+    url = make_url(database_url())
     if url.get_backend_name() != "sqlite" or not url.database:
         print("error: db backup copies an SQLite file; for PostgreSQL use pg_dump", file=sys.stderr)
         return 2
@@ -360,10 +367,10 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from alembic.util import CommandError
 
-    from bot.config import StorageSettings
+    from bot.config import database_url
     from bot.storage.database import upgrade
 
-    url = StorageSettings().database_url
+    url = database_url()
     try:
         upgrade(url, args.revision)
     except CommandError as exc:  # an unknown or ambiguous revision
@@ -381,7 +388,7 @@ def _without_password(url: str) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from bot.analytics import gather_funnel, gather_stats, render_chart, render_funnel_chart
-    from bot.config import GuideSettings, StorageSettings
+    from bot.config import GuideSettings, database_url
     from bot.guides import GuideProblems
     from bot.guides.commands import load_for
     from bot.storage import Database, Repository
@@ -391,7 +398,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     renderer = _renderer()
 
     async def collect():
-        database = Database(StorageSettings().database_url)
+        database = Database(database_url())
         try:
             await database.require_current()  # read-only: never migrates
             if args.by_post:  # the guides' page counts tell which page is the last
@@ -440,12 +447,12 @@ def _renderer():
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bot.config import StorageSettings
+    from bot.config import database_url
     from bot.export import export
     from bot.storage.database import SchemaOutOfDate
 
     try:
-        count = export(StorageSettings().database_url, args.format, args.output, since_days=args.since)
+        count = export(database_url(), args.format, args.output, since_days=args.since)
     except SchemaOutOfDate as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -514,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         type=_log_level,
-        default=_setting("LOG_LEVEL", "INFO"),
-        help=f"{', '.join(LOG_LEVELS)} (default: LOG_LEVEL or INFO)",
+        default=_setting("LOG_LEVEL", "") or None,
+        help=f"{', '.join(LOG_LEVELS)} (default: LOG_LEVEL, else INFO for the servers (run, worker, serve, "
+        "playground, bench) and WARNING for one-shot commands)",
     )
     parser.add_argument(
         "--log-format",
@@ -623,15 +631,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bot.config import SettingsError
     from models.engine.loading import ModelLoadError
 
     args = build_parser().parse_args(argv)  # LOG_LEVEL from the environment is checked too: it is the default
+    if args.log_level is None:  # a one-shot command prints its answer, not the model's loading chatter
+        args.log_level = "INFO" if args.command in SERVER_COMMANDS else "WARNING"
     _setup_logging(args.log_level, args.log_format)
     if args.command in MODEL_COMMANDS:  # importing transformers costs a second: not for `health` every 30 s
         _progress_bars(logging.getLevelName(args.log_level) <= logging.INFO)
     try:
         return args.func(args)
+    except SettingsError as exc:  # a database command's DATABASE_URL, say
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if args.command not in DATABASE_COMMANDS:
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: the database (DATABASE_URL) does not answer: {reason}", file=sys.stderr)
+        return 1
     except ModelLoadError as exc:
+        if getattr(args, "model", None):  # the name came from --model, not from MODEL_NAME
+            exc = exc.naming("--model")
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ import hmac
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from models.settings import ModelSettings
 
 DEFAULT_GUIDES_DIR = Path("guides")
+S = TypeVar("S", bound=BaseSettings)
 
 
 def _any_case(value: object) -> object:
@@ -37,12 +38,44 @@ def token_help() -> str:
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/mlm-bot.sqlite3"
 
 
+# A database driver that is an extra of this package, and how to install it.
+DRIVER_EXTRAS = {"asyncpg": 'pip install "mlm-bot[postgres]" (in a checkout: pip install -e ".[postgres]")'}
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if SQLAlchemy can use it with asyncio here; else ValueError with one line saying what to do (a
+    missing driver names the extra or the package to install). The password is never repeated."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    example = "like sqlite+aiosqlite:///data/mlm-bot.sqlite3 or postgresql+asyncpg://user:password@host/db"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL ({example})") from None
+    try:
+        dialect = parsed.get_dialect(_is_async=True)
+    except NoSuchModuleError:
+        raise ValueError(f"SQLAlchemy knows no database called {parsed.drivername!r} ({example})") from None
+    if not getattr(dialect, "is_async", False):
+        raise ValueError(f"{parsed.drivername} is not an asyncio driver: use one {example}")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = (getattr(exc, "name", None) or parsed.get_driver_name()).split(".")[0]
+        install = DRIVER_EXTRAS.get(module, f"pip install {module}")
+        raise ValueError(f"{parsed.drivername} needs the {module} package, which is not installed: {install}") from None
+    return url
+
+
 class StorageSettings(BaseSettings):
     """Where the interaction log lives: all the database commands need (no bot token)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+
+    _usable_database = field_validator("database_url")(lambda value: check_database_url(value))
 
 
 class HealthSettings(BaseSettings):
@@ -298,8 +331,19 @@ def _address(value: object, fits: Callable[[SplitResult], bool], message: str) -
 
 def load_settings(**overrides: object) -> BotSettings:
     """Settings from the environment and ``.env``; every problem becomes one readable ``SettingsError``."""
+    return read_settings(BotSettings, **overrides)
+
+
+def database_url() -> str:
+    """DATABASE_URL, checked (the database commands): SettingsError, one line, if it cannot be used here."""
+    return read_settings(StorageSettings).database_url
+
+
+def read_settings(kind: type[S], **overrides: object) -> S:
+    """``kind`` from the environment and ``.env``; every problem one readable line of a ``SettingsError`` (never
+    the value itself: a URL may hold a password)."""
     try:
-        return BotSettings(**overrides)  # type: ignore[arg-type]
+        return kind(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,9 +164,16 @@ class Lineup:
                 try:
                     await model.start()
                 except (ModelLoadError, OSError, ValueError) as exc:
+                    if isinstance(exc, ModelLoadError):
+                        exc = exc.naming("COMPARE_MODELS")  # the setting that named it, not the bot's MODEL_NAME
+                    if getattr(exc, "permanent", False):  # no such folder or model: waiting will not bring it
+                        log.error("compare: %s; it stays out of /compare until the setting changes", exc)
+                        self._failed[name] = Failure(str(exc), math.inf, math.inf)
+                        return
                     before = self._failed.get(name)
                     delay = min(RETRY_MAX_S, before.delay * 2) if before else RETRY_FIRST_S
-                    log.error("compare: could not load %s: %s (trying again in %.0f s)", name, exc, delay)
+                    what = exc if isinstance(exc, ModelLoadError) else f"could not load {name}: {exc}"
+                    log.error("compare: %s (trying again in %.0f s)", what, delay)
                     self._failed[name] = Failure(str(exc), self._clock() + delay, delay)
                     return
                 self._failed.pop(name, None)

@@ -70,7 +70,7 @@ LIBRARY_FLOORS = {
     "httpcore": logging.WARNING,
     "telegram": logging.INFO,  # whole updates (texts, names) at DEBUG
     "aiosqlite": logging.INFO,  # every statement with its parameters at DEBUG
-    "apscheduler": logging.INFO,
+    "apscheduler": logging.WARNING,  # two lines a second at INFO for the 1-second jobs (about 170,000 a day)
     "markdown_it": logging.INFO,  # a line per parsing rule tried, for every guide page, at DEBUG
 }
 

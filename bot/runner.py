@@ -45,7 +45,8 @@ from bot.text.render import Renderer
 from bot.transports import Polling, Transport, WebhookTransport
 from bot.updates.inbox import hand_on_stored_elsewhere, replay_unfinished
 from bot.updates.inbox import install as install_inbox
-from models.serving.client import FillMaskService, create_fill_mask_service
+from models.engine.loading import ModelLoadError, resolve_source
+from models.serving.client import FillMaskService, LocalFillMask, create_fill_mask_service
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ class LostLeadership(Exception):
     ``run`` starts it again as a standby."""
 
 
+# Said with the first "Telegram is unreachable" line: what to look at.
+UNREACHABLE_HINT = (
+    "check this machine's network and DNS, the proxy if it needs one (HTTPS_PROXY), and TELEGRAM_API_BASE_URL "
+    "if it is set"
+)
 ADOPT_EVERY_S = 1.0  # the active process looks for work other processes left in the database this often
 
 
@@ -82,7 +88,8 @@ async def connect_to_telegram(application: Application, settings: BotSettings, s
             ) from None
         except NetworkError as exc:
             reason = str(exc).replace(settings.token(), "<token>")
-            log.error("Telegram is unreachable at %s (%s); trying again in %.0f s", api, reason, delay)
+            hint = "" if delay > RETRY_FIRST_S else f" ({UNREACHABLE_HINT})"
+            log.error("Telegram is unreachable at %s (%s); trying again in %.0f s%s", api, reason, delay, hint)
         try:
             await asyncio.wait_for(stop.wait(), delay)
         except asyncio.TimeoutError:
@@ -293,7 +300,13 @@ async def _run(
     handed_on: set[int],
 ) -> None:
     model, writer, repo, comment_replies = services.model, services.writer, services.repo, services.comment_replies
-    # The token is checked before the model loads: a wrong token should cost a second, not a minute of loading.
+    # What can be checked without Telegram is checked first: a mistyped model folder is one line now, not after
+    # the network comes back. The token is checked before the model loads: a second, not a minute of loading.
+    if isinstance(model, LocalFillMask) and model.engine is None:
+        try:
+            await asyncio.to_thread(resolve_source, settings.model_name)
+        except ModelLoadError as exc:
+            raise StartupError(str(exc)) from None
     if not await connect_to_telegram(application, settings, stop):
         return
     try:

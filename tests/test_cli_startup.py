@@ -64,7 +64,7 @@ def test_mistyped_model_folder_says_no_such_folder(tmp_path: Path) -> None:
     done = run("predict", "the [MASK] sat .", "--model", "./models/my-bert", cwd=tmp_path)
     assert done.returncode == 1
     line = one_error_line(done)
-    assert "MODEL_NAME=./models/my-bert" in line and "no such folder" in line and str(tmp_path) in line
+    assert "--model=./models/my-bert" in line and "no such folder" in line and str(tmp_path) in line
 
 
 def test_unreachable_hub_fails_at_once_and_says_what_to_do(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_unreachable_hub_fails_at_once_and_says_what_to_do(tmp_path: Path) -> No
     )
     assert done.returncode == 1
     line = one_error_line(done)
-    assert "MODEL_NAME=bert-base-uncased" in line and "unreachable" in line
+    assert "--model=bert-base-uncased" in line and "unreachable" in line
     assert "local folder" in line and "HF_HUB_OFFLINE=1" in line
 
 

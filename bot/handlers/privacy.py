@@ -79,8 +79,9 @@ async def retention_job(context: Context) -> None:
     # Tap sentences are texts people typed; a quiz not answered for a day is abandoned (as its memory copy is).
     await s.repo.state.delete_older_than(cutoff, datetime.now(timezone.utc) - timedelta(days=1))
     letters = await s.repo.dead_letters.prune(cutoff)
-    log.info("retention: pruned %d finished updates from the inbox", pruned)
-    log.info(
-        "retention: removed the texts of %d interactions, %d old comment records, %d people not seen since %s "
+    level = logging.INFO if pruned or redacted or forgotten or inactive or letters else logging.DEBUG  # quiet idle
+    log.log(level, "retention: pruned %d finished updates from the inbox", pruned)
+    log.log(
+        level, "retention: removed the texts of %d interactions, %d old comment records, %d people not seen since %s "
         "and %d dead letters", redacted, forgotten, inactive, cutoff.date(), letters,
     )  # fmt: skip

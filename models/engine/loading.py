@@ -24,7 +24,17 @@ CACHE_HINT = "point MODEL_NAME at a local folder with the model, or download it 
 
 
 class ModelLoadError(RuntimeError):
-    """The model cannot be loaded; the message is one line for the operator, naming MODEL_NAME."""
+    """The model cannot be loaded; the message is one line for the operator, naming MODEL_NAME. ``permanent``:
+    trying again in this process will not help (no such model on the hub, or not cached and HF_HUB_OFFLINE=1):
+    only a change of the setting will."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+    def naming(self, setting: str) -> ModelLoadError:
+        """The same error naming the setting the model's name came from (``COMPARE_MODELS``, ``--model``)."""
+        return ModelLoadError(str(self).replace("MODEL_NAME", setting), permanent=self.permanent)
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ def resolve_source(name: str) -> ModelSource:
         return ModelSource(str(path), local_files_only=True)
     if looks_like_path(name):
         where = path if path.is_absolute() else Path.cwd() / path
-        raise ModelLoadError(f"MODEL_NAME={name}: no such folder ({where})")
+        raise ModelLoadError(f"MODEL_NAME={name}: no such folder ({where})")  # it may be copied there yet
     from huggingface_hub import constants, try_to_load_from_cache
 
     cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
@@ -55,7 +65,8 @@ def resolve_source(name: str) -> ModelSource:
             return ModelSource(name, local_files_only=True)
         raise ModelLoadError(
             f"MODEL_NAME={name} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it: "
-            f"unset HF_HUB_OFFLINE, or {CACHE_HINT}"
+            f"unset HF_HUB_OFFLINE, or {CACHE_HINT}",
+            permanent=True,  # the environment does not change while the process runs
         )
     endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
     problem = hub_unreachable(endpoint)
@@ -81,7 +92,8 @@ def explain(name: str, exc: BaseException) -> ModelLoadError:
     ):
         return ModelLoadError(
             f"MODEL_NAME={name}: no such model on the Hugging Face hub and no such local folder "
-            "(check the spelling; a private model needs `hf auth login`)"
+            "(check the spelling; a private model needs `hf auth login`)",
+            permanent=True,
         )
     if "couldn't connect" in text.lower() or "offline mode" in text.lower():
         return ModelLoadError(

@@ -2,7 +2,9 @@
 
 * ``LocalFillMask``: the engine and the micro-batcher inside this process (the default);
 * ``RemoteFillMask``: a worker started with ``mlm-bot worker`` (``MODEL_WORKER_URL``), over HTTP, with
-  timeouts and retries; the worker's typed errors come back as the same exception classes.
+  timeouts and retries; the worker's typed errors come back as the same exception classes;
+* ``engine_from`` and ``batcher_from``: settings to a loaded engine and its batcher, for every process that holds
+  the model (this one, the worker, a Ray replica, the playground).
 """
 
 from __future__ import annotations
@@ -75,6 +77,38 @@ def _request(
     return FillMaskRequest(text, top_k, tuple(targets) if targets is not None else None, words_only, background)
 
 
+def engine_from(settings: ModelSettings) -> FillMaskEngine:
+    """The model the settings name, loaded, warmed up, and kept out of the garbage collector's way: the one way
+    every process (the bot with the model in it, the worker, a Ray replica, the playground) turns settings into
+    an engine. Blocking (seconds): call it from a thread in async code."""
+    engine = FillMaskEngine.load(
+        settings.model_name,
+        device=settings.model_device,
+        dtype=settings.model_dtype,
+        max_masks=settings.model_max_masks,
+        cuda_graphs=settings.model_cuda_graphs,
+        packed_weights=settings.model_packed_weights,
+        max_batch_size=settings.batch_max_size,
+        max_batch_tokens=settings.batch_max_tokens,
+    )
+    freeze_loaded_objects()
+    return engine
+
+
+def batcher_from(
+    engine: FillMaskEngine, settings: ModelSettings, *, request_timeout: float, observer: Any = None
+) -> MicroBatcher:
+    """The micro-batcher in front of ``engine``, sized by the settings (not started)."""
+    return MicroBatcher(
+        engine,
+        max_batch_size=settings.batch_max_size,
+        max_batch_tokens=settings.batch_max_tokens,
+        max_queue=settings.queue_max,
+        request_timeout=request_timeout,
+        observer=observer,
+    )
+
+
 class LocalFillMask:
     """The model in this process; loading runs in a thread so the event loop stays free."""
 
@@ -89,28 +123,11 @@ class LocalFillMask:
     async def start(self) -> None:
         s = self.settings
         if self.engine is None:
-            self.engine = await asyncio.to_thread(
-                FillMaskEngine.load,
-                s.model_name,
-                device=s.model_device,
-                dtype=s.model_dtype,
-                max_masks=s.model_max_masks,
-                cuda_graphs=s.model_cuda_graphs,
-                packed_weights=s.model_packed_weights,
-                max_batch_size=s.batch_max_size,
-                max_batch_tokens=s.batch_max_tokens,
-            )
-            await asyncio.to_thread(freeze_loaded_objects)
+            self.engine = await asyncio.to_thread(engine_from, s)
         self.mask_token = self.engine.mask_token
         self.precision = self.engine.precision
-        self.batcher = MicroBatcher(
-            self.engine,
-            max_batch_size=s.batch_max_size,
-            max_batch_tokens=s.batch_max_tokens,
-            max_queue=s.queue_max,
-            # In this process the batcher's deadline is the chat request's: the user waits no longer than that.
-            request_timeout=min(s.request_timeout_s, s.model_deadline_s),
-        )
+        # In this process the batcher's deadline is the chat request's: the user waits no longer than that.
+        self.batcher = batcher_from(self.engine, s, request_timeout=min(s.request_timeout_s, s.model_deadline_s))
         await self.batcher.start()
 
     async def close(self) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from models.serving.service import create_app, load_engine
+from models.serving.client import engine_from
+from models.serving.service import create_app
 from models.settings import ModelSettings
 
 APP_NAME = "mlm-bot"
@@ -34,7 +35,7 @@ class FillMaskReplica:
     async def __init__(self, settings: dict[str, Any]) -> None:
         # The settings come from the driver, not from the replica's machine: every node serves the same model.
         self.settings = ModelSettings(**settings)
-        self.engine = await asyncio.to_thread(load_engine, self.settings)  # includes the warm-up forward
+        self.engine = await asyncio.to_thread(engine_from, self.settings)  # includes the warm-up forward
 
     def __serve_build_asgi_app__(self):  # Ray calls it after __init__, on the replica
         self.worker_app = create_app(self.settings, engine_factory=lambda settings: self.engine)

@@ -34,7 +34,6 @@ from starlette.responses import JSONResponse as _StarletteJSONResponse
 from starlette.responses import Response
 from starlette.routing import Route
 
-from models.engine.accel.heap import freeze_loaded_objects
 from models.engine.core import MAX_TOP_K, FillMaskEngine
 from models.engine.errors import (
     CallerBusyError,
@@ -48,6 +47,7 @@ from models.engine.errors import (
 from models.engine.loading import ModelLoadError
 from models.engine.results import FillMaskRequest
 from models.serving.batcher import MicroBatcher
+from models.serving.client import batcher_from, engine_from
 from models.serving.worker_metrics import WorkerMetrics
 from models.settings import ModelSettings
 
@@ -83,22 +83,6 @@ class FillMaskBody(BaseModel):
 
     inputs: str | list[str]
     parameters: Parameters | None = None
-
-
-def load_engine(settings: ModelSettings) -> FillMaskEngine:
-    """The process's model, loaded, warmed up, and kept out of the garbage collector's way."""
-    engine = FillMaskEngine.load(
-        settings.model_name,
-        device=settings.model_device,
-        dtype=settings.model_dtype,
-        max_masks=settings.model_max_masks,
-        cuda_graphs=settings.model_cuda_graphs,
-        packed_weights=settings.model_packed_weights,
-        max_batch_size=settings.batch_max_size,
-        max_batch_tokens=settings.batch_max_tokens,
-    )
-    freeze_loaded_objects()
-    return engine
 
 
 class WorkerState:
@@ -154,14 +138,7 @@ class WorkerState:
                 on_failure()
             return
         s = self.settings
-        batcher = MicroBatcher(
-            engine,
-            max_batch_size=s.batch_max_size,
-            max_batch_tokens=s.batch_max_tokens,
-            max_queue=s.queue_max,
-            request_timeout=s.request_timeout_s,
-            observer=self.metrics,
-        )
+        batcher = batcher_from(engine, s, request_timeout=s.request_timeout_s, observer=self.metrics)
         await batcher.start()
         self.engine, self.batcher = engine, batcher
         self.metrics.queue_depth.set_function(lambda: batcher.queue_depth)
@@ -182,7 +159,7 @@ class WorkerState:
 def create_app(
     settings: ModelSettings | None = None,
     *,
-    engine_factory: EngineFactory = load_engine,
+    engine_factory: EngineFactory = engine_from,
     on_load_failure: Callable[[], None] | None = None,
 ) -> Starlette:
     """The worker's ASGI app. ``on_load_failure`` is called once if the model cannot be loaded (``mlm-bot

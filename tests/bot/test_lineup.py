@@ -3,15 +3,23 @@ under the lineup's lock), but after a wait that doubles; the others answer meanw
 
 from __future__ import annotations
 
+import logging
+import socket
 from pathlib import Path
 
-from bot.lineup import RETRY_FIRST_S, Lineup
+import pytest
+
+from bot.lineup import RETRY_FIRST_S, RETRY_MAX_S, Lineup
 from models.settings import ModelSettings
 
 
-async def test_a_model_that_fails_to_load_is_tried_again_after_a_growing_wait(bert_dir: Path, tmp_path: Path) -> None:
+async def test_a_model_that_fails_to_load_is_tried_again_after_a_growing_wait(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch, unreachable_hub: str
+) -> None:
+    """The hub out of reach (it may come back; a folder may still be copied in): tried again after 30 s, then
+    twice as long each time."""
     now = [0.0]
-    missing = str(tmp_path / "no-such-model")
+    missing = "nobody/not-cached-anywhere"
     lineup = Lineup([str(bert_dir), missing], ModelSettings(model_device="cpu"), clock=lambda: now[0])
     try:
         rows = await lineup.compare("The cat sat on the [MASK].")
@@ -29,6 +37,42 @@ async def test_a_model_that_fails_to_load_is_tried_again_after_a_growing_wait(be
         now[0] += RETRY_FIRST_S
         await lineup.compare("The cat sat on the [MASK].")
         assert lineup.load_attempts == 4
+    finally:
+        await lineup.close()
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch: pytest.MonkeyPatch) -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the socket goes: refused at once
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    return endpoint
+
+
+async def test_a_model_that_can_never_load_is_named_by_its_setting_and_not_tried_again(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not in the local cache, and HF_HUB_OFFLINE=1 (which does not change while the bot runs): waiting will not
+    bring it. The log names COMPARE_MODELS (not the bot's MODEL_NAME) and says it stays out; no comparison waits
+    for it again."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    now = [0.0]
+    missing = "nobody/not-cached-anywhere"
+    lineup = Lineup([str(bert_dir), missing], ModelSettings(model_device="cpu"), clock=lambda: now[0])
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.lineup"):
+            rows = await lineup.compare(SENTENCE)
+        assert [r.error for r in rows] == [None, "model_failed"]
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "bot.lineup"]
+        assert f"COMPARE_MODELS={missing} is not in the local Hugging Face cache" in line and "MODEL_NAME" not in line
+        assert "stays out of /compare until the setting changes" in line
+        now[0] += 10 * RETRY_MAX_S
+        await lineup.compare(SENTENCE)
+        assert lineup.load_attempts == 2, "never tried again"
     finally:
         await lineup.close()
 

@@ -134,15 +134,15 @@ def test_packed_weights_setting_is_auto_unless_set(monkeypatch: pytest.MonkeyPat
 def test_worker_and_bot_take_the_setting_from_the_environment(
     bert_dir: Path, monkeypatch: pytest.MonkeyPatch, value: str, packed: bool
 ) -> None:
-    from models.serving.service import load_engine
+    from models.serving.client import engine_from
     from models.settings import ModelSettings
 
     monkeypatch.setattr(packed_linear.platform, "machine", lambda: "x86_64")
     monkeypatch.setenv("MODEL_PACKED_WEIGHTS", value)
     try:
-        engine = load_engine(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
+        engine = engine_from(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
     finally:
-        gc.unfreeze()  # load_engine freezes the heap for a worker's lifetime; this process goes on testing
+        gc.unfreeze()  # engine_from freezes the heap for a worker's lifetime; this process goes on testing
     assert (engine.packed_layers > 0) is packed
     engine.model_thread.shutdown()
 

@@ -22,8 +22,7 @@ from models.engine.errors import (
     UnauthorizedError,
     WorkerUnavailableError,
 )
-from models.serving.client import RemoteFillMask
-from models.serving.service import load_engine
+from models.serving.client import RemoteFillMask, engine_from
 from models.settings import ModelSettings
 from tests.support.hf_compare import assert_same_hf
 from tests.support.worker import AUTH, WORKER_TOKEN, gated_factory, post, serve, wait_ready
@@ -308,11 +307,11 @@ async def test_remote_client_reports_an_unreachable_worker() -> None:
 
 
 def test_the_workers_model_loads_and_is_frozen_out_of_the_garbage_collectors_way(bert_dir) -> None:
-    """``load_engine`` (the worker's and every Ray replica's) freezes what loading brought: CPython's full
+    """``engine_from`` (the worker's and every Ray replica's) freezes what loading brought: CPython's full
     collections then skip those objects instead of walking them all with the GIL held (models/engine/accel/heap.py)."""
     gc.unfreeze()
     try:
-        engine = load_engine(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
+        engine = engine_from(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
         assert engine.fill("the cat sat on the [MASK] .").masks
         assert gc.get_freeze_count() > 10_000
     finally:
