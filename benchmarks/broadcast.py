@@ -48,7 +48,7 @@ def summary(values: list[float]) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     from bot.storage import Database, Repository
-    from bot.storage.repository import SubscriptionChanged, UserInfo, UserStarted, write_all
+    from bot.storage.writes import SubscriptionChanged, UserInfo, UserStarted, write_all
     from models.bench.random_models import BUILDERS
     from tests.support.bot_harness import bot_settings, running_bot
     from tests.support.fake_telegram import FakeTelegram

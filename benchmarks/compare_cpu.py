@@ -62,7 +62,7 @@ def build(kind: str, directory: Path) -> Path:
 
 
 async def main() -> None:
-    from bot.lineup import Lineup
+    from bot.compare_models import Lineup
     from models.bench.random_models import sentences
     from models.settings import ModelSettings
 

@@ -40,12 +40,12 @@ from bot.context import CONTEXT_TYPES
 from bot.flood_control import BotRateLimiter
 from bot.handlers import (
     admin,
+    admission,
     comments,
     compare,
     failures,
     fallback,
     follow,
-    gate,
     guide,
     inline,
     join,
@@ -165,8 +165,8 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # Then the door: every private message, group command and button press spends its sender's action budget
     # (over it: "slow down" once a minute, then silence); a button acts only if it is one of its message's own
     # and belongs in that chat. A refused update ends here.
-    add(TypeHandler(Update, gate.admit), group=BUDGET_GROUP)
-    add(TypeHandler(Update, gate.check_button), group=BUTTONS_GROUP)
+    add(TypeHandler(Update, admission.admit), group=BUDGET_GROUP)
+    add(TypeHandler(Update, admission.check_button), group=BUTTONS_GROUP)
     # Commands answer new messages only: editing "/predict ..." or "/guide" must not run them again.
     # /start with a payload (a deep link the bot handed out) must come before the plain /start.
     add(CommandHandler("start", guide.start_with_payload, filters=new & private & filters.Regex(r"\A/start\s+\S")))

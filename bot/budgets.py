@@ -26,7 +26,7 @@ class Refusal:
     retry_after: int = 0
 
 
-class UserGate:
+class ModelCallLimit:
     """``with gate.enter(user_id) as refusal:`` -> ``refusal`` is None when the user may go ahead."""
 
     def __init__(

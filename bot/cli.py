@@ -73,7 +73,7 @@ def _model_settings(args: argparse.Namespace):
 def cmd_worker(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from models.serving.service import create_app, warn_if_open
+    from models.serving.http_worker import create_app, warn_if_open
 
     settings = _model_settings(args)
     warn_if_open(args.host, settings)
@@ -144,7 +144,9 @@ def cmd_playground(args: argparse.Namespace) -> int:
             if self.started:  # listening now (a port already taken ends the server instead)
                 print(f"the playground: {url} (Ctrl-C stops it)", flush=True)
 
-    app = _playground_app(settings, None if loopback else token, engine)
+    from bot.http.playground import standalone_app
+
+    app = standalone_app(settings, _renderer(), engine, token=None if loopback else token)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False, log_config=None
     )
@@ -152,35 +154,6 @@ def cmd_playground(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # uvicorn drains, then exits 0
     server.run()
     return 0 if server.started else 1
-
-
-def _playground_app(settings, token: str | None, engine):
-    import contextlib
-
-    from starlette.applications import Starlette
-    from starlette.responses import RedirectResponse
-    from starlette.routing import Route
-
-    from bot.http.playground import Playground
-    from bot.lineup import Lineup
-    from models.serving.client import LocalFillMask
-
-    model = LocalFillMask(settings, engine=engine)
-    lineup = Lineup(settings.compare_models, settings, memory_mb=settings.compare_memory_mb, main=model)
-    playground = Playground(model, _renderer(), lineup=lineup, token=token)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        await model.start()  # the engine is loaded already: this starts its batcher on this loop
-        yield
-        playground.loop_load.stop()
-        await lineup.close()
-        await model.close()
-
-    async def home(request):
-        return RedirectResponse("/app")
-
-    return Starlette(routes=[Route("/", home), *playground.routes()], lifespan=lifespan)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -194,8 +167,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     import threading
 
+    from models.serving.http_worker import warn_if_open
     from models.serving.ray_serve import APP_NAME, build
-    from models.serving.service import warn_if_open
 
     settings = _model_settings(args)
     warn_if_open(args.host, settings, "Ray Serve's proxy")

@@ -30,7 +30,7 @@ and is one call too many in a burst, where it takes the place of a reply in the 
 people each sending a sentence cost 300 actions plus 300 replies: 19 s to drain instead of 10). Calls in flight
 alone do not tell a burst on a loaded machine (Telegram answered, the limiter is empty for a moment, and the
 next few updates each sent "typing..." again: 11 to 18 actions for 40 sentences, where 10 was the aim), so
-``Starts`` also counts how many predictions began in the last second.
+``PredictionStarts`` also counts how many predictions began in the last second.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ class BotRateLimiter(BaseRateLimiter[int]):
         return {"chats": len(self._busy) + len(self._idle), "busy": len(self._busy), "held": len(self._held)}
 
 
-class Starts:
+class PredictionStarts:
     """Predictions begun within the last ``window`` seconds: more than ``BUSY_AT`` of them is a burst."""
 
     def __init__(self, window: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:

@@ -34,7 +34,9 @@ class UpdateTrace:
     began_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))  # wall clock, for /forget
     kind: str | None = None  # of the last interaction logged for it
     outcome: str | None = None
-    budget_person: int | None = None  # whose action budget this update holds until it is finished (bot.handlers.gate)
+    budget_person: int | None = (
+        None  # whose action budget this update holds until it is finished (bot.handlers.admission)
+    )
 
 
 CURRENT: ContextVar[UpdateTrace | None] = ContextVar("mlm_bot_update", default=None)

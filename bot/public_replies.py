@@ -24,8 +24,8 @@ from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.helpers import mention_html
 
-from bot.storage.repository import InteractionEntry, OutboxSent, OwedReply, UserInfo
 from bot.storage.vocabulary import Outcome
+from bot.storage.writes import InteractionEntry, OutboxSent, OwedReply, UserInfo
 from bot.text.render import Renderer
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,12 @@ from telegram.ext import Application
 
 from bot.app import build_application, register_commands, schedule_jobs
 from bot.broadcaster import Broadcaster
-from bot.budgets import ActionBudget, UserGate
+from bot.budgets import ActionBudget, ModelCallLimit
 from bot.config import BotSettings, StartupError
 from bot.guides import GuideLibrary, GuideProblems
 from bot.http.health import Health
 from bot.http.metrics import BotMetrics
-from bot.http.playground import Person, Playground
+from bot.http.playground import mini_app
 from bot.http.server import HttpServer, create_app
 from bot.http.webhook import Webhook
 from bot.logs import quiet_libraries, redact, set_pseudonym_key
@@ -38,9 +38,8 @@ from bot.services import BotServices, load_guides
 from bot.storage import Database, Repository
 from bot.storage.dead_letters import dead_letter_path_for
 from bot.storage.leader import Leadership, UnusableLock, leadership_for
-from bot.storage.repository import InteractionEntry, UserInfo, write_all
-from bot.storage.vocabulary import Kind
 from bot.storage.writer import InteractionWriter
+from bot.storage.writes import write_all
 from bot.text.render import Renderer
 from bot.transports import Polling, Transport, WebhookTransport
 from bot.updates.inbox import hand_on_stored_elsewhere, replay_unfinished
@@ -165,8 +164,8 @@ async def _serve(
         repo=repo,
         writer=writer,
         renderer=renderer,
-        predict_gate=UserGate(settings.predictions_per_minute),
-        inline_gate=UserGate(settings.inline_queries_per_minute, one_at_a_time=False),
+        predict_limit=ModelCallLimit(settings.predictions_per_minute),
+        inline_limit=ModelCallLimit(settings.inline_queries_per_minute, one_at_a_time=False),
         budget=ActionBudget(settings.actions_per_minute, settings.actions_in_flight),
         comment_replies=comment_replies,
         metrics=metrics,
@@ -261,32 +260,6 @@ def _listen_for_reload(services: BotServices) -> Callable[[], None]:
                 loop.remove_signal_handler(hangup)
 
     return stop_listening
-
-
-def mini_app(settings: BotSettings, services: BotServices, *, active: Callable[[], bool]) -> Playground:
-    """The playground as a Mini App on the bot's server: initData checked against the token, the person's language
-    and per-minute budget as in chat, each use logged as a ``playground`` interaction (so /forget removes it)."""
-
-    async def used(person: Person, kind: str, text: str, outcome: str) -> None:
-        await services.log(
-            InteractionEntry(
-                kind=Kind.PLAYGROUND, user=UserInfo(person.user_id, person.username, person.language_code),
-                chat_id=person.user_id, chat_type="private", trigger=kind, input_text=text, outcome=outcome,
-                model_name=services.model.model_name, created_at=person.began_at,
-            )
-        )  # fmt: skip
-
-    return Playground(
-        services.model,
-        services.renderer,
-        lineup=services.compare_lineup(),
-        token=settings.token(),
-        model_label=services.model_label,
-        language_of=services.languages.of if services.languages is not None else None,
-        gate=services.predict_gate.enter,
-        on_use=used,
-        active=active,
-    )
 
 
 async def _run(

@@ -16,21 +16,21 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
-from bot.budgets import ActionBudget, UserGate
+from bot.budgets import ActionBudget, ModelCallLimit
 from bot.channel_gate import ChannelGate
+from bot.chosen_languages import Languages
+from bot.compare_models import Lineup
 from bot.config import BotSettings, GuideSettings
 from bot.edits import MessageEdits
-from bot.flood_control import Starts
+from bot.flood_control import PredictionStarts
 from bot.guides import GuideLibrary, load_library, page_environment
 from bot.http.metrics import BotMetrics
-from bot.lineup import Lineup
 from bot.logs import record_outcome, update_began_at
 from bot.public_replies import CommentReplies
 from bot.storage import Repository
-from bot.storage.repository import InteractionEntry, TapSentenceKept, Write
 from bot.storage.writer import InteractionWriter
+from bot.storage.writes import InteractionEntry, TapSentenceKept, Write
 from bot.text.render import Renderer
-from bot.updates.languages import Languages
 from models.engine.core import MASK_ALIASES
 from models.serving.client import FillMaskService
 
@@ -60,10 +60,10 @@ class BotServices:
     repo: Repository
     writer: InteractionWriter
     renderer: Renderer
-    predict_gate: UserGate
-    inline_gate: UserGate
+    predict_limit: ModelCallLimit
+    inline_limit: ModelCallLimit
     comment_replies: CommentReplies
-    # Everything a person asks, one budget (bot.handlers.gate); the gates above limit model calls on top.
+    # Everything a person asks, one budget (bot.handlers.admission); the gates above limit model calls on top.
     budget: ActionBudget = field(default_factory=lambda: ActionBudget(20, 4))
     metrics: BotMetrics = field(default_factory=BotMetrics)
     # Comment claims made while the database could not answer: the once-per-post rule holds meanwhile.
@@ -71,16 +71,16 @@ class BotServices:
     # Per user, the model call of their newest inline query (a newer query cancels the older one); an entry
     # leaves when its call ends, so this holds at most the calls running at once.
     inline_in_flight: dict[int, asyncio.Task] = field(default_factory=dict)
-    # /compare's models, loaded on first use (bot.lineup).
+    # /compare's models, loaded on first use (bot.compare_models).
     lineup: Lineup | None = None
     # Sentences offered for tap-to-mask, by the short key in their buttons' data: (whose, the text), the newest.
     tap_sentences: LRUCache[str, tuple[int | None, str]] = field(
         default_factory=lambda: LRUCache(TAP_SENTENCES_CHARS, getsizeof=lambda kept: 100 + len(kept[1]))
     )
-    # The language each person chose (bot.updates.languages); read from the repository unless given.
+    # The language each person chose (bot.chosen_languages); read from the repository unless given.
     languages: Languages | None = None
     # Predictions begun lately: in a burst "typing..." is skipped (bot.flood_control).
-    prediction_starts: Starts = field(default_factory=Starts)
+    prediction_starts: PredictionStarts = field(default_factory=PredictionStarts)
     # The tasks handling an update right now (bot.updates.tracking): cancelled if another process takes over.
     handling: set[asyncio.Task] = field(default_factory=set)
     # The guides (bot.guides): loaded from the settings unless given; replaced whole by reload_guides().
@@ -143,8 +143,8 @@ class BotServices:
             task.cancel()
         self.comment_replies.forget(user_id)
         self.languages.forget(user_id)
-        self.predict_gate.forget(user_id)
-        self.inline_gate.forget(user_id)
+        self.predict_limit.forget(user_id)
+        self.inline_limit.forget(user_id)
         self.budget.forget(user_id)
         self.channel_gate.forget(user_id)
         self.edits.forget(user_id)  # a person's private chat has their user id

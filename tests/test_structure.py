@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bot.context import BotData
@@ -122,12 +123,14 @@ def test_models_never_imports_bot_and_storage_never_imports_the_rest_of_the_bot(
 
 
 def test_no_two_modules_share_a_name() -> None:
-    """One name per idea: ``compare.py`` beside ``handlers/compare.py`` makes a reader open the wrong one."""
+    """One name per idea: ``compare.py`` beside ``handlers/compare.py`` makes a reader open the wrong one, and so
+    do a singular and its plural or a verb and its noun (``language.py`` and ``languages.py``, ``predict.py`` and
+    ``predictions.py``, ``service.py`` and ``services.py``)."""
     names: dict[str, list[str]] = {}
     for package in ("bot", "models"):
         for name, path in _modules(package).items():
             if path.name != "__init__.py":
-                names.setdefault(path.stem, []).append(name)
+                names.setdefault(re.sub(r"(ions?|s)$", "", path.stem), []).append(name)
     twins = {stem: where for stem, where in names.items() if len(where) > 1}
     assert twins == {}, f"modules with the same name: {twins}"
 

@@ -4,7 +4,7 @@ A bot cannot write to a user first. Someone who already started the bot gets the
 reaction on the comment); anyone else is named in a public reply with a button that opens the bot with a
 ``/start <payload>`` deep link (``bot.public_replies`` coalesces those replies). Once per person per post (a
 message outside any thread: once per person in that group): the database's unique constraint decides. Each
-keyword comment also spends its sender's action budget (``bot.handlers.gate``), so no one can keep the bot's
+keyword comment also spends its sender's action budget (``bot.handlers.admission``), so no one can keep the bot's
 update slots busy with them.
 """
 
@@ -20,9 +20,9 @@ from telegram.error import Forbidden, TelegramError
 from bot.handlers.common import Context, entry, log_interaction, open_bot_keyboard, started_at
 from bot.handlers.lesson import send_guide
 from bot.public_replies import Commenter, Unsent, owed
-from bot.storage.repository import CommentClaimed, OwedReply, UserUnreachable
 from bot.storage.vocabulary import Kind, Outcome
 from bot.storage.writer import is_transient
+from bot.storage.writes import CommentClaimed, OwedReply, UserUnreachable
 from bot.text.payloads import post_payload
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from telegram.helpers import create_deep_linked_url
 
 from bot.context import Context
 from bot.logs import update_began_at
-from bot.storage.repository import InteractionEntry, UserInfo
+from bot.storage.writes import InteractionEntry, UserInfo
 from bot.text.render import Renderer
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
 """``/compare <sentence>`` and the "⚖️ Compare models" button under a prediction: the same sentence through each
-model of ``COMPARE_MODELS`` (``bot.lineup``), top 3 each, in one message."""
+model of ``COMPARE_MODELS`` (``bot.compare_models``), top 3 each, in one message."""
 
 from __future__ import annotations
 
 from telegram import Message, Update
 
+from bot.compare_models import row_error_words
 from bot.handlers.common import Context, answer_query, log_interaction, visible_message
 from bot.handlers.predict import after_command, sentence_under
-from bot.lineup import row_error_words
 from bot.storage.vocabulary import Kind
 from models.engine.errors import FillMaskError
 
@@ -33,7 +33,7 @@ async def compare_button(update: Update, context: Context) -> None:
 async def _compare(update: Update, context: Context, sentence: str, under: Message) -> None:
     s = context.bot_data.services
     query = update.callback_query
-    with s.predict_gate.enter(update.effective_user.id) as refusal:
+    with s.predict_limit.enter(update.effective_user.id) as refusal:
         if refusal is not None:
             text = s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=query is not None)
             if query is not None:

@@ -14,8 +14,8 @@ from telegram.error import BadRequest
 
 from bot.context import Context
 from bot.handlers.common import answer_query, log_interaction, started_at, user_info, visible_message
-from bot.storage.repository import SubscriptionChanged, UserStarted
 from bot.storage.vocabulary import Kind
+from bot.storage.writes import SubscriptionChanged, UserStarted
 from bot.text.render import Renderer
 
 PATTERN = r"\Asub:(on|off)\Z"

@@ -16,8 +16,8 @@ from bot.handlers.common import (
 )
 from bot.handlers.follow import subscribe_button
 from bot.handlers.lesson import guides_keyboard, send_guide
-from bot.storage.repository import UserStarted
 from bot.storage.vocabulary import Kind
+from bot.storage.writes import UserStarted
 from bot.text.payloads import guide_payload, parse_payload
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from telegram import InlineQueryResultArticle, InlineQueryResultsButton, InputTextMessageContent, Update
 
+from bot.answers import Answer, answer_html, ask
 from bot.guides import Guide
 from bot.handlers.common import Context, log_interaction, open_bot_keyboard
-from bot.predictions import Answer, answer_html, ask
 from bot.services import BotServices
 from bot.storage.vocabulary import Kind, Outcome
 from bot.text.payloads import guide_payload
@@ -38,7 +38,7 @@ async def inline_query(update: Update, context: Context) -> None:
         return
 
     user_id = update.effective_user.id
-    refusal = s.inline_gate.check(user_id)
+    refusal = s.inline_limit.check(user_id)
     if refusal is not None:
         await query.answer([], button=_refusal(s, refusal.code, {"retry_after": refusal.retry_after}), cache_time=0)
         return

@@ -15,8 +15,8 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.context import Context
 from bot.guides import Guide
 from bot.logs import update_began_at
-from bot.storage.repository import InteractionEntry, UserInfo
 from bot.storage.vocabulary import Kind
+from bot.storage.writes import InteractionEntry, UserInfo
 
 PATTERN = r"\Ajoin:[a-z0-9][a-z0-9_-]{0,31}(:c)?\Z"
 

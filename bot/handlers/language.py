@@ -1,7 +1,7 @@
 """/language (English or Hinglish) and the language buttons: under the chooser, the greeting and the guide.
 
 ``/language`` alone shows both languages as buttons; ``/language hinglish`` (or ``english``) switches at once.
-A choice is remembered per person (``bot.updates.languages``) and written to the database through the background
+A choice is remembered per person (``bot.chosen_languages``) and written to the database through the background
 writer. Button data: ``lang:<language>`` (the chooser: it turns into the confirmation), ``lang:<language>:start``
 (the greeting is rewritten in place), ``lang:<language>:guide:<slug>`` (that guide is sent again in that language;
 ``lang:<language>:guide``, from before there were several guides: the default one).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
+from bot.chosen_languages import parse_language
 from bot.handlers.common import (
     Context,
     answer_query,
@@ -21,11 +22,10 @@ from bot.handlers.common import (
 )
 from bot.handlers.guide import start_message
 from bot.handlers.lesson import guide_of, send_guide
-from bot.storage.repository import LanguageChosen
 from bot.storage.vocabulary import Kind
+from bot.storage.writes import LanguageChosen
 from bot.text.render import LANGUAGES, REPLY_LANGUAGE
 from bot.text.telegram_html import visible_text
-from bot.updates.languages import parse_language
 
 PATTERN = r"\Alang:(english|hinglish)(:(start|guide(:[a-z0-9][a-z0-9_-]{0,31})?))?\Z"
 

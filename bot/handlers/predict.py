@@ -11,9 +11,9 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Mess
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
+from bot.answers import Answer, answer_html, ask
 from bot.handlers import lesson
 from bot.handlers.common import Context, answer_query, log_interaction, playground_button, visible_message
-from bot.predictions import Answer, answer_html, ask
 from bot.services import BotServices
 from bot.storage.vocabulary import Kind
 from bot.text.charts import prediction_chart
@@ -86,7 +86,7 @@ async def experiment_button(update: Update, context: Context) -> None:
 async def _predict(update: Update, context: Context, sentence: str) -> None:
     s = context.bot_data.services
     message = update.effective_message
-    with s.predict_gate.enter(update.effective_user.id) as refusal:
+    with s.predict_limit.enter(update.effective_user.id) as refusal:
         if refusal is not None:
             await message.reply_html(s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}))
             await log_interaction(update, context, Kind.PREDICTION, input_text=sentence, outcome=refusal.code)
@@ -170,7 +170,7 @@ async def ask_for_button(update: Update, context: Context, sentence: str, top_k:
     answered at once (Telegram shows a spinner until then and drops answers after about 15 s, and the model may
     take longer: a busy worker), then the model runs; its error goes under ``shown``, and None comes back."""
     s = context.bot_data.services
-    with s.predict_gate.enter(update.effective_user.id) as refusal:
+    with s.predict_limit.enter(update.effective_user.id) as refusal:
         if refusal is not None:
             text = s.renderer.error(refusal.code, {"retry_after": refusal.retry_after}, plain=True)
             await update.callback_query.answer(text, show_alert=True)

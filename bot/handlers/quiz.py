@@ -22,8 +22,8 @@ from telegram.error import TelegramError
 from bot.handlers.common import Context, answer_query, log_interaction
 from bot.logs import update_began_at
 from bot.services import BotServices
-from bot.storage.repository import QuizAsked, QuizEnded
 from bot.storage.vocabulary import Kind, Outcome
+from bot.storage.writes import QuizAsked, QuizEnded
 from bot.text.render import percent, shorten
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,10 @@ Mini App's signed launch data, checked against the bot's token with ``telegram-w
 scheme) and no older than a day; local mode (no token, loopback only) needs none. Bad input gets the same
 one-line errors as the chat. The page loads scripts from its own origin only (and Telegram's
 ``telegram-web-app.js`` in a Mini App), under a strict Content-Security-Policy.
+
+Everything of the playground is here: ``Playground`` (the routes), ``mini_app`` (on the bot's own server, for
+``MINI_APP_URL``: the person's language, budget and log as in chat) and ``standalone_app`` (``mlm-bot
+playground``). Its page is ``templates/web/``; the chat's button to it is ``bot.handlers.common.playground_button``.
 """
 
 from __future__ import annotations
@@ -19,24 +23,30 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from telegram_webapp_auth.auth import TelegramAuthenticator, generate_secret_key
 from telegram_webapp_auth.errors import ExpiredInitDataError, InvalidInitDataError
 
 from bot.budgets import Refusal
-from bot.lineup import Lineup, row_error_words
+from bot.compare_models import Lineup, row_error_words
+from bot.config import BotSettings, PlaygroundSettings
+from bot.services import BotServices
+from bot.storage.vocabulary import Kind
+from bot.storage.writes import InteractionEntry, UserInfo
 from bot.text.render import LANGUAGES, Renderer
+from models.engine.core import FillMaskEngine
 from models.engine.errors import FillMaskError
-from models.serving.client import FillMaskService
+from models.serving.client import FillMaskService, LocalFillMask
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +66,7 @@ STATIC = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "
 
 # Told of each use: (who, "fill-mask" | "compare", the sentence, the outcome: "ok" or an error code).
 UseHook = Callable[["Person", str, str, str], Awaitable[None]]
-# The person's per-minute budget (the chat's ``UserGate.enter``): a context that yields a refusal or None.
+# The person's per-minute budget (the chat's ``ModelCallLimit.enter``): a context that yields a refusal or None.
 GateHook = Callable[[int], AbstractContextManager[Refusal | None]]
 GATE_WAIT_S = 2.0  # a newer sentence waits this long for the person's previous request (the page cancelled it)
 # The playground's work waiting for the model, in seconds of model time, past which a new request is refused
@@ -364,3 +374,50 @@ def _loopback(value: str | None, *, url: bool = False) -> bool:
 
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def mini_app(settings: BotSettings, services: BotServices, *, active: Callable[[], bool]) -> Playground:
+    """The playground as a Mini App on the bot's server: initData checked against the token, the person's language
+    and per-minute budget as in chat, each use logged as a ``playground`` interaction (so /forget removes it)."""
+
+    async def used(person: Person, kind: str, text: str, outcome: str) -> None:
+        await services.log(
+            InteractionEntry(
+                kind=Kind.PLAYGROUND, user=UserInfo(person.user_id, person.username, person.language_code),
+                chat_id=person.user_id, chat_type="private", trigger=kind, input_text=text, outcome=outcome,
+                model_name=services.model.model_name, created_at=person.began_at,
+            )
+        )  # fmt: skip
+
+    return Playground(
+        services.model,
+        services.renderer,
+        lineup=services.compare_lineup(),
+        token=settings.token(),
+        model_label=services.model_label,
+        language_of=services.languages.of if services.languages is not None else None,
+        gate=services.predict_limit.enter,
+        on_use=used,
+        active=active,
+    )
+
+
+def standalone_app(settings: PlaygroundSettings, renderer: Renderer, engine: FillMaskEngine, *, token: str | None):
+    """``mlm-bot playground``: the page and its API on their own server, the (loaded) model in this process; with a
+    token, only a Mini App's signed requests are answered."""
+    model = LocalFillMask(settings, engine=engine)
+    lineup = Lineup(settings.compare_models, settings, memory_mb=settings.compare_memory_mb, main=model)
+    playground = Playground(model, renderer, lineup=lineup, token=token)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        await model.start()  # the engine is loaded already: this starts its batcher on this loop
+        yield
+        playground.loop_load.stop()
+        await lineup.close()
+        await model.close()
+
+    async def home(request):
+        return RedirectResponse("/app")
+
+    return Starlette(routes=[Route("/", home), *playground.routes()], lifespan=lifespan)

@@ -112,7 +112,7 @@ class InboxUpdate(Base):
     # Who sent it (the update's "from"), so /forget finds their updates; None for updates with no person.
     user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
-    # Starts that handed it on again (bot.inbox.replay_unfinished).
+    # PredictionStarts that handed it on again (bot.inbox.replay_unfinished).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

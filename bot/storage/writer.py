@@ -35,7 +35,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from bot.storage.dead_letters import DeadLetters
-from bot.storage.repository import Forget, Write, write_user_id
+from bot.storage.writes import Forget, Write, write_user_id
 
 __all__ = ["Forgotten", "InteractionWriter", "is_transient"]
 

@@ -32,7 +32,7 @@ ERROR_FIELDS = ("count", "limit", "retry_after")
 LANGUAGES = ("english", "hinglish")
 DEFAULT_LANGUAGE = "english"
 
-# The language of what the bot says while it handles one update: the person's choice (bot.updates.languages sets it).
+# The language of what the bot says while it handles one update: the person's choice (bot.chosen_languages sets it).
 REPLY_LANGUAGE: ContextVar[str | None] = ContextVar("reply_language", default=None)
 
 

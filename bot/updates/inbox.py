@@ -30,7 +30,8 @@ from telegram import Update
 from telegram.ext import Application, ExtBot
 
 from bot.context import Context
-from bot.storage.repository import Inbox, UpdateDone
+from bot.storage.repository import Inbox
+from bot.storage.writes import UpdateDone
 
 log = logging.getLogger(__name__)
 

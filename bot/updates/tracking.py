@@ -60,7 +60,7 @@ async def finish(update: object, context: Context) -> None:
     seconds = time.monotonic() - trace.started
     if trace.budget_person is not None:
         context.bot_data.services.budget.done(trace.budget_person)
-        trace.budget_person = None  # once, even if finish is reached twice (bot.handlers.gate.stop_here)
+        trace.budget_person = None  # once, even if finish is reached twice (bot.handlers.admission.stop_here)
     context.bot_data.services.metrics.handler_seconds.labels(trace.type).observe(seconds)
     # Updates that asked for nothing (a group's chatter, a member joining) at DEBUG: a busy group would
     # otherwise fill the log.

@@ -1,6 +1,6 @@
 """How much memory a model takes: estimated from its weight files before loading, counted on the engine after.
 
-``/compare`` keeps its models within ``COMPARE_MEMORY_MB`` (``bot/lineup.py``) with these two numbers.
+``/compare`` keeps its models within ``COMPARE_MEMORY_MB`` (``bot/compare_models.py``) with these two numbers.
 """
 
 from __future__ import annotations

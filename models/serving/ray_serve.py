@@ -22,7 +22,7 @@ from ray import serve
 from ray.serve import Application
 
 from models.serving.client import engine_from
-from models.serving.service import create_app
+from models.serving.http_worker import create_app
 from models.settings import ModelSettings
 
 APP_NAME = "mlm-bot"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bot.storage import Database, Repository
-from bot.storage.repository import InteractionEntry, UserInfo
+from bot.storage.writes import InteractionEntry, UserInfo
 from tests.support.bot_harness import bot_settings, built_application, running_bot
 from tests.support.chats import GROUP, automatic_forward, comment
 from tests.support.database import hold_write_lock

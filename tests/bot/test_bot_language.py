@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bot.chosen_languages import Languages, parse_language
 from bot.text.render import Renderer
-from bot.updates.languages import Languages, parse_language
 from tests.support.bot_harness import bot_settings, eventually, running_bot
 from tests.support.chats import (
     GROUP,

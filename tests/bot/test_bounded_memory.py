@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.budgets import KEEP, ActionBudget, UserGate
+from bot.budgets import KEEP, ActionBudget, ModelCallLimit
+from bot.chosen_languages import Languages
 from bot.config import GuideSettings
 from bot.context import ANSWERED_KEPT, POSTS_KEPT, QUIZZES_KEPT, BotData
 from bot.edits import MessageEdits
@@ -18,13 +19,12 @@ from bot.public_replies import CommentReplies
 from bot.services import CLAIMS_KEPT, TAP_SENTENCES_CHARS, BotServices
 from bot.storage.writer import FORGOTTEN_KEEP, Forgotten, InteractionWriter
 from bot.text.render import Renderer
-from bot.updates.languages import Languages
 
 MILLION = 1_000_000
 
 
 def test_the_model_gates_forget_people_past_their_cap() -> None:
-    predictions, inline = UserGate(20), UserGate(60, one_at_a_time=False)
+    predictions, inline = ModelCallLimit(20), ModelCallLimit(60, one_at_a_time=False)
     for user_id in range(MILLION):
         predictions.check(user_id)
         inline.check(user_id)  # inline mode never calls enter(): it used to keep every user ever seen
@@ -90,8 +90,8 @@ def services() -> BotServices:
         repo=None,  # type: ignore[arg-type]
         writer=None,  # type: ignore[arg-type]
         renderer=renderer,
-        predict_gate=UserGate(20),
-        inline_gate=UserGate(60, one_at_a_time=False),
+        predict_limit=ModelCallLimit(20),
+        inline_limit=ModelCallLimit(60, one_at_a_time=False),
         comment_replies=CommentReplies(renderer, lambda entry: asyncio.sleep(0)),
         languages=Languages(lambda user_id: asyncio.sleep(0)),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.storage import Database
-from bot.storage.repository import SubscriptionChanged, UserInfo, UserStarted, write_all
+from bot.storage.writes import SubscriptionChanged, UserInfo, UserStarted, write_all
 from tests.support.bot_harness import eventually
 from tests.support.chats import bot_messages, keyboard
 from tests.support.fake_telegram import FakeTelegram, parse_html

@@ -67,7 +67,7 @@ async def test_a_comment_handled_alongside_its_post_still_names_the_post(
     """Updates are handled concurrently: a comment that arrives with the post's forward (a burst, or the inbox
     replayed after a restart) must not overtake it. The forward's slower language lookup stands in for any wait
     in its handling; remembering the post must come before all of them."""
-    from bot.updates.languages import Languages
+    from bot.chosen_languages import Languages
 
     original = Languages.of
 

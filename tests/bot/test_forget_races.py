@@ -10,15 +10,15 @@ from pathlib import Path
 
 from httpx import AsyncClient
 
-from bot.budgets import UserGate
+from bot.budgets import ModelCallLimit
+from bot.chosen_languages import Languages
 from bot.config import GuideSettings
 from bot.logs import CURRENT, UpdateTrace
 from bot.public_replies import CommentReplies
 from bot.services import BotServices
-from bot.storage.repository import InteractionEntry, TapSentenceKept, UserInfo
 from bot.storage.writer import Forgotten, InteractionWriter
+from bot.storage.writes import InteractionEntry, TapSentenceKept, UserInfo
 from bot.text.render import Renderer
-from bot.updates.languages import Languages
 from tests.support.bot_harness import bot_settings, eventually, free_port, running_bot
 from tests.support.chats import bot_messages, replies
 from tests.support.fake_telegram import TOKEN, FakeTelegram
@@ -76,7 +76,7 @@ async def test_a_tap_sentence_kept_after_a_forget_is_dropped_when_its_update_beg
     renderer = Renderer()
     services = BotServices(
         settings=GuideSettings(_env_file=None), model=None, repo=None, writer=writer, renderer=renderer,  # type: ignore
-        predict_gate=UserGate(20), inline_gate=UserGate(60, one_at_a_time=False),
+        predict_limit=ModelCallLimit(20), inline_limit=ModelCallLimit(60, one_at_a_time=False),
         comment_replies=CommentReplies(renderer, writer.log), languages=Languages(lambda user_id: asyncio.sleep(0)),
     )  # fmt: skip
     began = datetime.now(timezone.utc) - timedelta(seconds=2)

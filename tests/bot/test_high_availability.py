@@ -301,8 +301,8 @@ async def test_a_reply_another_process_left_in_the_outbox_is_sent_by_the_active_
     from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
     from bot.public_replies import Commenter, Unsent, owed
-    from bot.storage.repository import InteractionEntry, UserInfo
     from bot.storage.tables import OutboxReply
+    from bot.storage.writes import InteractionEntry, UserInfo
     from tests.support.bot_harness import bot_settings, running_bot
 
     settings = bot_settings(fake, bert_dir, tmp_path)

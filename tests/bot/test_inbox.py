@@ -86,7 +86,7 @@ async def test_a_locked_database_pauses_polling_but_never_ends_it(bert_dir: Path
 
 
 async def test_finished_updates_are_pruned_pending_ones_kept(tmp_path: Path) -> None:
-    from bot.storage.repository import UpdateDone, write_all
+    from bot.storage.writes import UpdateDone, write_all
 
     database = Database(f"sqlite+aiosqlite:///{tmp_path}/inbox.sqlite3")
     await database.migrate()

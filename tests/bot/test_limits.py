@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.budgets import ActionBudget, UserGate, Verdict
+from bot.budgets import ActionBudget, ModelCallLimit, Verdict
 
 
 class Clock:
@@ -17,7 +17,7 @@ class Clock:
 
 def test_sliding_window_rate_limit() -> None:
     clock = Clock()
-    gate = UserGate(3, clock=clock)
+    gate = ModelCallLimit(3, clock=clock)
     assert [gate.check(1) for _ in range(3)] == [None, None, None]
     refusal = gate.check(1)
     assert refusal is not None and refusal.code == "rate_limited" and refusal.retry_after == 60
@@ -29,7 +29,7 @@ def test_sliding_window_rate_limit() -> None:
 
 
 def test_one_request_in_flight() -> None:
-    gate = UserGate(10)
+    gate = ModelCallLimit(10)
     with gate.enter(7) as first:
         assert first is None
         with gate.enter(7) as second:
@@ -41,7 +41,7 @@ def test_one_request_in_flight() -> None:
 
 
 def test_inline_gate_allows_overlapping_requests() -> None:
-    gate = UserGate(10, one_at_a_time=False)
+    gate = ModelCallLimit(10, one_at_a_time=False)
     with gate.enter(7) as first, gate.enter(7) as second:
         assert first is None and second is None
 

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from telegram.error import RetryAfter
 
-from bot.flood_control import BUSY_AT, BotRateLimiter, Starts
+from bot.flood_control import BUSY_AT, BotRateLimiter, PredictionStarts
 
 GROUP = -1001555000111
 
@@ -92,7 +92,7 @@ async def test_reactions_skip_the_group_allowance_messages_do_not() -> None:
 
 def test_more_than_busy_at_predictions_within_a_second_is_a_burst_and_it_passes() -> None:
     now = [100.0]
-    starts = Starts(window=1.0, clock=lambda: now[0])
+    starts = PredictionStarts(window=1.0, clock=lambda: now[0])
     assert [starts.bursting() for _ in range(BUSY_AT)] == [False] * BUSY_AT  # a few people at once: typing
     assert starts.bursting() and starts.bursting()  # the next ones in the same second: a burst
     now[0] += 0.9

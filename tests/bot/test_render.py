@@ -16,7 +16,7 @@ from markupsafe import Markup
 from telegram.helpers import mention_html
 
 from bot.analytics import PostFunnel, Stats
-from bot.lineup import Row
+from bot.compare_models import Row
 from bot.storage.broadcasts import Progress
 from bot.text.render import LANGUAGES, Renderer, shorten
 from bot.text.telegram_html import TelegramHTMLError, split_html, visible_length, visible_text
@@ -298,7 +298,7 @@ def test_shorten_keeps_the_filled_word_in_view() -> None:
     ],
 )
 def test_the_best_sentence_keeps_the_persons_own_text(sentence: str, words: list[str], expected: str | None) -> None:
-    from bot.predictions import in_their_words
+    from bot.answers import in_their_words
     from models.engine.core import MASK_ALIASES
 
     assert in_their_words(sentence, words, re.compile(MASK_ALIASES, re.IGNORECASE)) == expected

@@ -1,4 +1,4 @@
-"""The Ray Serve deployment beyond the shared contract (the contract tests in ``tests/serving/test_service.py`` run
+"""The Ray Serve deployment beyond the shared contract (the contract tests in ``tests/serving/test_http_worker.py`` run
 against it too): how it is shaped, its config file for a cluster, and ``mlm-bot serve`` as a process."""
 
 from __future__ import annotations

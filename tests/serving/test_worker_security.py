@@ -1,6 +1,6 @@
 """The model worker's limits and warnings: one caller cannot take more than its share of the queue, and the
 worker says so in its log when it listens in public without a token. (The 401s without WORKER_TOKEN are in
-tests/serving/test_service.py, on ``mlm-bot worker`` and Ray Serve alike.) Real uvicorn servers on loopback."""
+tests/serving/test_http_worker.py, on ``mlm-bot worker`` and Ray Serve alike.) Real uvicorn servers on loopback."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from models.engine.core import FillMaskEngine
 from models.serving.client import RemoteFillMask, without_credentials
-from models.serving.service import warn_if_open
+from models.serving.http_worker import warn_if_open
 from models.settings import ModelSettings
 from tests.support.worker import post, serve, wait_ready
 

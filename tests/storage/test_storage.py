@@ -20,18 +20,10 @@ from alembic.migration import MigrationContext
 from bot.analytics import gather_stats
 from bot.storage import Database, Repository
 from bot.storage.database import upgrade
-from bot.storage.repository import (
-    Forget,
-    InteractionEntry,
-    LanguageChosen,
-    OwedReply,
-    UserInfo,
-    UserStarted,
-    nearest_rank,
-    write_all,
-)
+from bot.storage.repository import nearest_rank
 from bot.storage.tables import Base, Interaction, User
 from bot.storage.writer import InteractionWriter
+from bot.storage.writes import Forget, InteractionEntry, LanguageChosen, OwedReply, UserInfo, UserStarted, write_all
 from tests.support.database import entry, hold_write_lock
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")

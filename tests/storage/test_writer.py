@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.storage import Database, Repository
-from bot.storage.repository import Forget, InteractionEntry, UserInfo, UserStarted, write_all
 from bot.storage.writer import Forgotten, InteractionWriter, is_transient
+from bot.storage.writes import Forget, InteractionEntry, UserInfo, UserStarted, write_all
 from tests.support.database import entry, hold_write_lock
 
 

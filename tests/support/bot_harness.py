@@ -57,7 +57,7 @@ async def running_bot(
 def built_application(settings: BotSettings) -> tuple[Application, Repository]:
     """The application ``mlm-bot run`` would build, with its services, not started (Telegram is not contacted)."""
     from bot.app import build_application
-    from bot.budgets import UserGate
+    from bot.budgets import ModelCallLimit
     from bot.public_replies import CommentReplies
     from bot.services import BotServices
     from bot.storage.writer import InteractionWriter
@@ -66,8 +66,8 @@ def built_application(settings: BotSettings) -> tuple[Application, Repository]:
 
     repo = Repository(Database(settings.database_url))
     writer = InteractionWriter(repo.interactions.log_many)
-    services = BotServices(settings, LocalFillMask(settings), repo, writer, Renderer(), UserGate(5),
-                           UserGate(5, one_at_a_time=False), CommentReplies(Renderer(), writer.log))  # fmt: skip
+    services = BotServices(settings, LocalFillMask(settings), repo, writer, Renderer(), ModelCallLimit(5),
+                           ModelCallLimit(5, one_at_a_time=False), CommentReplies(Renderer(), writer.log))  # fmt: skip
     return build_application(settings, services), repo
 
 

@@ -7,10 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from bot.storage.repository import (
-    InteractionEntry,
-    UserInfo,
-)
+from bot.storage.writes import InteractionEntry, UserInfo
 
 
 def entry(i: int, kind: str = "prediction", **fields: object) -> InteractionEntry:

@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 
 from models.engine.core import FillMaskEngine
-from models.serving.service import create_app
+from models.serving.http_worker import create_app
 from models.settings import ModelSettings
 
 WORKER_TOKEN = "contract-test-token"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.lineup import RETRY_FIRST_S, RETRY_MAX_S, Lineup
+from bot.compare_models import RETRY_FIRST_S, RETRY_MAX_S, Lineup
 from models.settings import ModelSettings
 
 
@@ -64,10 +64,10 @@ async def test_a_model_that_can_never_load_is_named_by_its_setting_and_not_tried
     missing = "nobody/not-cached-anywhere"
     lineup = Lineup([str(bert_dir), missing], ModelSettings(model_device="cpu"), clock=lambda: now[0])
     try:
-        with caplog.at_level(logging.ERROR, logger="bot.lineup"):
+        with caplog.at_level(logging.ERROR, logger="bot.compare_models"):
             rows = await lineup.compare(SENTENCE)
         assert [r.error for r in rows] == [None, "model_failed"]
-        (line,) = [r.getMessage() for r in caplog.records if r.name == "bot.lineup"]
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "bot.compare_models"]
         assert f"COMPARE_MODELS={missing} is not in the local Hugging Face cache" in line and "MODEL_NAME" not in line
         assert "stays out of /compare until the setting changes" in line
         now[0] += 10 * RETRY_MAX_S
@@ -141,7 +141,7 @@ async def test_the_bots_own_model_is_not_loaded_twice(bert_dir: Path, model_dirs
 
 
 def test_a_legacy_hub_id_is_the_same_model_as_its_organisations_copy() -> None:
-    from bot.lineup import same_model
+    from bot.compare_models import same_model
 
     assert same_model("bert-base-uncased", "google-bert/bert-base-uncased")
     assert same_model("google-bert/bert-base-uncased", "bert-base-uncased")
