@@ -209,14 +209,14 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CommandHandler(private_commands, privacy.private_only, filters=new))
     # Buttons under a prediction and the greeting.
     # (":x<n>": the answer is for the guide's ready sentence n.)
-    add(CallbackQueryHandler(predict.more_button, pattern=r"\Amore(:x\d+)?\Z"))
-    add(CallbackQueryHandler(predict.fewer_button, pattern=r"\Afewer(:x\d+)?\Z"))
-    add(CallbackQueryHandler(predict.chart_button, pattern=r"\Achart(:x\d+)?\Z"))
-    add(CallbackQueryHandler(compare.compare_button, pattern=r"\Acompare(:x\d+)?\Z"))
+    add(CallbackQueryHandler(predict.more_button, pattern=predict.MORE_PATTERN))
+    add(CallbackQueryHandler(predict.fewer_button, pattern=predict.FEWER_PATTERN))
+    add(CallbackQueryHandler(predict.chart_button, pattern=predict.CHART_PATTERN))
+    add(CallbackQueryHandler(compare.compare_button, pattern=predict.COMPARE_PATTERN))
     # The ready sentences (bidirectional context) and the "Guess, then tap" sentences under a guide's pages.
-    add(CallbackQueryHandler(predict.experiment_button, pattern=rf"\Atry:\d+\Z|{lesson.PROMPT_PATTERN}"))
-    add(CallbackQueryHandler(tap.tap_button, pattern=r"\Atap:[A-Za-z0-9_-]+:\d+\Z"))
-    add(CallbackQueryHandler(quiz.quiz_button, pattern=r"\Aquiz\Z"))
+    add(CallbackQueryHandler(predict.experiment_button, pattern=lesson.TRY_PATTERN))
+    add(CallbackQueryHandler(tap.tap_button, pattern=tap.PATTERN))
+    add(CallbackQueryHandler(quiz.quiz_button, pattern=quiz.PATTERN))
     # Answers to the quiz's polls.
     add(PollAnswerHandler(quiz.poll_answer))
     # The lesson's buttons (bot.handlers.lesson): a guide, a page (Next, Skip to the code), all at once, the .md
@@ -228,7 +228,7 @@ def register_handlers(application: Application, settings: BotSettings, services:
     add(CallbackQueryHandler(lesson.joined_button, pattern=join.PATTERN))
     # The language chooser, and the switch under the greeting and a guide.
     add(CallbackQueryHandler(language.language_button, pattern=language.PATTERN))
-    add(CallbackQueryHandler(privacy.forget_button, pattern=r"\Aforget:(yes|no)\Z"))
+    add(CallbackQueryHandler(privacy.forget_button, pattern=privacy.PATTERN))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
     add(CallbackQueryHandler(lesson.stale_button))
     # Inline mode: @bot <sentence with [MASK]>, @bot mlm.

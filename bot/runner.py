@@ -262,7 +262,7 @@ def _listen_for_reload(services: BotServices) -> Callable[[], None]:
     return stop_listening
 
 
-async def _run(
+async def _start_up(
     settings: BotSettings,
     stop: asyncio.Event,
     services: BotServices,
@@ -270,9 +270,10 @@ async def _run(
     health: Health,
     transport: Transport,
     leader: Leadership,
-    handed_on: set[int],
-) -> None:
-    model, writer, repo, comment_replies = services.model, services.writer, services.repo, services.comment_replies
+) -> bool:
+    """Start-up, up to serving: the model's source checked, Telegram reached, the model loaded, and (a standby)
+    the database's lock waited for. False if told to stop meanwhile (the application shut down again)."""
+    model, repo = services.model, services.repo
     # What can be checked without Telegram is checked first: a mistyped model folder is one line now, not after
     # the network comes back. The token is checked before the model loads: a second, not a minute of loading.
     if isinstance(model, LocalFillMask) and model.engine is None:
@@ -281,7 +282,7 @@ async def _run(
         except ModelLoadError as exc:
             raise StartupError(str(exc)) from None
     if not await connect_to_telegram(application, settings, stop):
-        return
+        return False
     try:
         await transport.prepare()
         health.phase, health.model_started = "loading the model", True
@@ -291,7 +292,7 @@ async def _run(
         if not await _unless_stopped(model.start(), stop):
             log.info("stopped while the model was loading")
             await application.shutdown()
-            return
+            return False
         # The lock was taken before the model's load (minutes, the first time): still this process's?
         if leader.held and not await leader.confirm():
             log.warning("the active-process lock was lost while the model loaded: standing by instead")
@@ -304,7 +305,7 @@ async def _run(
             if not await leader.acquire(stop):
                 log.info("stopped while standing by")
                 await application.shutdown()
-                return
+                return False
             health.standby, health.phase = False, "taking over from the process that was active"
             log.info("the active process is gone: taking over")
             await repo.db.migrate()
@@ -312,6 +313,22 @@ async def _run(
     except BaseException:
         await application.shutdown()
         raise
+    return True
+
+
+async def _run(
+    settings: BotSettings,
+    stop: asyncio.Event,
+    services: BotServices,
+    application: Application,
+    health: Health,
+    transport: Transport,
+    leader: Leadership,
+    handed_on: set[int],
+) -> None:
+    model, writer, repo, comment_replies = services.model, services.writer, services.repo, services.comment_replies
+    if not await _start_up(settings, stop, services, application, health, transport, leader):
+        return
     comment_replies.start(application.bot)
     await writer.start()
     try:  # an older version's dead-letter file: into the table (which /forget and retention clean), then deleted
@@ -379,19 +396,28 @@ async def _run(
             for unsent in await comment_replies.close(timeout=sending):
                 await writer.log(owed(unsent))
     finally:
-        await writer.close(timeout=budget.left(reserve=1, at_least=1.0))  # flush the interaction log
-        log.info("interaction log flushed (%d written)", writer.written)
-        if not lost.done():
-            lost.cancel()
-        await leader.release()  # a standby takes over now: everything this process owed is written
-        # The model and /compare's models, within what is left of the budget (a batch still running on them is
-        # not waited for past it).
-        closing = [model.close()] + ([services.lineup.close()] if services.lineup is not None else [])
-        for close in closing:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(close, budget.left(at_least=0.5))
+        await _flush_and_release(services, leader, lost, budget)
     if lost.done() and not lost.cancelled():
         raise LostLeadership()
+
+
+async def _flush_and_release(
+    services: BotServices, leader: Leadership, lost: asyncio.Task, budget: ShutdownBudget
+) -> None:
+    """The last steps, however serving ended: the interaction log flushed, the database's lock let go (a standby
+    takes over then, with everything this process owed written), the models closed, within the budget."""
+    writer = services.writer
+    await writer.close(timeout=budget.left(reserve=1, at_least=1.0))  # flush the interaction log
+    log.info("interaction log flushed (%d written)", writer.written)
+    if not lost.done():
+        lost.cancel()
+    await leader.release()
+    # The model and /compare's models, within what is left of the budget (a batch still running on them is not
+    # waited for past it).
+    closing = [services.model.close()] + ([services.lineup.close()] if services.lineup is not None else [])
+    for close in closing:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(close, budget.left(at_least=0.5))
 
 
 class ShutdownBudget:

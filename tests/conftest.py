@@ -93,7 +93,8 @@ def settings(fake: FakeTelegram, bert_dir: Path, tmp_path: Path) -> BotSettings:
 
 
 @pytest.fixture
-async def repo(settings: BotSettings, fake: FakeTelegram) -> AsyncIterator[Repository]:
-    """The real bot running (``mlm-bot run``'s code) against the fake Bot API; its database's repository."""
+async def live_bot_repo(settings: BotSettings, fake: FakeTelegram) -> AsyncIterator[Repository]:
+    """Starts the real bot (``mlm-bot run``'s code) against the fake Bot API, for the test's length: its
+    database's repository."""
     async with running_bot(settings, fake) as repository:
         yield repository

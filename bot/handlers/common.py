@@ -66,15 +66,6 @@ def playground_button(renderer: Renderer, mini_app_url: str) -> InlineKeyboardBu
     )
 
 
-def experiments_keyboard(renderer: Renderer) -> InlineKeyboardMarkup:
-    """One button per ready sentence (``try:<n>``): a tap shows the model's guesses for it; then the quiz."""
-    rows = [
-        [InlineKeyboardButton(label, callback_data=f"try:{n}")] for n, (label, _) in enumerate(renderer.experiments())
-    ]
-    rows.append([InlineKeyboardButton(renderer.text("button_quiz"), callback_data="quiz")])
-    return InlineKeyboardMarkup(rows)
-
-
 def visible_message(update: Update) -> Message | None:
     """The message a button is under, if the bot can still see it: Telegram sends an "inaccessible" stand-in
     (date 0) for old ones, which cannot be edited or read."""

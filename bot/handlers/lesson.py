@@ -28,10 +28,9 @@ from telegram.helpers import create_deep_linked_url
 
 from bot.context import Context
 from bot.guides.library import Guide, GuideLibrary, prompt_data
-from bot.handlers import join
+from bot.handlers import join, quiz
 from bot.handlers.common import (
     answer_query,
-    experiments_keyboard,
     log_interaction,
     playground_button,
     switch_language_button,
@@ -48,6 +47,29 @@ STEPS = ("all", "md", "live")
 PATTERN = r"\Aguide(:[a-z0-9][a-z0-9_-]{0,31})?(:(p:\d{1,2}|all|md|live))?\Z"
 PROMPT_PATTERN = r"\Atry:[a-z0-9][a-z0-9_-]{0,31}:\d{1,2}\.\d{1,2}\Z"
 _PROMPT = re.compile(PROMPT_PATTERN)
+# A ready sentence under Try it live: ``try:<n>``, its number in templates/experiments.j2. Built, parsed and matched
+# here only (the prediction flow answers both kinds of ``try:`` press: app.py registers TRY_PATTERN for it).
+READY_PATTERN = r"\Atry:\d{1,2}\Z"
+TRY_PATTERN = rf"{READY_PATTERN}|{PROMPT_PATTERN}"
+
+
+def ready_data(number: int) -> str:
+    return f"try:{number}"
+
+
+def ready_number(data: str | None) -> int | None:
+    """The ready sentence's number of a ``try:<n>`` press; None for any other data (a page's prompt, say)."""
+    return int(data[4:]) if data and re.fullmatch(READY_PATTERN, data) else None
+
+
+def experiments_keyboard(renderer: Renderer) -> InlineKeyboardMarkup:
+    """One button per ready sentence: a tap shows the model's guesses for it; then the quiz."""
+    rows = [
+        [InlineKeyboardButton(label, callback_data=ready_data(n))]
+        for n, (label, _) in enumerate(renderer.experiments())
+    ]
+    rows.append([InlineKeyboardButton(renderer.text("button_quiz"), callback_data=quiz.DATA)])
+    return InlineKeyboardMarkup(rows)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,12 @@ from models.engine.errors import FillMaskError
 
 log = logging.getLogger(__name__)
 
+# The answer's buttons (built in _keyboard, read by _experiment_of): ":x<n>" says which ready sentence it answers.
+MORE_PATTERN = r"\Amore(:x\d+)?\Z"
+FEWER_PATTERN = r"\Afewer(:x\d+)?\Z"
+CHART_PATTERN = r"\Achart(:x\d+)?\Z"
+COMPARE_PATTERN = r"\Acompare(:x\d+)?\Z"  # answered by the compare flow (bot.handlers.compare)
+
 TOP_K = 5
 MORE_K = 15
 
@@ -59,8 +65,8 @@ async def experiment_button(update: Update, context: Context) -> None:
     shown = visible_message(update)
     experiments = s.renderer.experiments()
     _, _, rest = query.data.partition(":")
-    if rest.isdigit():
-        number: int | None = int(rest)
+    number = lesson.ready_number(query.data)
+    if number is not None:
         sentence = experiments[number][1] if number < len(experiments) else None
     else:
         sentence = lesson.prompt_sentence(s.guides, query.data, s.renderer.language(), s.model_label)

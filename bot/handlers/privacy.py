@@ -18,6 +18,8 @@ from bot.storage.writer import Forgotten
 
 log = logging.getLogger(__name__)
 
+PATTERN = r"\Aforget:(yes|no)\Z"  # the two buttons of _confirm_keyboard
+
 
 def _confirm_keyboard(context: Context) -> InlineKeyboardMarkup:
     text = context.bot_data.services.renderer.text

@@ -28,6 +28,9 @@ from bot.text.render import percent, shorten
 
 log = logging.getLogger(__name__)
 
+DATA = "quiz"  # the "Test yourself" button (under Try it live and the guide's last page)
+PATTERN = r"\Aquiz\Z"
+
 
 @dataclass
 class QuizRun:

@@ -24,6 +24,8 @@ from models.engine.errors import TargetNotSingleTokenError
 
 log = logging.getLogger(__name__)
 
+PATTERN = r"\Atap:[A-Za-z0-9_-]+:\d+\Z"  # tap:<sentence key>:<word number>, built in the offer's keyboard below
+
 WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")  # letters and digits, with inner apostrophes and hyphens
 MAX_BUTTONS = 12
 PER_ROW = 4

@@ -42,7 +42,7 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
     fake: FakeTelegram, settings
 ) -> None:
     ann, bob = fake.user(80), fake.user(81, "Bob")
-    async with running_bot(settings, fake) as repo:
+    async with running_bot(settings, fake) as live_bot_repo:
         # /language alone: both languages as buttons, the current one ticked.
         await fake.send_text(ann, "/language")
         (chooser,) = await replies(fake, 80)
@@ -99,7 +99,7 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
         before = len(fake.sent("sendMessage", 81))
         await fake.send_text(bob, "/help")
         assert "How to use me" in await new_message(fake, 81, before)
-        choice = await eventually(lambda: repo.users.chosen_language(80))
+        choice = await eventually(lambda: live_bot_repo.users.chosen_language(80))
         assert choice == "hinglish"
 
     # A new process (nothing in memory): the choice comes back from the database.
@@ -116,7 +116,7 @@ async def test_language_command_switches_everything_and_is_remembered_across_a_r
         assert "How to use me" in await new_message(fake, 80, before)
 
 
-async def test_the_language_buttons_under_the_greeting_and_the_guide(fake: FakeTelegram, repo) -> None:
+async def test_the_language_buttons_under_the_greeting_and_the_guide(fake: FakeTelegram, live_bot_repo) -> None:
     ann = fake.user(82)
     await fake.send_text(ann, "/start")
     (greeting,) = await replies(fake, 82)
@@ -157,27 +157,27 @@ async def test_the_language_buttons_under_the_greeting_and_the_guide(fake: FakeT
 
 
 @pytest.mark.parametrize("asked", ["klingon", "<b>fr</b> & co"])
-async def test_a_language_the_bot_does_not_speak_gets_the_choice(fake: FakeTelegram, repo, asked: str) -> None:
+async def test_a_language_the_bot_does_not_speak_gets_the_choice(fake: FakeTelegram, live_bot_repo, asked: str) -> None:
     await fake.send_text(fake.user(83), f"/language {asked}")
     (chooser,) = await replies(fake, 83)
     assert f"I don't know the language “{asked}”" in parse_html(chooser.params["text"])
     assert [b["callback_data"] for b in buttons(chooser)] == ["lang:english", "lang:hinglish"]
-    assert await repo.users.chosen_language(83) is None
+    assert await live_bot_repo.users.chosen_language(83) is None
 
 
-async def test_language_in_a_group_points_to_the_private_chat(fake: FakeTelegram, repo) -> None:
+async def test_language_in_a_group_points_to_the_private_chat(fake: FakeTelegram, live_bot_repo) -> None:
     await fake.send_text(fake.user(84), "/language hinglish", chat=GROUP)
     (pointer,) = await replies(fake, GROUP["id"])
     assert "private chat" in parse_html(pointer.params["text"])
     await fake.settle()
-    assert await repo.users.chosen_language(84) is None
+    assert await live_bot_repo.users.chosen_language(84) is None
 
 
-async def test_forget_deletes_the_choice_too(fake: FakeTelegram, repo) -> None:
+async def test_forget_deletes_the_choice_too(fake: FakeTelegram, live_bot_repo) -> None:
     ann = fake.user(85)
     await fake.send_text(ann, "/language hinglish")
     await replies(fake, 85)
-    assert await eventually(lambda: repo.users.chosen_language(85)) == "hinglish"
+    assert await eventually(lambda: live_bot_repo.users.chosen_language(85)) == "hinglish"
     await fake.send_text(ann, "/forget")
     await replies(fake, 85, 2)
     await fake.press(ann, bot_messages(fake, 85)[-1], "forget:yes")
@@ -186,18 +186,18 @@ async def test_forget_deletes_the_choice_too(fake: FakeTelegram, repo) -> None:
     before = len(fake.sent("sendMessage", 85))
     await fake.send_text(ann, "/help")
     assert "How to use me" in await new_message(fake, 85, before)  # memory forgot too, not just the database
-    assert await repo.users.chosen_language(85) is None
+    assert await live_bot_repo.users.chosen_language(85) is None
 
 
 async def test_comments_get_the_guide_in_the_persons_language_and_public_replies_stay_in_the_default(
-    fake: FakeTelegram, repo
+    fake: FakeTelegram, live_bot_repo
 ) -> None:
     ann, bob = fake.user(86), fake.user(87, "Bob")
     # Ann started the bot and chose Hinglish: her comment gets the Hinglish guide by DM.
     await fake.send_text(ann, "/start")
     await fake.send_text(ann, "/language hinglish")
     await replies(fake, 86, 2)
-    assert await eventually(lambda: can_dm(repo, 86))
+    assert await eventually(lambda: can_dm(live_bot_repo, 86))
     post = await automatic_forward(fake, post_id=9)
     await comment(fake, ann, post, "MLM")
     assert "Masked language model kya hai" in await guide_received(fake, 86)

@@ -32,7 +32,7 @@ def subscribed(database: Path, user_id: int) -> bool:
     return bool(row and row[0])
 
 
-async def test_subscribe_by_button_and_command_and_forget(fake: FakeTelegram, repo, settings) -> None:
+async def test_subscribe_by_button_and_command_and_forget(fake: FakeTelegram, live_bot_repo, settings) -> None:
     database = Path(settings.database_url.split("///", 1)[1])
     ann = fake.user(700)
     await fake.send_text(ann, "/start")
@@ -163,14 +163,16 @@ async def test_retention_removes_subscriptions_and_a_cancelled_broadcast_sends_n
     url = f"sqlite+aiosqlite:///{tmp_path}/r.sqlite3"
     await seed_subscribers(url)
     database = Database(url)
-    repo = Repository(database)
+    live_bot_repo = Repository(database)
     try:
-        broadcast_id, queued = await repo.broadcasts.create("hello", None)
-        assert queued == len(SUBSCRIBERS) and (await repo.broadcasts.cancel()).state == "cancelled"
-        assert await repo.broadcasts.next_recipients() == []  # a cancelled broadcast has nobody left to send to
-        await repo.users.forget_inactive(datetime.now(timezone.utc) + timedelta(days=1))  # nobody seen since
-        assert await repo.broadcasts.subscribers() == 0
-        assert (await repo.broadcasts.progress(broadcast_id)).counts == {}  # their recipient rows went too
+        broadcast_id, queued = await live_bot_repo.broadcasts.create("hello", None)
+        assert queued == len(SUBSCRIBERS) and (await live_bot_repo.broadcasts.cancel()).state == "cancelled"
+        assert (
+            await live_bot_repo.broadcasts.next_recipients() == []
+        )  # a cancelled broadcast has nobody left to send to
+        await live_bot_repo.users.forget_inactive(datetime.now(timezone.utc) + timedelta(days=1))  # nobody seen since
+        assert await live_bot_repo.broadcasts.subscribers() == 0
+        assert (await live_bot_repo.broadcasts.progress(broadcast_id)).counts == {}  # their recipient rows went too
     finally:
         await database.close()
 

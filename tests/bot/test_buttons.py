@@ -28,7 +28,7 @@ async def answers(fake: FakeTelegram, count: int) -> list:
     return fake.sent("answerCallbackQuery")
 
 
-async def test_forged_data_on_the_bots_reply_in_a_group_posts_nothing(fake: FakeTelegram, repo) -> None:
+async def test_forged_data_on_the_bots_reply_in_a_group_posts_nothing(fake: FakeTelegram, live_bot_repo) -> None:
     eve = fake.user(301, "Eve")
     await fake.send_text(eve, "/help", chat=GROUP)
     await fake.wait_for(lambda f: bool(f.sent("sendMessage", GROUP["id"])))
@@ -50,7 +50,7 @@ async def test_forged_data_on_the_bots_reply_in_a_group_posts_nothing(fake: Fake
     assert not fake.sent("sendMessage", GROUP["id"])[1:] and not fake.sent("sendDocument")
 
 
-async def test_a_private_action_in_a_group_is_refused_even_as_its_own_button(fake: FakeTelegram, repo) -> None:
+async def test_a_private_action_in_a_group_is_refused_even_as_its_own_button(fake: FakeTelegram, live_bot_repo) -> None:
     """A message in a group that carries private buttons (the bot never sends one; a forger's client can show
     one): still refused, with a pointer to the private chat."""
     mia = fake.user(302, "Mia")
@@ -62,7 +62,7 @@ async def test_a_private_action_in_a_group_is_refused_even_as_its_own_button(fak
 
 
 async def test_a_press_on_an_inline_message_is_answered_and_changes_nothing(
-    fake: FakeTelegram, repo, caplog: pytest.LogCaptureFixture
+    fake: FakeTelegram, live_bot_repo, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Messages sent through inline mode carry only link buttons; the update of a press on one has no chat
     (``effective_chat`` is None): answered, no traceback, nothing sent."""
@@ -80,7 +80,7 @@ async def test_a_press_on_an_inline_message_is_answered_and_changes_nothing(
     assert "Traceback" not in caplog.text and "error handling update" not in caplog.text
 
 
-async def test_data_that_is_not_one_of_the_messages_buttons_does_nothing(fake: FakeTelegram, repo) -> None:
+async def test_data_that_is_not_one_of_the_messages_buttons_does_nothing(fake: FakeTelegram, live_bot_repo) -> None:
     kim = fake.user(304, "Kim")
     await fake.send_text(kim, "The cat sat on the [MASK].")
     await fake.wait_for(lambda f: bool(f.sent("sendMessage", 304)))
@@ -98,7 +98,9 @@ async def test_data_that_is_not_one_of_the_messages_buttons_does_nothing(fake: F
     await fake.wait_for(lambda f: bool(f.sent("editMessageText", 304)))
 
 
-async def test_a_button_on_a_message_too_old_to_read_says_so_and_changes_nothing(fake: FakeTelegram, repo) -> None:
+async def test_a_button_on_a_message_too_old_to_read_says_so_and_changes_nothing(
+    fake: FakeTelegram, live_bot_repo
+) -> None:
     ned = fake.user(305, "Ned")
     old = {"chat": {"id": 305, "type": "private", "first_name": "Ned"}, "message_id": 3, "date": 0}  # inaccessible
     await fake.press(ned, old, "forget:yes")

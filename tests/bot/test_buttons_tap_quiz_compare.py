@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("no_token_in_logs")
 # ----------------------------------------------------------------------- buttons: one answer each
 
 
-async def test_unknown_or_old_button_data_is_answered_once(fake: FakeTelegram, repo) -> None:
+async def test_unknown_or_old_button_data_is_answered_once(fake: FakeTelegram, live_bot_repo) -> None:
     lee = fake.user(95)
     await fake.send_text(lee, "/start")
     await replies(fake, 95)
@@ -40,7 +40,7 @@ async def test_unknown_or_old_button_data_is_answered_once(fake: FakeTelegram, r
     assert "no longer works" in answer.params["text"]
 
 
-async def test_pressing_more_twice_makes_no_edit_telegram_would_refuse(fake: FakeTelegram, repo) -> None:
+async def test_pressing_more_twice_makes_no_edit_telegram_would_refuse(fake: FakeTelegram, live_bot_repo) -> None:
     mo = fake.user(96)
     await fake.send_text(mo, "The cat sat on the [MASK].")
     await replies(fake, 96)
@@ -53,7 +53,7 @@ async def test_pressing_more_twice_makes_no_edit_telegram_would_refuse(fake: Fak
     assert len(fake.sent("editMessageText")) == 1 and len(fake.sent("answerCallbackQuery")) == 2
 
 
-async def test_more_pressed_again_before_its_edit_went_out_edits_once(fake: FakeTelegram, repo) -> None:
+async def test_more_pressed_again_before_its_edit_went_out_edits_once(fake: FakeTelegram, live_bot_repo) -> None:
     """A second press that carries the answer as it was before the first press's edit (tapped twice quickly; in
     a paced chat the first edit can wait a second) computes the same new text: no second edit goes to Telegram,
     which would refuse it ("message is not modified")."""
@@ -71,7 +71,9 @@ async def test_more_pressed_again_before_its_edit_went_out_edits_once(fake: Fake
     assert "fewer" in str(fake.stored(97, shown["message_id"])["reply_markup"])
 
 
-async def test_the_guide_button_in_a_group_opens_the_bot_instead_of_posting_the_guide(fake: FakeTelegram, repo) -> None:
+async def test_the_guide_button_in_a_group_opens_the_bot_instead_of_posting_the_guide(
+    fake: FakeTelegram, live_bot_repo
+) -> None:
     oz = fake.user(98)
     await fake.send_text(oz, "/help", chat=GROUP)  # the bot's answer in the group carries the guide button
     await replies(fake, GROUP["id"])
@@ -105,7 +107,7 @@ async def test_an_error_after_the_answer_does_not_answer_the_press_again(
 
 
 async def test_the_chart_button_sends_a_picture_of_the_candidates(
-    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+    fake: FakeTelegram, live_bot_repo, bert_engine: FillMaskEngine
 ) -> None:
     from io import BytesIO
 
@@ -125,13 +127,13 @@ async def test_the_chart_button_sends_a_picture_of_the_candidates(
     assert photo.params["reply_parameters"]["message_id"] == shown["message_id"]
     assert "0-100%" in parse_html(photo.params["caption"])
     kinds = await eventually(
-        lambda: kinds_of(repo, 58, "chart"),
+        lambda: kinds_of(live_bot_repo, 58, "chart"),
     )
     assert kinds == ["chart"]
 
 
 async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
-    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+    fake: FakeTelegram, live_bot_repo, bert_engine: FillMaskEngine
 ) -> None:
     ann = fake.user(59)
     await fake.send_text(ann, "MLM")
@@ -162,12 +164,12 @@ async def test_the_ready_sentences_under_the_guide_answer_with_one_tap(
     more = bert_engine.fill("I went to the [MASK] to swim.", top_k=15, words_only=True).masks[0]
     assert all(p.token_str in parse_html(edit.params["text"]) for p in more)
     assert edit.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "fewer:x1"
-    logged = await eventually(lambda: kinds_of(repo, 59, "prediction"))
+    logged = await eventually(lambda: kinds_of(live_bot_repo, 59, "prediction"))
     assert logged
 
 
 async def test_a_sentence_without_a_mask_offers_its_words_and_a_tap_hides_one(
-    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+    fake: FakeTelegram, live_bot_repo, bert_engine: FillMaskEngine
 ) -> None:
     ann = fake.user(60)
     sentence = "The Eiffel Tower is in Paris, isn't it?"
@@ -191,7 +193,7 @@ async def test_a_sentence_without_a_mask_offers_its_words_and_a_tap_hides_one(
         assert f"It was Paris; {model} guessed {guesses[0]}, and Paris is not in its top 50" in result
         score = bert_engine.fill(masked, top_k=1, targets=["Paris"]).masks[0][0].score
         assert f"It gave Paris {percent(score)}." in result and "pieces" not in result
-    rows = await eventually(lambda: kinds_of(repo, 60, "prediction"))
+    rows = await eventually(lambda: kinds_of(live_bot_repo, 60, "prediction"))
     assert rows
     # A word the model's vocabulary splits ("eiffel" is not one token of the tiny model's): that is why it missed.
     with pytest.raises(TargetNotSingleTokenError):
@@ -207,7 +209,7 @@ def bert_dir_label(engine: FillMaskEngine) -> str:
 
 
 @pytest.mark.parametrize("words", [12, 30])
-async def test_tap_buttons_fit_telegram_for_any_sentence(fake: FakeTelegram, repo, words: int) -> None:
+async def test_tap_buttons_fit_telegram_for_any_sentence(fake: FakeTelegram, live_bot_repo, words: int) -> None:
     """At most 12 buttons, data within 64 bytes whatever the words; a tap after a restart is an expired button."""
     long_words = " ".join(f"{'w' * 5}{n}" for n in range(words))
     await fake.send_text(fake.user(61), long_words)
@@ -224,7 +226,7 @@ async def test_tap_buttons_fit_telegram_for_any_sentence(fake: FakeTelegram, rep
 
 
 async def test_the_quiz_asks_its_polls_one_at_a_time_and_gives_the_score(
-    fake: FakeTelegram, repo, settings, bert_engine: FillMaskEngine
+    fake: FakeTelegram, live_bot_repo, settings, bert_engine: FillMaskEngine
 ) -> None:
     """Every question as a quiz poll with the right answer marked; the last one is answered by the live model: its
     options are the model's top words, the right one its first guess, and the explanation lists its guesses."""
@@ -255,16 +257,16 @@ async def test_the_quiz_asks_its_polls_one_at_a_time_and_gives_the_score(
     score = parse_html(fake.sent("sendMessage", 62)[-1].params["text"])
     assert f"{total - 1} of {total}" in score
     assert len(fake.sent("sendPoll", 62)) == total
-    outcomes = await eventually(lambda: _quiz_outcomes(repo, 62, total))
+    outcomes = await eventually(lambda: _quiz_outcomes(live_bot_repo, 62, total))
     assert outcomes == ["right", "wrong"] + ["right"] * (total - 2)
 
 
-async def _quiz_outcomes(repo, user_id: int, total: int) -> list[str]:
-    rows = [row for row in await repo.interactions.all() if row.user_id == user_id and row.kind == "quiz"]
+async def _quiz_outcomes(live_bot_repo, user_id: int, total: int) -> list[str]:
+    rows = [row for row in await live_bot_repo.interactions.all() if row.user_id == user_id and row.kind == "quiz"]
     return [row.outcome for row in sorted(rows, key=lambda row: row.id)] if len(rows) == total else []
 
 
-async def test_the_test_yourself_button_under_the_guide_starts_the_quiz(fake: FakeTelegram, repo) -> None:
+async def test_the_test_yourself_button_under_the_guide_starts_the_quiz(fake: FakeTelegram, live_bot_repo) -> None:
     ann = fake.user(63)
     await fake.send_text(ann, "MLM")
     await fake.wait_for(lambda f: lesson_started(f, 63))
@@ -284,7 +286,7 @@ async def test_the_test_yourself_button_under_the_guide_starts_the_quiz(fake: Fa
     assert len(fake.sent("sendPoll", 63)) == 1 and not fake.sent("sendPoll", 64)
 
 
-async def test_quiz_in_a_group_points_to_the_private_chat(fake: FakeTelegram, repo) -> None:
+async def test_quiz_in_a_group_points_to_the_private_chat(fake: FakeTelegram, live_bot_repo) -> None:
     await fake.send_text(fake.user(65), "/quiz", chat=GROUP)
     (pointer,) = await replies(fake, GROUP["id"])
     assert "private chat" in parse_html(pointer.params["text"])
@@ -302,7 +304,7 @@ async def test_compare_shows_four_architectures_side_by_side(
     )
     engines = {k: FillMaskEngine.load(str(model_dirs[k]), device="cpu", dtype="float32") for k in order}
     sentence = "The cat sat on the [MASK]."
-    async with running_bot(settings, fake) as repo:
+    async with running_bot(settings, fake) as live_bot_repo:
         ann = fake.user(66)
         await fake.send_text(ann, f"/compare {sentence}")
         await fake.wait_for(
@@ -329,7 +331,7 @@ async def test_compare_shows_four_architectures_side_by_side(
         assert "one sentence" in parse_html(fake.sent("sendMessage", 66)[-1].params["text"])
 
         async def both_logged() -> bool:
-            return len(await kinds_of(repo, 66, "compare")) == 2
+            return len(await kinds_of(live_bot_repo, 66, "compare")) == 2
 
         assert await eventually(both_logged)
 
@@ -364,12 +366,12 @@ async def test_buttons_find_their_sentence_without_reply_to_message_even_after_a
     message): the buttons find the sentence by the answer's own chat and message id, logged with the answer,
     in this run and the next."""
     ava = fake.user(731)
-    async with running_bot(settings, fake) as repo:
+    async with running_bot(settings, fake) as live_bot_repo:
         await fake.send_text(ava, "Paris is the [MASK] of France.")
         await replies(fake, 731)
         answer = dict(bot_messages(fake, 731)[-1])
         answer.pop("reply_to_message")
-        await eventually(lambda: kinds_of(repo, 731, "prediction"))  # the answer is in the log
+        await eventually(lambda: kinds_of(live_bot_repo, 731, "prediction"))  # the answer is in the log
         await fake.press(ava, answer, "chart")
         await fake.wait_for(lambda f: bool(f.sent("sendPhoto", 731)), timeout=30)
     async with running_bot(settings, fake):  # another process: nothing of the last one in memory

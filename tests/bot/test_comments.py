@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("no_token_in_logs")
 # ----------------------------------------------------------------------- comments
 
 
-async def test_comment_button_start_payload_guide_and_once_per_post(fake: FakeTelegram, repo) -> None:
+async def test_comment_button_start_payload_guide_and_once_per_post(fake: FakeTelegram, live_bot_repo) -> None:
     dana = fake.user(60, "Dana")
     fake.never_started.add(60)
     post = await automatic_forward(fake, post_id=7)
@@ -56,13 +56,13 @@ async def test_comment_button_start_payload_guide_and_once_per_post(fake: FakeTe
     await fake.wait_for(lambda f: bool(f.sent("setMessageReaction")))
     assert fake.sent("setMessageReaction")[0].params["message_id"] == str(dm_comment["message_id"])
     assert len(fake.sent("sendMessage", GROUP["id"])) == 1
-    logged = await logged_rows(repo, "comment", 2)
+    logged = await logged_rows(live_bot_repo, "comment", 2)
     assert [i.outcome for i in logged] == ["button", "dm"]
     assert logged[0].trigger == f"MLM on {CHANNEL['id']}:7"
 
 
 async def test_a_comment_handled_alongside_its_post_still_names_the_post(
-    fake: FakeTelegram, repo, monkeypatch: pytest.MonkeyPatch
+    fake: FakeTelegram, live_bot_repo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Updates are handled concurrently: a comment that arrives with the post's forward (a burst, or the inbox
     replayed after a restart) must not overtake it. The forward's slower language lookup stands in for any wait
@@ -80,11 +80,11 @@ async def test_a_comment_handled_alongside_its_post_still_names_the_post(
     post = await automatic_forward(fake, post_id=12)
     await comment(fake, fake.user(62, "Finn"), post, "MLM")
     await replies(fake, GROUP["id"])
-    (logged,) = await logged_rows(repo, "comment")
+    (logged,) = await logged_rows(live_bot_repo, "comment")
     assert logged.trigger == f"MLM on {CHANNEL['id']}:12"
 
 
-async def test_a_user_who_blocked_the_bot_gets_the_button_instead(fake: FakeTelegram, repo) -> None:
+async def test_a_user_who_blocked_the_bot_gets_the_button_instead(fake: FakeTelegram, live_bot_repo) -> None:
     eve = fake.user(61, "Eve")
     await fake.send_text(eve, "/start")
     await replies(fake, 61)
@@ -92,10 +92,10 @@ async def test_a_user_who_blocked_the_bot_gets_the_button_instead(fake: FakeTele
     await comment(fake, eve, await automatic_forward(fake, post_id=9), "MLM")
     (reply,) = await replies(fake, GROUP["id"])
     assert "start=p" in reply.params["reply_markup"]["inline_keyboard"][0][0]["url"]
-    assert await eventually(lambda: blocked(repo, 61))
+    assert await eventually(lambda: blocked(live_bot_repo, 61))
 
 
-async def test_a_comment_sent_as_a_channel_is_answered_publicly_only(fake: FakeTelegram, repo) -> None:
+async def test_a_comment_sent_as_a_channel_is_answered_publicly_only(fake: FakeTelegram, live_bot_repo) -> None:
     post = await automatic_forward(fake, post_id=10)
     await comment(
         fake,
@@ -109,7 +109,7 @@ async def test_a_comment_sent_as_a_channel_is_answered_publicly_only(fake: FakeT
     assert not [c for c in fake.calls if c.method == "sendMessage" and int(c.params["chat_id"]) > 0]
 
 
-async def test_bots_forwards_and_other_group_messages_get_silence(fake: FakeTelegram, repo) -> None:
+async def test_bots_forwards_and_other_group_messages_get_silence(fake: FakeTelegram, live_bot_repo) -> None:
     post = await automatic_forward(fake, post_id=11, text="Comment MLM for the guide")  # the post itself says MLM
     await comment(fake, {"id": 999, "is_bot": True, "first_name": "OtherBot"}, post, "MLM")
     await comment(fake, fake.user(62), post, "great video")

@@ -41,7 +41,7 @@ STATUSES = [
 
 
 @pytest.mark.parametrize(("status", "fields", "admitted"), STATUSES)
-async def test_each_member_status(fake: FakeTelegram, repo, status: str, fields: dict, admitted: bool) -> None:
+async def test_each_member_status(fake: FakeTelegram, live_bot_repo, status: str, fields: dict, admitted: bool) -> None:
     fake.set_status(CHANNEL["id"], 500, status, **fields)
     await fake.send_text(fake.user(500), "MLM")
     await fake.wait_for(lambda f: lesson_started(f, 500) or asked_to_join(f, 500), timeout=30)
@@ -56,7 +56,7 @@ async def test_each_member_status(fake: FakeTelegram, repo, status: str, fields:
         ]
 
 
-async def test_ive_joined_checks_again_and_only_guides_are_gated(fake: FakeTelegram, repo) -> None:
+async def test_ive_joined_checks_again_and_only_guides_are_gated(fake: FakeTelegram, live_bot_repo) -> None:
     ann = fake.user(501)
     await fake.send_text(ann, "MLM")
     await fake.wait_for(lambda f: asked_to_join(f, 501), timeout=30)
@@ -83,7 +83,7 @@ async def test_ive_joined_checks_again_and_only_guides_are_gated(fake: FakeTeleg
     await fake.wait_for(lambda f: bool(f.sent("sendPoll", 502)), timeout=30)
     await fake.wait_for(lambda f: any("Best guess" in parse_html(c.params["text"]) for c in f.sent("sendMessage", 502)))
     assert member_checks(fake, 501) == checks and member_checks(fake, 502) == 0
-    gate_rows = await logged_rows(repo, "gate", 2)
+    gate_rows = await logged_rows(live_bot_repo, "gate", 2)
     assert [(r.trigger, r.guide, r.user_id) for r in gate_rows] == [("shown", "mlm", 501), ("passed", "mlm", 501)]
 
 
@@ -103,7 +103,7 @@ async def test_a_bot_that_is_no_admin_opens_the_gate_with_one_warning(
 
 
 async def test_a_gate_that_stops_working_opens_and_says_so_once(
-    fake: FakeTelegram, repo, caplog: pytest.LogCaptureFixture
+    fake: FakeTelegram, live_bot_repo, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bot.channel_gate")
     fake.bot_not_admin.add(CHANNEL["id"])  # the creator demoted the bot while it runs

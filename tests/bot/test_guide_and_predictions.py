@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("no_token_in_logs")
 # ---------------------------------------------------------------- start, help, guide
 
 
-async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram, repo) -> None:
+async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram, live_bot_repo) -> None:
     ann = fake.user(42)
     await fake.send_text(ann, "/start")
     (greeting,) = await replies(fake, 42)
@@ -46,11 +46,11 @@ async def test_start_greets_registers_commands_and_allows_dms(fake: FakeTelegram
         "help",
         "forget",
     ]
-    assert await eventually(lambda: can_dm(repo, 42))
+    assert await eventually(lambda: can_dm(live_bot_repo, 42))
 
 
 @pytest.mark.parametrize("text", ["MLM", "mlm?", "#MLM", "send me MLM please", "Ｍｌｍ", "M\u200bLM!"])
-async def test_keyword_in_a_dm_sends_the_guide_and_the_document(fake: FakeTelegram, repo, text: str) -> None:
+async def test_keyword_in_a_dm_sends_the_guide_and_the_document(fake: FakeTelegram, live_bot_repo, text: str) -> None:
     ann = fake.user(43)
     await fake.send_text(ann, text)
     guide = await guide_received(fake, 43)
@@ -82,13 +82,13 @@ async def test_keyword_in_a_dm_sends_the_guide_and_the_document(fake: FakeTelegr
     assert document["filename"] == "mlm-guide.md"
     markdown = document["content"].decode()
     assert markdown.startswith("# 🧠") and "[BERT](https://huggingface.co/google-bert/bert-base-uncased)" in markdown
-    logged = await logged_rows(repo, "guide")
+    logged = await logged_rows(live_bot_repo, "guide")
     assert logged and logged[0].trigger == "MLM"
 
 
 @pytest.mark.parametrize("text", ["html", "xmlm", "mlmodel", "I like HTML5"])
 async def test_words_that_merely_contain_the_letters_get_the_hint_not_the_guide(
-    fake: FakeTelegram, repo, text: str
+    fake: FakeTelegram, live_bot_repo, text: str
 ) -> None:
     await fake.send_text(fake.user(44), text)
     (hint,) = await replies(fake, 44)
@@ -98,20 +98,20 @@ async def test_words_that_merely_contain_the_letters_get_the_hint_not_the_guide(
 
 
 @pytest.mark.parametrize("payload", ["mlm", "inline", f"p{GROUP['id']}_77"])
-async def test_every_payload_the_bot_hands_out_sends_the_guide(fake: FakeTelegram, repo, payload: str) -> None:
+async def test_every_payload_the_bot_hands_out_sends_the_guide(fake: FakeTelegram, live_bot_repo, payload: str) -> None:
     await fake.send_text(fake.user(45), f"/start {payload}")
     assert "Learn more" in await guide_received(fake, 45)
-    assert (await repo.users.get(45)).can_dm
+    assert (await live_bot_repo.users.get(45)).can_dm
 
 
 @pytest.mark.parametrize("payload", ["<script>", "x" * 65, "p123_abc", "nonsense"])
-async def test_unknown_or_crafted_payloads_get_the_greeting(fake: FakeTelegram, repo, payload: str) -> None:
+async def test_unknown_or_crafted_payloads_get_the_greeting(fake: FakeTelegram, live_bot_repo, payload: str) -> None:
     await fake.send_text(fake.user(46), f"/start {payload}")
     (greeting,) = await replies(fake, 46)
     assert "I teach" in parse_html(greeting.params["text"])
 
 
-async def test_help_and_guide_commands(fake: FakeTelegram, repo) -> None:
+async def test_help_and_guide_commands(fake: FakeTelegram, live_bot_repo) -> None:
     bob = fake.user(47)
     await fake.send_text(bob, "/help")
     (help_message,) = await replies(fake, 47)
@@ -128,7 +128,7 @@ async def test_help_and_guide_commands(fake: FakeTelegram, repo) -> None:
 
 
 async def test_a_dm_with_a_mask_gets_typing_then_the_predictions(
-    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+    fake: FakeTelegram, live_bot_repo, bert_engine: FillMaskEngine
 ) -> None:
     ann = fake.user(50)
     sentence = "The cat sat on the [MASK]."
@@ -161,14 +161,14 @@ async def test_a_dm_with_a_mask_gets_typing_then_the_predictions(
     await fake.press(ann, sent[-1], "guide")
     assert "Summary" in await guide_received(fake, 50)
 
-    first = (await logged_rows(repo, "prediction"))[0]
+    first = (await logged_rows(live_bot_repo, "prediction"))[0]
     assert first.input_text == sentence and first.user_id == 50 and first.chat_type == "private"
     assert [row["token"] for row in first.predictions[0]] == [p.token_str for p in expected]
     assert first.latency_ms > 0 and first.model_name == str(Path(first.model_name))
 
 
 async def test_several_masks_show_each_list_and_the_best_sentence(
-    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+    fake: FakeTelegram, live_bot_repo, bert_engine: FillMaskEngine
 ) -> None:
     sentence = "[MASK] sat on the [mask] ."
     await fake.send_text(fake.user(51), sentence)
@@ -181,7 +181,7 @@ async def test_several_masks_show_each_list_and_the_best_sentence(
     assert f"Best sentence: {first[:1].upper() + first[1:]} sat on the {second} ." in visible
 
 
-async def test_predict_command(fake: FakeTelegram, repo) -> None:
+async def test_predict_command(fake: FakeTelegram, live_bot_repo) -> None:
     carol = fake.user(52)
     await fake.send_text(carol, "/predict")
     (usage,) = await replies(fake, 52)

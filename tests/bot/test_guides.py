@@ -53,7 +53,7 @@ async def press_for_page(fake: FakeTelegram, user: dict, message: dict, press: s
     return pages_of(fake, user["id"], slug)[-1]
 
 
-async def test_a_new_guide_answers_its_keyword_in_a_dm_with_the_whole_lesson(fake: FakeTelegram, repo) -> None:
+async def test_a_new_guide_answers_its_keyword_in_a_dm_with_the_whole_lesson(fake: FakeTelegram, live_bot_repo) -> None:
     ann = fake.user(400)
     await fake.send_text(ann, "bert please!")
     await fake.wait_for(lambda f: pages_of(f, 400, "bert"), timeout=30)
@@ -86,14 +86,16 @@ async def test_a_new_guide_answers_its_keyword_in_a_dm_with_the_whole_lesson(fak
     await fake.send_text(ann, "MLM")
     await fake.wait_for(lambda f: pages_of(f, 400, "mlm"), timeout=30)
     assert "You commented MLM" in pages_of(fake, 400, "mlm")[0]["text"]
-    rows = await logged_rows(repo, count=6)
+    rows = await logged_rows(live_bot_repo, count=6)
     assert [(r.kind, r.guide) for r in rows if r.kind in ("guide", "lesson")] == [
         ("guide", "bert"), ("lesson", "bert"), ("lesson", "bert"), ("guide", "mlm")
     ]  # fmt: skip
     assert [r.trigger for r in rows if r.kind == "lesson"] == ["page1", "md"]
 
 
-async def test_a_comment_under_a_post_gets_its_guide_through_the_public_reply(fake: FakeTelegram, repo) -> None:
+async def test_a_comment_under_a_post_gets_its_guide_through_the_public_reply(
+    fake: FakeTelegram, live_bot_repo
+) -> None:
     bo, cy = fake.user(401, "Bo"), fake.user(402, "Cy")
     fake.never_started.update({401, 402})
     post = await automatic_forward(fake, post_id=31, text="Comment BERT for the cheat sheet")
@@ -115,13 +117,13 @@ async def test_a_comment_under_a_post_gets_its_guide_through_the_public_reply(fa
     assert "You commented BERT" in first["text"]
     last = await press_for_page(fake, bo, first, "guide:bert:p:1", "bert")
     assert "2. Try it" in last["text"]
-    comments = await logged_rows(repo, "comment", 2)
+    comments = await logged_rows(live_bot_repo, "comment", 2)
     assert sorted((r.user_id, r.guide) for r in comments) == [(401, "bert"), (402, "mlm")]
-    (started,) = await logged_rows(repo, "guide")
+    (started,) = await logged_rows(live_bot_repo, "guide")
     assert (started.guide, started.trigger) == ("bert", f"start:{GROUP['id']}:{post['message_id']}")
 
 
-async def test_guide_lists_every_guide_and_inline_shares_the_one_asked_for(fake: FakeTelegram, repo) -> None:
+async def test_guide_lists_every_guide_and_inline_shares_the_one_asked_for(fake: FakeTelegram, live_bot_repo) -> None:
     di = fake.user(403)
     await fake.send_text(di, "/guide")
     await fake.wait_for(lambda f: bot_messages(f, 403), timeout=30)
@@ -206,16 +208,16 @@ async def test_sighup_and_reload_pick_up_an_edited_page_and_a_broken_one_keeps_t
 
 async def test_forget_removes_the_new_guides_rows_too(fake: FakeTelegram, settings, tmp_path: Path) -> None:
     gus = fake.user(406)
-    async with running_bot(settings, fake) as repo:
+    async with running_bot(settings, fake) as live_bot_repo:
         await fake.send_text(gus, "BERT")
         await fake.wait_for(lambda f: pages_of(f, 406, "bert"), timeout=30)
         await press_for_page(fake, gus, pages_of(fake, 406, "bert")[0], "guide:bert:p:1", "bert")
-        await eventually(lambda: _rows(repo, 406, "bert", 2), 15)
+        await eventually(lambda: _rows(live_bot_repo, 406, "bert", 2), 15)
         await fake.send_text(gus, "/forget")
         await fake.wait_for(lambda f: any("forget:yes" in str(m.get("reply_markup")) for m in bot_messages(f, 406)))
         question = next(m for m in reversed(bot_messages(fake, 406)) if "forget:yes" in str(m.get("reply_markup")))
         await fake.press(gus, question, "forget:yes")
-        await eventually(lambda: _no_rows(repo, 406), 15)
+        await eventually(lambda: _no_rows(live_bot_repo, 406), 15)
     database = sqlite3.connect(tmp_path / "bot.sqlite3")
     try:
         assert database.execute("SELECT count(*) FROM interactions WHERE guide = 'bert'").fetchone() == (0,)
@@ -224,12 +226,12 @@ async def test_forget_removes_the_new_guides_rows_too(fake: FakeTelegram, settin
         database.close()
 
 
-async def _rows(repo, user_id: int, guide: str, count: int) -> bool:
-    return sum(r.user_id == user_id and r.guide == guide for r in await repo.interactions.all()) >= count
+async def _rows(live_bot_repo, user_id: int, guide: str, count: int) -> bool:
+    return sum(r.user_id == user_id and r.guide == guide for r in await live_bot_repo.interactions.all()) >= count
 
 
-async def _no_rows(repo, user_id: int) -> bool:
-    return not any(r.user_id == user_id for r in await repo.interactions.all())
+async def _no_rows(live_bot_repo, user_id: int) -> bool:
+    return not any(r.user_id == user_id for r in await live_bot_repo.interactions.all())
 
 
 async def test_a_broken_guide_stops_the_start_with_file_and_line(fake: FakeTelegram, settings, guides_dir: Path):

@@ -42,7 +42,9 @@ async def next_page(fake: FakeTelegram, user: dict, chat_id: int, data: str) -> 
     return lesson_pages(fake, chat_id)[-1]
 
 
-async def test_the_lesson_comes_a_page_a_press_to_the_last_page(fake: FakeTelegram, repo, bert_dir: Path) -> None:
+async def test_the_lesson_comes_a_page_a_press_to_the_last_page(
+    fake: FakeTelegram, live_bot_repo, bert_dir: Path
+) -> None:
     ann = fake.user(300)
     await fake.send_text(ann, "MLM")
     await fake.wait_for(lambda f: lesson_started(f, 300), timeout=30)
@@ -62,11 +64,11 @@ async def test_the_lesson_comes_a_page_a_press_to_the_last_page(fake: FakeTelegr
     assert "Learn more" in last["text"] and not any(c.startswith("guide:mlm:p:") for c in callbacks(last))
     assert {b["url"] for row in keyboard(last) for b in row if "url" in b} >= {"https://arxiv.org/abs/1810.04805"}
     assert len(fake.sent("answerCallbackQuery")) == PAGES - 1  # every press answered (the spinner stops)
-    steps = [row.trigger for row in await logged_rows(repo, "lesson", PAGES - 1)]
+    steps = [row.trigger for row in await logged_rows(live_bot_repo, "lesson", PAGES - 1)]
     assert steps == [f"page{n}" for n in range(1, PAGES)]
 
 
-async def test_skip_to_code_download_try_live_and_all_at_once(fake: FakeTelegram, repo) -> None:
+async def test_skip_to_code_download_try_live_and_all_at_once(fake: FakeTelegram, live_bot_repo) -> None:
     bo = fake.user(301)
     await fake.send_text(bo, "/guide")
     await fake.wait_for(lambda f: lesson_started(f, 301), timeout=30)
@@ -83,7 +85,7 @@ async def test_skip_to_code_download_try_live_and_all_at_once(fake: FakeTelegram
     before = len(fake.sent("sendMessage", 301))
     await fake.press(bo, lesson_pages(fake, 301)[0], "guide:mlm:all")  # on the first page
     await fake.wait_for(lambda f: len(f.sent("sendMessage", 301)) >= before + PAGES + 1, timeout=30)
-    assert [row.trigger for row in await logged_rows(repo, "lesson", 4)] == [
+    assert [row.trigger for row in await logged_rows(live_bot_repo, "lesson", 4)] == [
         f"page{CODE_PAGE}",
         "md",
         "live",
@@ -92,7 +94,7 @@ async def test_skip_to_code_download_try_live_and_all_at_once(fake: FakeTelegram
 
 
 async def test_prompts_and_the_bias_pair_are_answered_by_the_live_model(
-    fake: FakeTelegram, repo, bert_engine: FillMaskEngine
+    fake: FakeTelegram, live_bot_repo, bert_engine: FillMaskEngine
 ) -> None:
     cy = fake.user(302)
     await fake.send_text(cy, "MLM")
@@ -130,10 +132,10 @@ async def test_a_press_goes_on_after_a_restart(fake: FakeTelegram, bert_dir: Pat
         await fake.wait_for(lambda f: lesson_started(f, 303), timeout=30)
         await next_page(fake, di, 303, "guide:mlm:p:1")
         await next_page(fake, di, 303, "guide:mlm:p:2")
-    async with running_bot(settings, fake) as repo:
+    async with running_bot(settings, fake) as live_bot_repo:
         page = await next_page(fake, di, 303, "guide:mlm:p:3")
         assert page["text"] == parse_html(mlm_pages(bert_dir.name)[3])
-        await logged_rows(repo, "lesson", 3)
+        await logged_rows(live_bot_repo, "lesson", 3)
     # Back another day (a third process): the lesson starts again, and offers to go on where they were.
     async with running_bot(settings, fake):
         await fake.send_text(di, "/guide")
@@ -149,7 +151,9 @@ MADE_UP = ["guide:mlm:p:99", "guide:p:99", "guide:mlm:p:00x", "guide:mlm:p:-1", 
 
 
 @pytest.mark.parametrize("data", MADE_UP)
-async def test_made_up_lesson_buttons_are_answered_and_send_nothing(fake: FakeTelegram, repo, data: str) -> None:
+async def test_made_up_lesson_buttons_are_answered_and_send_nothing(
+    fake: FakeTelegram, live_bot_repo, data: str
+) -> None:
     ed = fake.user(304)
     await fake.send_text(ed, "MLM")
     await fake.wait_for(lambda f: lesson_started(f, 304), timeout=30)
@@ -160,7 +164,7 @@ async def test_made_up_lesson_buttons_are_answered_and_send_nothing(fake: FakeTe
     assert len(bot_messages(fake, 304)) == 1
 
 
-async def test_a_lesson_button_in_a_group_says_private_only(fake: FakeTelegram, repo) -> None:
+async def test_a_lesson_button_in_a_group_says_private_only(fake: FakeTelegram, live_bot_repo) -> None:
     """A lesson page's button in a group (made up: the lesson is private): answered, nothing posted there."""
     fi = fake.user(305)
     page = fake.message(

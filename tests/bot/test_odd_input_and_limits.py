@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("no_token_in_logs")
 # ----------------------------------------------------------------------- inline mode
 
 
-async def test_inline_mode(fake: FakeTelegram, repo, bert_engine: FillMaskEngine) -> None:
+async def test_inline_mode(fake: FakeTelegram, live_bot_repo, bert_engine: FillMaskEngine) -> None:
     frank = fake.user(70)
     await fake.inline(frank, "The cat sat on the [MASK].")
     await fake.wait_for(lambda f: len(f.sent("answerInlineQuery")) >= 1)
@@ -81,7 +81,9 @@ async def test_inline_mode(fake: FakeTelegram, repo, bert_engine: FillMaskEngine
         ("[MASK] " + "y" * 4000, "Best guess"),
     ],
 )
-async def test_every_odd_input_gets_a_clear_valid_reply(fake: FakeTelegram, repo, text: str, expected: str) -> None:
+async def test_every_odd_input_gets_a_clear_valid_reply(
+    fake: FakeTelegram, live_bot_repo, text: str, expected: str
+) -> None:
     user = fake.user(80)
     if text:
         await fake.send_text(user, text[:4096])
@@ -161,7 +163,7 @@ async def test_per_user_rate_limit(fake: FakeTelegram, bert_dir: Path, tmp_path:
         assert all("Best guess" in parse_html(t) for t in texts(fake, 92)[:3])
 
 
-async def test_a_burst_of_100_users_with_429_answers_loses_no_reply(fake: FakeTelegram, repo) -> None:
+async def test_a_burst_of_100_users_with_429_answers_loses_no_reply(fake: FakeTelegram, live_bot_repo) -> None:
     fake.too_many_requests = 3  # Telegram says "retry after 1 s" three times during the burst
     users = [fake.user(1000 + i, f"User{i}") for i in range(100)]
     for user in users:
@@ -174,7 +176,9 @@ async def test_a_burst_of_100_users_with_429_answers_loses_no_reply(fake: FakeTe
     assert len(refused) == 3 and all("Too Many Requests" in c.params["_rejected"] for c in refused)
 
 
-async def test_a_viral_post_gets_few_group_messages_naming_everyone_and_dms_stay_fast(fake: FakeTelegram, repo) -> None:
+async def test_a_viral_post_gets_few_group_messages_naming_everyone_and_dms_stay_fast(
+    fake: FakeTelegram, live_bot_repo
+) -> None:
     post = await automatic_forward(fake, post_id=12)
     people = [fake.user(3000 + i, f"Fan{i}") for i in range(45)]
     for person in people:
@@ -193,11 +197,11 @@ async def test_a_viral_post_gets_few_group_messages_naming_everyone_and_dms_stay
     named = [int(i) for c in replies_sent for i in re.findall(r"tg://user\?id=(\d+)", c.params["text"])]
     assert sorted(named) == [p["id"] for p in people]  # everyone, exactly once
     assert "your MLM guides are ready" in parse_html(replies_sent[0].params["text"])
-    assert len(await logged_rows(repo, "comment", 45)) == 45
+    assert len(await logged_rows(live_bot_repo, "comment", 45)) == 45
 
 
 async def test_a_locked_database_delays_the_bookkeeping_never_the_reply(
-    fake: FakeTelegram, repo, tmp_path: Path
+    fake: FakeTelegram, live_bot_repo, tmp_path: Path
 ) -> None:
     """Another process holds the write lock for longer than the bot's busy timeout (5 s): /start, a deep link and
     a keyword comment are still answered (once per post), and the bookkeeping is written when the lock goes."""
@@ -223,16 +227,16 @@ async def test_a_locked_database_delays_the_bookkeeping_never_the_reply(
         assert not [t for t in texts(fake, 70) if "went wrong" in t]
     finally:
         await asyncio.to_thread(holder.join)
-    assert await eventually(lambda: can_dm(repo, 70), timeout=20)
-    assert await eventually(lambda: _claimed(repo, f"{GROUP['id']}:{post['message_id']}", 71), timeout=20)
+    assert await eventually(lambda: can_dm(live_bot_repo, 70), timeout=20)
+    assert await eventually(lambda: _claimed(live_bot_repo, f"{GROUP['id']}:{post['message_id']}", 71), timeout=20)
 
 
-async def _claimed(repo, post_key: str, user_id: int) -> bool:
-    return not await repo.comments.claim(post_key, user_id)  # taken already: the background write landed
+async def _claimed(live_bot_repo, post_key: str, user_id: int) -> bool:
+    return not await live_bot_repo.comments.claim(post_key, user_id)  # taken already: the background write landed
 
 
 async def test_a_reply_whose_comment_was_deleted_goes_under_the_post_not_into_the_group(
-    fake: FakeTelegram, repo
+    fake: FakeTelegram, live_bot_repo
 ) -> None:
     gil = fake.user(62, "Gil")
     fake.never_started.add(62)
@@ -245,18 +249,18 @@ async def test_a_reply_whose_comment_was_deleted_goes_under_the_post_not_into_th
     assert '<a href="tg://user?id=62">Gil</a>' in reply.params["text"]
 
 
-async def test_commenters_wait_for_the_next_try_when_a_reply_fails(fake: FakeTelegram, repo) -> None:
+async def test_commenters_wait_for_the_next_try_when_a_reply_fails(fake: FakeTelegram, live_bot_repo) -> None:
     hal = fake.user(63, "Hal")
     fake.never_started.add(63)
     fake.server_errors = 2  # Telegram answers 502 twice
     await comment(fake, hal, await automatic_forward(fake, post_id=31), "MLM")
     (reply,) = await replies(fake, GROUP["id"])
     assert "Hal" in parse_html(reply.params["text"])
-    (logged,) = await logged_rows(repo, "comment")
+    (logged,) = await logged_rows(live_bot_repo, "comment")
     assert logged.outcome == "button"
 
 
-async def test_editing_a_command_does_not_run_it_again(fake: FakeTelegram, repo) -> None:
+async def test_editing_a_command_does_not_run_it_again(fake: FakeTelegram, live_bot_repo) -> None:
     ivy = fake.user(64)
     sent = await fake.send_text(ivy, "/predict the cat sat on the [MASK] .")
     await replies(fake, 64)
@@ -280,7 +284,7 @@ async def test_stats_in_a_group_points_to_the_private_chat(fake: FakeTelegram, b
         assert not fake.sent("sendPhoto"), "no numbers or charts in public"
 
 
-async def test_a_reply_to_a_message_deleted_meanwhile_still_goes_out(fake: FakeTelegram, repo) -> None:
+async def test_a_reply_to_a_message_deleted_meanwhile_still_goes_out(fake: FakeTelegram, live_bot_repo) -> None:
     jo = fake.user(66)
     question = await fake.send_text(jo, "The cat sat on the [MASK].")
     fake.deleted.add((66, question["message_id"]))
@@ -288,7 +292,9 @@ async def test_a_reply_to_a_message_deleted_meanwhile_still_goes_out(fake: FakeT
     assert "Best guess" in parse_html(answer.params["text"])
 
 
-async def test_a_burst_of_predictions_spends_the_allowance_on_replies_not_typing(fake: FakeTelegram, repo) -> None:
+async def test_a_burst_of_predictions_spends_the_allowance_on_replies_not_typing(
+    fake: FakeTelegram, live_bot_repo
+) -> None:
     users = [fake.user(2000 + i) for i in range(40)]
     await asyncio.gather(*(fake.send_text(u, f"The {i} cat sat on the [MASK].") for i, u in enumerate(users)))
     await fake.wait_for(lambda f: len(f.sent("sendMessage")) >= 40, timeout=60)
@@ -298,7 +304,7 @@ async def test_a_burst_of_predictions_spends_the_allowance_on_replies_not_typing
 
 
 async def test_an_edit_telegram_refuses_is_reported_not_swallowed(
-    fake: FakeTelegram, repo, caplog: pytest.LogCaptureFixture
+    fake: FakeTelegram, live_bot_repo, caplog: pytest.LogCaptureFixture
 ) -> None:
     kim = fake.user(67)
     question = await fake.send_text(kim, "The cat sat on the [MASK].")
