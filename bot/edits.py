@@ -18,7 +18,8 @@ from cachetools import LRUCache
 from telegram import InlineKeyboardMarkup, Message
 from telegram.error import BadRequest
 
-# Messages remembered (the least recently edited go first): a digest and two ids each, about 200 bytes.
+# Messages remembered (the least recently edited go first): a digest and two ids each, 273 bytes measured
+# (20,000: 5.5 MB).
 EDITS_KEPT = 20_000
 
 
@@ -31,12 +32,13 @@ class MessageEdits:
     async def edit(self, message: Message, html: str, keyboard: InlineKeyboardMarkup | None) -> bool:
         """Put ``html`` and ``keyboard`` in ``message`` unless they are there already; True when an edit went out."""
         key = (message.chat_id, message.message_id)
-        digest = hashlib.blake2b(repr((html, keyboard.to_dict() if keyboard else None)).encode(), digest_size=16)
+        content = repr((html, keyboard.to_dict() if keyboard else None)).encode()
+        digest = hashlib.blake2b(content, digest_size=16).digest()
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
-            if self._last.get(key) == digest.digest():
+            if self._last.get(key) == digest:
                 return False
             try:
                 await message.edit_text(html, reply_markup=keyboard)
@@ -44,7 +46,7 @@ class MessageEdits:
                 if "not modified" not in exc.message.lower():
                     raise
                 # Another replica (or Telegram's own copy) had it already: it is there all the same.
-            self._last[key] = digest.digest()
+            self._last[key] = digest
             return True
 
     def forget(self, chat_id: int) -> None:
