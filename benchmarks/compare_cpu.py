@@ -62,24 +62,24 @@ def build(kind: str, directory: Path) -> Path:
 
 
 async def main() -> None:
-    from bot.compare_models import Lineup
+    from bot.compare_models import ComparedModels
     from models.bench.random_models import sentences
     from models.settings import ModelSettings
 
     root = Path(tempfile.mkdtemp())
     dirs = [str(build(kind, root / kind)) for kind in BASE]
-    lineup = Lineup(dirs, ModelSettings(model_device="cpu", model_dtype="float32"))
+    compared = ComparedModels(dirs, ModelSettings(model_device="cpu", model_dtype="float32"))
     before = rss_mb()
     started = time.perf_counter()
-    await lineup.compare("The cat sat on the [MASK].")
+    await compared.compare("The cat sat on the [MASK].")
     first = time.perf_counter() - started
     added = rss_mb() - before
     times = []
     for sentence in sentences(20, seed=3):
         started = time.perf_counter()
-        await lineup.compare(sentence)
+        await compared.compare(sentence)
         times.append(time.perf_counter() - started)
-    await lineup.close()
+    await compared.close()
     p50, worst = statistics.median(times) * 1000, max(times) * 1000
     print(
         f"first comparison (loading 4 models from disk): {first:.1f} s; then p50 {p50:.0f} ms, max {worst:.0f} ms "

@@ -50,6 +50,7 @@ from bot.handlers import (
     inline,
     join,
     language,
+    language_buttons,
     lesson,
     predict,
     privacy,
@@ -227,7 +228,7 @@ def register_handlers(application: Application, settings: BotSettings, services:
     # "✅ I've joined" under the follow-gate's message (REQUIRE_CHANNEL).
     add(CallbackQueryHandler(lesson.joined_button, pattern=join.PATTERN))
     # The language chooser, and the switch under the greeting and a guide.
-    add(CallbackQueryHandler(language.language_button, pattern=language.PATTERN))
+    add(CallbackQueryHandler(language.language_button, pattern=language_buttons.PATTERN))
     add(CallbackQueryHandler(privacy.forget_button, pattern=privacy.PATTERN))
     # Any other button data (an old version's, or made up): answered, so no spinner is left turning.
     add(CallbackQueryHandler(lesson.stale_button))

@@ -17,6 +17,7 @@ from aiolimiter import AsyncLimiter
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, TelegramError
 
+from bot.handlers import lesson
 from bot.storage.broadcasts import Recipient
 from bot.storage.writer import is_transient
 
@@ -112,4 +113,4 @@ class Broadcaster:
         if guide is None:
             return None
         label = self._s.renderer.text("button_guide_named", title=guide.title)
-        return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"guide:{guide.slug}")]])
+        return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=lesson.start_data(guide))]])

@@ -63,7 +63,7 @@ class Failure:
 MB = 1024 * 1024
 
 
-class Lineup:
+class ComparedModels:
     def __init__(
         self,
         names: Sequence[str],

@@ -153,7 +153,7 @@ class GuideSettings(BaseSettings):
         return DEFAULT_GUIDES_DIR if DEFAULT_GUIDES_DIR.is_dir() else None
 
 
-class LineupSettings(BaseSettings):
+class CompareSettings(BaseSettings):
     """The models /compare (and the playground's compare tab) puts side by side."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -180,7 +180,7 @@ class LineupSettings(BaseSettings):
         return value
 
 
-class PlaygroundSettings(ModelSettings, LineupSettings):
+class PlaygroundSettings(ModelSettings, CompareSettings):
     """What ``mlm-bot playground`` reads: the model, the compare models, and the token only if it must check a
     Mini App's initData (on an address beyond this machine)."""
 
@@ -191,7 +191,7 @@ class SettingsError(Exception):
     """A setting is missing or wrong; the message names it and says how to fix it."""
 
 
-class BotSettings(ModelSettings, LineupSettings, StorageSettings, HealthSettings, GuideSettings):
+class BotSettings(ModelSettings, CompareSettings, StorageSettings, HealthSettings, GuideSettings):
     """Everything ``mlm-bot run`` reads: the model's settings, the storage's and the listening ones (each declared
     once, in its own class), and the bot's own below."""
 

@@ -326,79 +326,111 @@ async def _run(
     leader: Leadership,
     handed_on: set[int],
 ) -> None:
-    model, writer, repo, comment_replies = services.model, services.writer, services.repo, services.comment_replies
+    """Start up, serve until told to stop (or until another process took the database's lock), stop."""
     if not await _start_up(settings, stop, services, application, health, transport, leader):
         return
-    comment_replies.start(application.bot)
-    await writer.start()
-    try:  # an older version's dead-letter file: into the table (which /forget and retention clean), then deleted
-        await repo.dead_letters.take_in_file(dead_letter_path_for(settings.database_url))
-    except Exception as exc:
-        log.warning("could not take in the old dead-letter file (%s); trying again at the next start", exc)
+    await _open_the_books(settings, services, application)
     budget = ShutdownBudget()  # one budget for the whole shutdown, from the moment the stop comes
     lost = asyncio.create_task(leader.watch(), name="leader-lock")
     try:
         async with application:  # initialize (done above, so a no-op) ... shutdown
-            health.phase = "handling the updates left from before, then taking updates in"
-            await register_commands(application, services)
-            await services.channel_gate.probe(application.bot)  # REQUIRE_CHANNEL: usable, or one warning
-            await application.start()
-            schedule_jobs(application)
-            for row in await repo.outbox.pending():  # replies owed since the last run
-                restore(comment_replies, row.chat_id, row.thread, row.payload, row.id)
-            transport.open()  # from now on handed on as they come; the replay skips those
-            # The live set: updates the endpoint hands on while the replay runs are skipped by it (a copy taken
-            # here, empty, would let them be handled twice).
-            await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=handed_on)
-            adopt_left_work(application, services, handed_on)
-            try:
-                await transport.start()
-            except BaseException:
-                await application.stop()  # the context's shutdown refuses a running application
-                raise
-            health.started = True
-            broadcaster = Broadcaster(services, application.bot, settings.broadcast_per_second)
-            broadcaster.start()  # the active process sends what `mlm-bot broadcast` queued
-            services.metrics.up.set(1)
-            log.info("@%s is up (model %s; %s)", application.bot.username, model.model_name, transport.description)
+            broadcaster = await _begin_serving(settings, services, application, health, transport, handed_on)
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
-            await broadcaster.stop()  # the message on its way arrives; the rest wait for the next start
-            services.metrics.up.set(0)
-            health.stopping = True  # /healthz says so (503: a proxy sends no more); the Mini App's API stops
-            if lost.done():  # another process is active now: stop handling at once, send nothing more
-                log.error("lost the database's active-process lock: another process took over; standing down")
             budget.start(settings.shutdown_budget_s)
-            # The jobs first: "adopt" would go on handing stored updates to a queue that python-telegram-bot's
-            # stop() waits to see drained (the job queue stops only after that), and after a lost lock they would
-            # go on working for a process that is no longer the active one.
-            stop_jobs(application)
-            await transport.stop()  # what comes now is stored, and handed on by the next start's replay
-            if lost.done():
-                # The active process now replays what is unfinished: this one drops what it has not begun and
-                # cancels what it is handling (left pending in the inbox, for the other), instead of draining it.
-                abandoned = abandon_updates(application, services)
-                log.info("stopping: %d updates left to the process that is active now", abandoned)
-            else:
-                log.info(
-                    "stopping within %.0f s: no new updates; finishing the ones in progress",
-                    settings.shutdown_budget_s,
-                )
-            try:  # lets the updates already fetched finish, leaving a few seconds for the replies and the log
-                await asyncio.wait_for(application.stop(), budget.left(reserve=4, at_least=0.5))
-            except asyncio.TimeoutError:
-                log.warning("updates still being handled when the budget ran out stay in the inbox for next time")
-            # The public replies those updates queued, as far as the groups' allowances let them go in the
-            # budget; the rest go to the outbox and out after the next start.
-            # (None once the lock is lost: the active process sends them, from the outbox.)
-            sending = 0.0 if lost.done() else budget.left(reserve=2)
-            for unsent in await comment_replies.close(timeout=sending):
-                await writer.log(owed(unsent))
+            await _stop_serving(settings, services, application, health, transport, broadcaster, budget, lost)
     finally:
         await _flush_and_release(services, leader, lost, budget)
     if lost.done() and not lost.cancelled():
         raise LostLeadership()
+
+
+async def _open_the_books(settings: BotSettings, services: BotServices, application: Application) -> None:
+    """What serving writes through: the public replies' sender and the interaction log's writer, started."""
+    services.comment_replies.start(application.bot)
+    await services.writer.start()
+    try:  # an older version's dead-letter file: into the table (which /forget and retention clean), then deleted
+        await services.repo.dead_letters.take_in_file(dead_letter_path_for(settings.database_url))
+    except Exception as exc:
+        log.warning("could not take in the old dead-letter file (%s); trying again at the next start", exc)
+
+
+async def _begin_serving(
+    settings: BotSettings,
+    services: BotServices,
+    application: Application,
+    health: Health,
+    transport: Transport,
+    handed_on: set[int],
+) -> Broadcaster:
+    """From a started model to taking updates in: what the last run left (owed replies, unfinished updates)
+    first, then the transport; returns the broadcaster it started."""
+    repo = services.repo
+    health.phase = "handling the updates left from before, then taking updates in"
+    await register_commands(application, services)
+    await services.channel_gate.probe(application.bot)  # REQUIRE_CHANNEL: usable, or one warning
+    await application.start()
+    schedule_jobs(application)
+    for row in await repo.outbox.pending():  # replies owed since the last run
+        restore(services.comment_replies, row.chat_id, row.thread, row.payload, row.id)
+    transport.open()  # from now on handed on as they come; the replay skips those
+    # The live set: updates the endpoint hands on while the replay runs are skipped by it (a copy taken
+    # here, empty, would let them be handled twice).
+    await replay_unfinished(application, repo.inbox, max_age_s=settings.inbox_max_age_s, skip=handed_on)
+    adopt_left_work(application, services, handed_on)
+    try:
+        await transport.start()
+    except BaseException:
+        await application.stop()  # the context's shutdown refuses a running application
+        raise
+    health.started = True
+    broadcaster = Broadcaster(services, application.bot, settings.broadcast_per_second)
+    broadcaster.start()  # the active process sends what `mlm-bot broadcast` queued
+    services.metrics.up.set(1)
+    log.info("@%s is up (model %s; %s)", application.bot.username, services.model.model_name, transport.description)
+    return broadcaster
+
+
+async def _stop_serving(
+    settings: BotSettings,
+    services: BotServices,
+    application: Application,
+    health: Health,
+    transport: Transport,
+    broadcaster: Broadcaster,
+    budget: ShutdownBudget,
+    lost: asyncio.Task,
+) -> None:
+    """Within the budget: nothing new taken in, the updates in progress finished (or, once the lock is lost,
+    left to the active process), the public replies they queued sent or put in the outbox."""
+    await broadcaster.stop()  # the message on its way arrives; the rest wait for the next start
+    services.metrics.up.set(0)
+    health.stopping = True  # /healthz says so (503: a proxy sends no more); the Mini App's API stops
+    if lost.done():  # another process is active now: stop handling at once, send nothing more
+        log.error("lost the database's active-process lock: another process took over; standing down")
+    # The jobs first: "adopt" would go on handing stored updates to a queue that python-telegram-bot's
+    # stop() waits to see drained (the job queue stops only after that), and after a lost lock they would
+    # go on working for a process that is no longer the active one.
+    stop_jobs(application)
+    await transport.stop()  # what comes now is stored, and handed on by the next start's replay
+    if lost.done():
+        # The active process now replays what is unfinished: this one drops what it has not begun and
+        # cancels what it is handling (left pending in the inbox, for the other), instead of draining it.
+        abandoned = abandon_updates(application, services)
+        log.info("stopping: %d updates left to the process that is active now", abandoned)
+    else:
+        log.info("stopping within %.0f s: no new updates; finishing the ones in progress", settings.shutdown_budget_s)
+    try:  # lets the updates already fetched finish, leaving a few seconds for the replies and the log
+        await asyncio.wait_for(application.stop(), budget.left(reserve=4, at_least=0.5))
+    except asyncio.TimeoutError:
+        log.warning("updates still being handled when the budget ran out stay in the inbox for next time")
+    # The public replies those updates queued, as far as the groups' allowances let them go in the
+    # budget; the rest go to the outbox and out after the next start.
+    # (None once the lock is lost: the active process sends them, from the outbox.)
+    sending = 0.0 if lost.done() else budget.left(reserve=2)
+    for unsent in await services.comment_replies.close(timeout=sending):
+        await services.writer.log(owed(unsent))
 
 
 async def _flush_and_release(
@@ -414,7 +446,7 @@ async def _flush_and_release(
     await leader.release()
     # The model and /compare's models, within what is left of the budget (a batch still running on them is not
     # waited for past it).
-    closing = [services.model.close()] + ([services.lineup.close()] if services.lineup is not None else [])
+    closing = [services.model.close()] + ([services.compared.close()] if services.compared is not None else [])
     for close in closing:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(close, budget.left(at_least=0.5))

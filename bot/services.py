@@ -19,7 +19,7 @@ from cachetools import LRUCache
 from bot.budgets import ActionBudget, ModelCallLimit
 from bot.channel_gate import ChannelGate
 from bot.chosen_languages import Languages
-from bot.compare_models import Lineup
+from bot.compare_models import ComparedModels
 from bot.config import BotSettings, GuideSettings
 from bot.edits import MessageEdits
 from bot.flood_control import PredictionStarts
@@ -72,7 +72,7 @@ class BotServices:
     # leaves when its call ends, so this holds at most the calls running at once.
     inline_in_flight: dict[int, asyncio.Task] = field(default_factory=dict)
     # /compare's models, loaded on first use (bot.compare_models).
-    lineup: Lineup | None = None
+    compared: ComparedModels | None = None
     # Sentences offered for tap-to-mask, by the short key in their buttons' data: (whose, the text), the newest.
     tap_sentences: LRUCache[str, tuple[int | None, str]] = field(
         default_factory=lambda: LRUCache(TAP_SENTENCES_CHARS, getsizeof=lambda kept: 100 + len(kept[1]))
@@ -99,11 +99,11 @@ class BotServices:
         if self.languages is None:
             self.languages = Languages(self.repo.users.chosen_language)
 
-    def compare_lineup(self) -> Lineup:
-        if self.lineup is None:
+    def compared_models(self) -> ComparedModels:
+        if self.compared is None:
             s = self.settings
-            self.lineup = Lineup(s.compare_models, s, memory_mb=s.compare_memory_mb, main=self.model)
-        return self.lineup
+            self.compared = ComparedModels(s.compare_models, s, memory_mb=s.compare_memory_mb, main=self.model)
+        return self.compared
 
     def remember_sentence(self, text: str, user_id: int | None = None) -> str:
         """A short key for ``text`` that fits in a button's 64 bytes of data, whatever the text's length (kept in

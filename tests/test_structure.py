@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -159,3 +160,80 @@ def test_the_engine_holds_its_steps_instead_of_inheriting_them() -> None:
         assert cls.__bases__ == (object,), f"{cls.__name__} inherits {cls.__bases__}"
     hints = FillMaskEngine.__init__.__code__.co_names
     assert {"Preparer", "Forwarder", "Postprocessor"} <= set(hints)
+
+
+def _literal_head(node: ast.expr) -> str | None:
+    """The text a callback_data value starts with when it is written out ("guide", f"try:{n}", "more" + s)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        return str(node.values[0].value)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _literal_head(node.left)
+    return None
+
+
+def _registered_patterns() -> dict[str, str]:
+    """app.py's CallbackQueryHandler patterns: pattern -> the module that defines it. Fails on a literal one."""
+    import importlib
+
+    tree = ast.parse((ROOT / "bot/app.py").read_text())
+    modules = {
+        alias.asname or alias.name: f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "bot.handlers"
+        for alias in node.names
+    }
+    patterns = {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "CallbackQueryHandler":
+            values = [k.value for k in call.keywords if k.arg == "pattern"]
+            if not values:  # the last one: any other press (an old or forged button) gets "no longer works"
+                continue
+            value = values[0]
+            assert isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name), (
+                f"app.py line {call.lineno}: a button's pattern is its flow's constant, not written out here"
+            )
+            module = modules[value.value.id]
+            patterns[getattr(importlib.import_module(module), value.attr)] = module
+    return patterns
+
+
+def test_each_button_contract_lives_in_one_flow() -> None:
+    """A button's callback data is written out (built) only in the module whose pattern matches it; app.py
+    registers those patterns by name, never as literals."""
+    patterns = _registered_patterns()
+    assert len(patterns) >= 12
+    wrong = []
+    for path in sorted((ROOT / "bot").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            values = []
+            if isinstance(node, ast.keyword) and node.arg == "callback_data":
+                values.append(node.value)
+            if isinstance(node, ast.JoinedStr) and re.match(r"[a-z]+:", _literal_head(node) or ""):
+                values.append(node)  # f"try:{n}" anywhere: a builder, whatever it is called
+            for value in values:
+                head = _literal_head(value)
+                if head is None:
+                    continue
+                word = re.match(r"[a-z]+(?=:|\Z)", head)  # "try:{n}" -> try, "more" + suffix -> more
+                owners = {m for p, m in patterns.items() if word and re.match(r"\\A" + word[0] + r"\b", p)}
+                if owners and module not in owners:
+                    wrong.append(f"{module}:{node.lineno if hasattr(node, 'lineno') else value.lineno} {head!r}")
+    assert not wrong, "button data built outside the flow that owns it: " + ", ".join(wrong)
+
+
+def test_the_logged_writes_live_in_their_own_module() -> None:
+    """bot/storage/writes.py holds every Write and what writes them (and /forget's deletion); the repository reads."""
+    import typing
+
+    from bot.storage import repository, writes
+
+    kinds = typing.get_args(writes.Write)
+    assert len(kinds) >= 10
+    assert {kind.__module__ for kind in kinds} == {"bot.storage.writes"}
+    defined = {node.name for node in ast.parse((ROOT / "bot/storage/repository.py").read_text()).body
+               if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}  # fmt: skip
+    assert not defined & {"write_all", "write_user_id", "_forget", *(kind.__name__ for kind in kinds)}
+    assert all(getattr(repository, kind.__name__, kind) is kind for kind in kinds), "one class per Write"

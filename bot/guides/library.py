@@ -51,7 +51,6 @@ PAGE_TEXT_LIMIT = 1000  # characters of visible text a page may have (a phone sc
 MAX_PAGES = 99  # the page number travels in button data as at most two digits
 RENDERED_KEPT = 64  # renderings of one guide kept (languages x keywords x the model's name)
 MAX_BUTTONS = 100  # Telegram's limit for one inline keyboard
-CALLBACK_LIMIT = 64  # bytes of callback_data
 KEYWORD_LIMIT = 64
 # Under any page, besides its own prompts and links: Continue, Next, Skip, Try live + Download, All at once,
 # the other language, the playground.
@@ -389,20 +388,12 @@ def _check_page(guide: Guide, language: str, number: int, path: Path, problems: 
     for url, line in markdown.links(source):
         if not markdown.allowed_url(url):
             problems.append(Problem(path, line + 1, f"the link {url!r} is not http(s):// or tg://: shown as text"))
-    for k, prompt in enumerate(page.prompts):
+    for prompt in page.prompts:
         if "[mask]" not in prompt.sentence.lower() and "<mask>" not in prompt.sentence.lower():
             problems.append(Problem(path, 1, f"guess({prompt.sentence!r}): the sentence needs a [MASK]"))
-        data = prompt_data(guide.slug, number, k)
-        if len(data.encode()) > CALLBACK_LIMIT:
-            problems.append(Problem(path, 1, f"button data {data!r} is over {CALLBACK_LIMIT} bytes"))
     buttons = len(page.prompts) + len(guide.links) + LESSON_BUTTONS
     if buttons > MAX_BUTTONS:
         problems.append(Problem(path, 1, f"{buttons} buttons under one page: Telegram allows {MAX_BUTTONS}"))
-
-
-def prompt_data(slug: str, page: int, k: int) -> str:
-    """The callback data of a page's k-th "Guess, then tap" button (the lesson flow parses it)."""
-    return f"try:{slug}:{page}.{k}"
 
 
 def load_library(

@@ -50,14 +50,6 @@ def open_bot_keyboard(bot_username: str, payload: str, label: str) -> InlineKeyb
     return InlineKeyboardMarkup([[InlineKeyboardButton(label, url=create_deep_linked_url(bot_username, payload))]])
 
 
-def switch_language_button(renderer: Renderer, where: str) -> InlineKeyboardButton:
-    """The button that switches to the other language (``lang:<language>:<where>``), named in that language."""
-    other = "english" if renderer.language() == "hinglish" else "hinglish"
-    return InlineKeyboardButton(
-        renderer.text("button_switch_language", name=other), callback_data=f"lang:{other}:{where}"
-    )
-
-
 def playground_button(renderer: Renderer, mini_app_url: str) -> InlineKeyboardButton:
     """Opens the playground Mini App (private chats only: Telegram refuses Mini App buttons in groups), with the
     page's words in the person's language."""

@@ -43,11 +43,11 @@ async def _compare(update: Update, context: Context, sentence: str, under: Messa
             return
         if query is not None:
             await answer_query(update, context)  # at once: loading the models the first time takes a while
-        lineup = s.compare_lineup()
-        if not lineup.loaded:
-            await under.reply_html(s.renderer.html("compare_loading", count=len(lineup.names)))
+        compared = s.compared_models()
+        if not compared.loaded:
+            await under.reply_html(s.renderer.html("compare_loading", count=len(compared.names)))
         try:
-            rows = await lineup.compare(sentence)
+            rows = await compared.compare(sentence)
         except FillMaskError as exc:
             await under.reply_html(s.renderer.error(exc.code, exc.details))
             return

@@ -11,11 +11,11 @@ from bot.handlers.common import (
     log_interaction,
     open_bot_keyboard,
     started_at,
-    switch_language_button,
     user_info,
 )
 from bot.handlers.follow import subscribe_button
-from bot.handlers.lesson import guides_keyboard, send_guide
+from bot.handlers.language_buttons import switch_language_button
+from bot.handlers.lesson import guides_keyboard, send_guide, start_data
 from bot.storage.vocabulary import Kind
 from bot.storage.writes import UserStarted
 from bot.text.payloads import guide_payload, parse_payload
@@ -139,7 +139,7 @@ def _guide_and_inline_keyboard(context: Context) -> InlineKeyboardMarkup:
     text = s.renderer.text
     return InlineKeyboardMarkup(
         [
-            [InlineKeyboardButton(text("button_guide"), callback_data="guide")],
+            [InlineKeyboardButton(text("button_guide"), callback_data=start_data())],
             [InlineKeyboardButton(text("button_try_inline"), switch_inline_query=text("inline_example"))],
         ]
     )

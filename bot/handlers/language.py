@@ -2,14 +2,12 @@
 
 ``/language`` alone shows both languages as buttons; ``/language hinglish`` (or ``english``) switches at once.
 A choice is remembered per person (``bot.chosen_languages``) and written to the database through the background
-writer. Button data: ``lang:<language>`` (the chooser: it turns into the confirmation), ``lang:<language>:start``
-(the greeting is rewritten in place), ``lang:<language>:guide:<slug>`` (that guide is sent again in that language;
-``lang:<language>:guide``, from before there were several guides: the default one).
+writer. The buttons' data, pattern and parser: ``bot.handlers.language_buttons``.
 """
 
 from __future__ import annotations
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Update
 
 from bot.chosen_languages import parse_language
 from bot.handlers.common import (
@@ -21,13 +19,12 @@ from bot.handlers.common import (
     visible_message,
 )
 from bot.handlers.guide import start_message
+from bot.handlers.language_buttons import chooser_keyboard, parse
 from bot.handlers.lesson import guide_of, send_guide
 from bot.storage.vocabulary import Kind
 from bot.storage.writes import LanguageChosen
-from bot.text.render import LANGUAGES, REPLY_LANGUAGE
+from bot.text.render import REPLY_LANGUAGE
 from bot.text.telegram_html import visible_text
-
-PATTERN = r"\Alang:(english|hinglish)(:(start|guide(:[a-z0-9][a-z0-9_-]{0,31})?))?\Z"
 
 
 async def language_command(update: Update, context: Context) -> None:
@@ -38,7 +35,7 @@ async def language_command(update: Update, context: Context) -> None:
     if language is None:
         current = s.renderer.text("language_name", name=s.renderer.language())
         text = s.renderer.html("language_choose", unknown=asked or None, current=current)
-        await update.effective_message.reply_html(text, reply_markup=chooser_keyboard(context))
+        await update.effective_message.reply_html(text, reply_markup=chooser_keyboard(s.renderer))
         return
     await _choose(update, context, language)
     await update.effective_message.reply_html(_confirmation(context))
@@ -46,14 +43,17 @@ async def language_command(update: Update, context: Context) -> None:
 
 async def language_button(update: Update, context: Context) -> None:
     s = context.bot_data.services
-    _, language, *where = update.callback_query.data.split(":")
+    press = parse(update.callback_query.data)
+    if press is None:  # only matching presses come here (app.py registers the PATTERN)
+        await answer_query(update, context)
+        return
+    language, place = press.language, press.place
     changed = await _choose(update, context, language)
-    place = where[0] if where else "chooser"
     message = visible_message(update)
     if place == "guide":
         # The guide again, in the language just chosen (not twice for a double tap).
         await answer_query(update, context, s.renderer.text("language_changed", name=language))
-        guide = guide_of(context, where[1] if len(where) > 1 else None) or s.guides.default
+        guide = guide_of(context, press.slug) or s.guides.default
         if changed and update.effective_chat is not None:
             outcome = await send_guide(context, update.effective_chat.id, guide)
             await log_interaction(update, context, Kind.GUIDE, trigger="language", guide=guide.slug, outcome=outcome)
@@ -69,22 +69,6 @@ async def language_button(update: Update, context: Context) -> None:
     if message.text == visible_text(text) and message.reply_markup == keyboard:
         return  # pressed twice: Telegram would refuse the same text again ("message is not modified")
     await s.edits.edit(message, text, keyboard)  # a second press before the first one's edit: nothing again
-
-
-def chooser_keyboard(context: Context) -> InlineKeyboardMarkup:
-    renderer = context.bot_data.services.renderer
-    current = renderer.language()
-    return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton(
-                    ("✓ " if language == current else "") + renderer.text("button_language", name=language),
-                    callback_data=f"lang:{language}",
-                )
-                for language in LANGUAGES
-            ]
-        ]
-    )
 
 
 async def _choose(update: Update, context: Context, language: str) -> bool:

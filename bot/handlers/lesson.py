@@ -27,15 +27,15 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Mess
 from telegram.helpers import create_deep_linked_url
 
 from bot.context import Context
-from bot.guides.library import Guide, GuideLibrary, prompt_data
+from bot.guides.library import Guide, GuideLibrary
 from bot.handlers import join, quiz
 from bot.handlers.common import (
     answer_query,
     log_interaction,
     playground_button,
-    switch_language_button,
 )
 from bot.handlers.follow import subscribe_button
+from bot.handlers.language_buttons import switch_language_button
 from bot.storage.vocabulary import Kind, Outcome
 from bot.text.payloads import guide_payload
 from bot.text.render import Renderer
@@ -97,8 +97,15 @@ def parse(data: str | None) -> Press | None:
     return None
 
 
-def start_data(guide: Guide) -> str:
-    return f"guide:{guide.slug}"
+def start_data(guide: Guide | None = None) -> str:
+    """The lesson's first page: of this guide, or (None) of the guide the person came for, else the default."""
+    return "guide" if guide is None else f"guide:{guide.slug}"
+
+
+def prompt_data(slug: str, page: int, k: int) -> str:
+    """A page's k-th "Guess, then tap" button: ``try:<slug>:<page>.<k>`` (a slug is at most 32 characters, a page
+    number two digits: always within Telegram's 64 bytes)."""
+    return f"try:{slug}:{page}.{k}"
 
 
 def page_data(guide: Guide, number: int) -> str:
@@ -237,7 +244,7 @@ def lesson_keyboard(
     if number == 0:
         rows.append([InlineKeyboardButton(text("button_all_at_once"), callback_data=step_data(guide, "all"))])
         if len(guide.languages) > 1:
-            rows.append([switch_language_button(renderer, f"guide:{guide.slug}")])
+            rows.append([switch_language_button(renderer, start_data(guide))])
     if number == total - 1:
         if mini_app_url:
             rows.append([playground_button(renderer, mini_app_url)])

@@ -238,7 +238,7 @@ def _keyboard(s: BotServices, *, more: bool, experiment: int | None = None) -> I
     )
     chart = InlineKeyboardButton(s.renderer.text("button_chart"), callback_data="chart" + suffix)
     compare = InlineKeyboardButton(s.renderer.text("button_compare"), callback_data="compare" + suffix)
-    guide = InlineKeyboardButton(s.renderer.text("button_guide"), callback_data="guide")
+    guide = InlineKeyboardButton(s.renderer.text("button_guide"), callback_data=lesson.start_data())
     rows = [[toggle, chart], [compare, guide]]
     if s.settings.mini_app_url:  # predictions are answered in private chats, where Mini App buttons work
         rows.append([playground_button(s.renderer, s.settings.mini_app_url)])

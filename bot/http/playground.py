@@ -38,7 +38,7 @@ from telegram_webapp_auth.auth import TelegramAuthenticator, generate_secret_key
 from telegram_webapp_auth.errors import ExpiredInitDataError, InvalidInitDataError
 
 from bot.budgets import Refusal
-from bot.compare_models import Lineup, row_error_words
+from bot.compare_models import ComparedModels, row_error_words
 from bot.config import BotSettings, PlaygroundSettings
 from bot.services import BotServices
 from bot.storage.vocabulary import Kind
@@ -133,7 +133,7 @@ class Playground:
         model: FillMaskService,
         renderer: Renderer,
         *,
-        lineup: Lineup | None = None,
+        compared: ComparedModels | None = None,
         token: str | None = None,
         model_label: str = "",
         language_of: Callable[[int], Awaitable[str | None]] | None = None,
@@ -143,7 +143,7 @@ class Playground:
     ) -> None:
         self.model = model
         self.renderer = renderer
-        self.lineup = lineup
+        self.compared = compared
         self.model_label = model_label or model.model_name.rstrip("/").rsplit("/", 1)[-1]
         self._authenticator = TelegramAuthenticator(generate_secret_key(token)) if token else None
         self._language_of = language_of
@@ -199,7 +199,7 @@ class Playground:
             telegram_script=TELEGRAM_SCRIPT,
             model_name=self.model_label,
             experiments=json.dumps(experiments),
-            compare=self.lineup is not None,
+            compare=self.compared is not None,
         )
         return HTMLResponse(html, headers=self._headers())
 
@@ -328,12 +328,12 @@ class Playground:
         return await self._handle(request, "fill-mask", answer)
 
     async def compare(self, request: Request) -> Response:
-        lineup = self.lineup
+        compared = self.compared
 
         async def answer(text: str) -> dict[str, Any]:
-            if lineup is None:
+            if compared is None:
                 raise FillMaskError("compare is not set up here")
-            rows = await lineup.compare(text)
+            rows = await compared.compare(text)
             return {
                 "models": [
                     {
@@ -392,7 +392,7 @@ def mini_app(settings: BotSettings, services: BotServices, *, active: Callable[[
     return Playground(
         services.model,
         services.renderer,
-        lineup=services.compare_lineup(),
+        compared=services.compared_models(),
         token=settings.token(),
         model_label=services.model_label,
         language_of=services.languages.of if services.languages is not None else None,
@@ -406,15 +406,15 @@ def standalone_app(settings: PlaygroundSettings, renderer: Renderer, engine: Fil
     """``mlm-bot playground``: the page and its API on their own server, the (loaded) model in this process; with a
     token, only a Mini App's signed requests are answered."""
     model = LocalFillMask(settings, engine=engine)
-    lineup = Lineup(settings.compare_models, settings, memory_mb=settings.compare_memory_mb, main=model)
-    playground = Playground(model, renderer, lineup=lineup, token=token)
+    compared = ComparedModels(settings.compare_models, settings, memory_mb=settings.compare_memory_mb, main=model)
+    playground = Playground(model, renderer, compared=compared, token=token)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         await model.start()  # the engine is loaded already: this starts its batcher on this loop
         yield
         playground.loop_load.stop()
-        await lineup.close()
+        await compared.close()
         await model.close()
 
     async def home(request):

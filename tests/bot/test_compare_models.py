@@ -1,5 +1,5 @@
 """/compare's models: one that fails to load is not tried again at every comparison (each would wait for it
-under the lineup's lock), but after a wait that doubles; the others answer meanwhile."""
+under the compared models' lock), but after a wait that doubles; the others answer meanwhile."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.compare_models import RETRY_FIRST_S, RETRY_MAX_S, Lineup
+from bot.compare_models import RETRY_FIRST_S, RETRY_MAX_S, ComparedModels
 from models.settings import ModelSettings
 
 
@@ -20,25 +20,25 @@ async def test_a_model_that_fails_to_load_is_tried_again_after_a_growing_wait(
     twice as long each time."""
     now = [0.0]
     missing = "nobody/not-cached-anywhere"
-    lineup = Lineup([str(bert_dir), missing], ModelSettings(model_device="cpu"), clock=lambda: now[0])
+    compared = ComparedModels([str(bert_dir), missing], ModelSettings(model_device="cpu"), clock=lambda: now[0])
     try:
-        rows = await lineup.compare("The cat sat on the [MASK].")
+        rows = await compared.compare("The cat sat on the [MASK].")
         assert [r.error for r in rows] == [None, "model_failed"] and rows[0].masks
-        assert lineup.load_attempts == 2
+        assert compared.load_attempts == 2
         for _ in range(5):  # a burst of comparisons: no new attempt
-            await lineup.compare("The cat sat on the [MASK].")
-        assert lineup.load_attempts == 2
+            await compared.compare("The cat sat on the [MASK].")
+        assert compared.load_attempts == 2
         now[0] += RETRY_FIRST_S + 1
-        await lineup.compare("The cat sat on the [MASK].")
-        assert lineup.load_attempts == 3, "tried again once the wait is over"
+        await compared.compare("The cat sat on the [MASK].")
+        assert compared.load_attempts == 3, "tried again once the wait is over"
         now[0] += RETRY_FIRST_S + 1  # the wait doubled: not yet
-        await lineup.compare("The cat sat on the [MASK].")
-        assert lineup.load_attempts == 3
+        await compared.compare("The cat sat on the [MASK].")
+        assert compared.load_attempts == 3
         now[0] += RETRY_FIRST_S
-        await lineup.compare("The cat sat on the [MASK].")
-        assert lineup.load_attempts == 4
+        await compared.compare("The cat sat on the [MASK].")
+        assert compared.load_attempts == 4
     finally:
-        await lineup.close()
+        await compared.close()
 
 
 @pytest.fixture
@@ -62,19 +62,19 @@ async def test_a_model_that_can_never_load_is_named_by_its_setting_and_not_tried
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     now = [0.0]
     missing = "nobody/not-cached-anywhere"
-    lineup = Lineup([str(bert_dir), missing], ModelSettings(model_device="cpu"), clock=lambda: now[0])
+    compared = ComparedModels([str(bert_dir), missing], ModelSettings(model_device="cpu"), clock=lambda: now[0])
     try:
         with caplog.at_level(logging.ERROR, logger="bot.compare_models"):
-            rows = await lineup.compare(SENTENCE)
+            rows = await compared.compare(SENTENCE)
         assert [r.error for r in rows] == [None, "model_failed"]
         (line,) = [r.getMessage() for r in caplog.records if r.name == "bot.compare_models"]
         assert f"COMPARE_MODELS={missing} is not in the local Hugging Face cache" in line and "MODEL_NAME" not in line
         assert "stays out of /compare until the setting changes" in line
         now[0] += 10 * RETRY_MAX_S
-        await lineup.compare(SENTENCE)
-        assert lineup.load_attempts == 2, "never tried again"
+        await compared.compare(SENTENCE)
+        assert compared.load_attempts == 2, "never tried again"
     finally:
-        await lineup.close()
+        await compared.close()
 
 
 SENTENCE = "The cat sat on the [MASK]."
@@ -83,19 +83,19 @@ SENTENCE = "The cat sat on the [MASK]."
 async def test_the_compare_models_stay_within_their_memory_budget(model_dirs: dict[str, Path]) -> None:
     """Measured sizes (fp32, packed): bert 128 KB, roberta 173 KB, albert 65 KB. 0.3 MB holds the first two."""
     names = [str(model_dirs[k]) for k in ("bert", "roberta", "albert")]
-    lineup = Lineup(names, ModelSettings(model_device="cpu"), memory_mb=0.3)
+    compared = ComparedModels(names, ModelSettings(model_device="cpu"), memory_mb=0.3)
     try:
-        rows = await lineup.compare(SENTENCE)
+        rows = await compared.compare(SENTENCE)
         assert [r.error for r in rows] == [None, None, "compare_memory"]
         assert rows[0].masks and rows[1].masks and rows[2].details == {"limit": 0}
-        assert 0 < lineup.loaded_bytes <= lineup.memory_bytes
-        assert lineup.load_attempts == 2, "the one that could not fit was never loaded"
+        assert 0 < compared.loaded_bytes <= compared.memory_bytes
+        assert compared.load_attempts == 2, "the one that could not fit was never loaded"
         for _ in range(3):  # the same models answer every time: nothing loaded or closed again
-            assert [r.error for r in await lineup.compare(SENTENCE)] == [None, None, "compare_memory"]
-        assert lineup.load_attempts == 2 and lineup.evictions == 0 and lineup.loaded
+            assert [r.error for r in await compared.compare(SENTENCE)] == [None, None, "compare_memory"]
+        assert compared.load_attempts == 2 and compared.evictions == 0 and compared.loaded
     finally:
-        await lineup.close()
-    unlimited = Lineup(names, ModelSettings(model_device="cpu"), memory_mb=0)
+        await compared.close()
+    unlimited = ComparedModels(names, ModelSettings(model_device="cpu"), memory_mb=0)
     try:
         assert [r.error for r in await unlimited.compare(SENTENCE)] == [None, None, None]
     finally:
@@ -112,17 +112,17 @@ async def test_room_is_made_by_closing_the_least_recently_used_model(
     now = [0.0]
     late = tmp_path / "late-roberta"
     names = [str(late), str(model_dirs["bert"]), str(model_dirs["albert"])]
-    lineup = Lineup(names, ModelSettings(model_device="cpu"), memory_mb=0.32, clock=lambda: now[0])
+    compared = ComparedModels(names, ModelSettings(model_device="cpu"), memory_mb=0.32, clock=lambda: now[0])
     try:
-        assert [r.error for r in await lineup.compare(SENTENCE)] == ["model_failed", None, None]
+        assert [r.error for r in await compared.compare(SENTENCE)] == ["model_failed", None, None]
         shutil.copytree(model_dirs["roberta"], late)
         now[0] += RETRY_FIRST_S + 1
-        rows = await lineup.compare(SENTENCE)
+        rows = await compared.compare(SENTENCE)
         assert [r.error for r in rows] == [None, None, "compare_memory"]
-        assert lineup.evictions >= 1 and lineup.loaded_bytes <= lineup.memory_bytes
+        assert compared.evictions >= 1 and compared.loaded_bytes <= compared.memory_bytes
         assert rows[0].label == "RoBERTa" and rows[1].label == "BERT"
     finally:
-        await lineup.close()
+        await compared.close()
 
 
 async def test_the_bots_own_model_is_not_loaded_twice(bert_dir: Path, model_dirs: dict[str, Path]) -> None:
@@ -130,13 +130,13 @@ async def test_the_bots_own_model_is_not_loaded_twice(bert_dir: Path, model_dirs
 
     main = LocalFillMask(ModelSettings(model_name=str(bert_dir), model_device="cpu"))
     await main.start()
-    lineup = Lineup([f"{bert_dir}/", str(model_dirs["albert"])], ModelSettings(model_device="cpu"), main=main)
+    compared = ComparedModels([f"{bert_dir}/", str(model_dirs["albert"])], ModelSettings(model_device="cpu"), main=main)
     try:
-        rows = await lineup.compare(SENTENCE)
+        rows = await compared.compare(SENTENCE)
         assert [r.error for r in rows] == [None, None] and rows[0].label == "BERT"
-        assert lineup.load_attempts == 1, "only ALBERT was loaded"
+        assert compared.load_attempts == 1, "only ALBERT was loaded"
     finally:
-        await lineup.close()
+        await compared.close()
         await main.close()
 
 

@@ -176,3 +176,23 @@ async def test_a_lesson_button_in_a_group_says_private_only(fake: FakeTelegram, 
     await fake.settle(0.5)
     assert "private chat" in fake.sent("answerCallbackQuery")[0].params["text"]
     assert not fake.sent("sendMessage", GROUP["id"])
+
+
+def test_every_lesson_button_fits_telegram_and_matches_its_pattern() -> None:
+    """The longest data a guide can give its buttons (a 32-character slug, page 99, the 100th prompt) stays within
+    Telegram's 64 bytes and is what the flow registers: a guide file cannot make a button Telegram refuses."""
+    import re
+    from types import SimpleNamespace
+
+    from bot.guides.library import MAX_BUTTONS, MAX_PAGES, SLUG
+    from bot.handlers import lesson
+
+    slug = "a" * 32
+    assert SLUG.fullmatch(slug) and not SLUG.fullmatch(slug + "a")
+    guide = SimpleNamespace(slug=slug)
+    datas = [lesson.prompt_data(slug, MAX_PAGES, MAX_BUTTONS - 1), lesson.page_data(guide, MAX_PAGES)]
+    datas += [lesson.start_data(guide), lesson.start_data(), *(lesson.step_data(guide, s) for s in lesson.STEPS)]
+    for data in datas:
+        assert len(data.encode()) <= 64, data
+        assert re.fullmatch(lesson.PATTERN, data) or re.fullmatch(lesson.TRY_PATTERN, data), data
+    assert lesson.parse(lesson.page_data(guide, 7)) == lesson.Press(slug, "page", 7)
