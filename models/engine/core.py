@@ -257,11 +257,13 @@ class FillMaskEngine:
         probe = self.prepare(FillMaskRequest(PROBE_TEXT.format(mask=self.mask_token)))
         forwarder = self.forwarder
         forwarder.check_head(probe)
-        if self.int8_requested:
-            forwarder.quantize_weights(probe)
         pack = self.packed_weights_requested
         if pack is None:  # auto: on the CPUs measured, silently plain elsewhere
             pack = self.device.type == "cpu" and packs_by_default()
+        if self.device.type == "cpu" and (pack or self.int8_requested):
+            forwarder.make_lean(probe)  # before the linear layers are swapped: its fused layer is swapped too
+        if self.int8_requested:
+            forwarder.quantize_weights(probe)
         if pack:
             forwarder.pack_weights(probe)
         wanted = self.cuda_graphs_requested
@@ -271,12 +273,14 @@ class FillMaskEngine:
             forwarder.build_graphs(probe)
         forwarder.forward([probe])
         log.info(
-            "%s ready: head at masks only=%s, CUDA graphs=%s, packed linear layers=%d, int8 layers=%d, max length %d",
+            "%s ready: head at masks only=%s, CUDA graphs=%s, packed linear layers=%d, int8 layers=%d, lean layers=%d, "
+            "max length %d",
             self.name,
             forwarder.head is not None,
             forwarder.graphed is not None,
             forwarder.packed_layers,
             forwarder.int8_layers,
+            forwarder.lean_layers,
             self.max_length,
         )
 

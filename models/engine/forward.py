@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.engine.accel import int8_linear
+from models.engine.accel import int8_linear, lean_layers
 from models.engine.accel.cuda_graphs import GraphedEncoder
 from models.engine.accel.packed_linear import pack_linears, unpack
 from models.engine.memory import own_tensors
@@ -55,8 +55,7 @@ class Forwarder:
         self.encoder: nn.Module = model.base_model
         self.head: HeadFn | None = mlm_head(model)
         self.graphed: GraphedEncoder | None = None
-        self.packed_layers = 0
-        self.int8_layers = 0
+        self.packed_layers = self.int8_layers = self.lean_layers = 0
         self.suppressed = _words_only_suppression(tokenizer, vocab, self.vocab_size, self.device)
 
     @torch.inference_mode()
@@ -74,6 +73,13 @@ class Forwarder:
         if split.shape != full.shape or (split - full).abs().max().item() > tolerance:
             log.warning("%s: the MLM head cannot run at mask positions only; using full logits", self.name)
             self.head = None
+
+    def make_lean(self, probe: EncodedInput) -> None:
+        """CPU: the encoder's BERT layers as ``LeanLayer``s, kept if they reproduce the model's own on the probe."""
+        ids, attention, _, _ = self.tensors([probe])
+        run = lambda: self.encoder(input_ids=ids, attention_mask=attention)[0].float()  # noqa: E731
+        tolerance = 1e-4 if self.dtype == torch.float32 else 5e-2
+        self.lean_layers = lean_layers.lean_if_same(self.encoder, run, tolerance)
 
     def pack_weights(self, probe: EncodedInput) -> None:
         """Pack the encoder's linear layers for oneDNN, then check the packed encoder against the eager one on
@@ -194,12 +200,8 @@ class Forwarder:
             cols[k : k + len(e.mask_positions)] = e.mask_positions
             k += len(e.mask_positions)
         dev = host.to(self.device, non_blocking=True)
-        return (
-            dev[:cells].view(n, width),
-            dev[cells : 2 * cells].view(n, width),
-            dev[2 * cells : 2 * cells + masks],
-            dev[2 * cells + masks :],
-        )
+        ids_and_attention = dev[: 2 * cells].view(2, n, width)
+        return ids_and_attention[0], ids_and_attention[1], dev[2 * cells : 2 * cells + masks], dev[2 * cells + masks :]
 
     @torch.inference_mode()
     def forward(self, batch: Sequence[EncodedInput]) -> list[MaskScores]:
