@@ -14,7 +14,7 @@ from torch import nn
 from transformers import pipeline
 
 from models.bench.random_models import sentences
-from models.engine.accel import packed_linear
+from models.engine.accel import lean_layers, packed_linear
 from models.engine.accel.packed_linear import PackedLinear, pack_linears, unpack
 from models.engine.core import FillMaskEngine
 from models.engine.results import FillMaskRequest
@@ -74,6 +74,8 @@ def test_packed_layers_that_disagree_with_eager_are_put_back(
 ) -> None:
     engine = FillMaskEngine.load(bert_dir, device="cpu", packed_weights=False)
     plain = linears(engine.forwarder.encoder)
+    # The packing alone (the lean layers have their own put-back test, tests/engine/test_lean_layers.py)
+    monkeypatch.setattr(lean_layers, "make_lean", lambda encoder: [])
     monkeypatch.setattr(PackedLinear, "forward", lambda self, x: torch.zeros(*x.shape[:-1], self.out_features))
     engine.packed_weights_requested = True
     with caplog.at_level(logging.WARNING, logger="models.engine.forward"):
