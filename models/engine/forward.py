@@ -16,7 +16,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models.engine.accel import int8_linear, lean_layers
 from models.engine.accel.cuda_graphs import GraphedEncoder
-from models.engine.accel.packed_linear import pack_linears, unpack
+from models.engine.accel.int8_linear import Int8Decoder, Int8Linear
+from models.engine.accel.packed_linear import PackedLinear, pack_linears, unpack
 from models.engine.memory import own_tensors
 from models.engine.results import EncodedInput, MaskScores
 
@@ -95,7 +96,7 @@ class Forwarder:
             eager = self.encoder(input_ids=ids, attention_mask=attention)[0].float()
             swapped = []
             try:
-                swapped = pack_linears(self.encoder)
+                swapped = lean_layers.fused_then_swapped(self.encoder, pack_linears, PackedLinear)
                 packed = self.encoder(input_ids=ids, attention_mask=attention)[0].float()
                 tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
                 if (packed - eager).abs().max().item() > tolerance * (1 + eager.abs().max().item()):
@@ -104,7 +105,7 @@ class Forwarder:
                 unpack(swapped)
                 log.warning("%s: packed weights could not be used; keeping plain layers", self.name, exc_info=True)
                 return
-        self.packed_layers = len(swapped)
+        self.packed_layers = sum(isinstance(m, PackedLinear) for m in self.encoder.modules())
         own_tensors(self.model)  # the checkpoint's file can go: the packed copies replace most of it
 
     def quantize_weights(self, probe: EncodedInput) -> None:
@@ -118,8 +119,9 @@ class Forwarder:
             before = self._mask_logits(probe)
             swapped = []
             try:
+                int8_linear.use_engine()
                 swapped = int8_linear.quantize_vocabulary(self.model)  # before the decoder is an Int8Linear
-                swapped += int8_linear.quantize_linears(self.model)
+                swapped += lean_layers.fused_then_swapped(self.model, int8_linear.quantize_linears, Int8Linear)
                 after = self._mask_logits(probe)
                 error = ((after - before).norm() / before.norm().clamp(min=1e-6)).item()
                 if not error <= 0.1:
@@ -128,7 +130,7 @@ class Forwarder:
                 unpack(swapped)
                 log.warning("%s: int8 weights could not be used; running in fp32", self.name, exc_info=True)
                 return
-        self.int8_layers = sum(type(original) is nn.Linear for _, _, original in swapped)
+        self.int8_layers = sum(isinstance(m, (Int8Linear, Int8Decoder)) for m in self.model.modules())
         own_tensors(self.model)  # the checkpoint's file can go: the int8 copies replace most of it
         log.info(
             "%s: %d linear layers in int8 (logits within %.1f%% of fp32 on the probe)",

@@ -15,6 +15,7 @@ from models.bench.random_models import sentences
 from models.engine.accel import int8_linear, lean_layers, packed_linear
 from models.engine.accel.int8_linear import Int8Linear
 from models.engine.accel.lean_layers import LeanLayer
+from models.engine.accel.packed_linear import PackedLinear
 from models.engine.core import FillMaskEngine
 from models.engine.results import FillMaskRequest
 from tests.support.hf_compare import assert_same_hf
@@ -39,6 +40,8 @@ def test_bert_and_roberta_layers_run_lean_with_the_pipelines_answers(model_dirs:
         layers = layers_of(engine)
         assert engine.forwarder.lean_layers == len(layers) > 0
         assert all(isinstance(layer, LeanLayer) for layer in layers)
+        # packed: query, key and value as one packed product; their fp32 layers gone
+        assert all(isinstance(layer.qkv, PackedLinear) and layer.query is layer.value is None for layer in layers)
         fill = reference(engine.name)
         texts = [*sentences(3, seed=5, mask=engine.mask_token), f"a {engine.mask_token} ."]
         texts.append(f"the {engine.mask_token} sat on the mat , and the dog ran to the {engine.mask_token} .")
@@ -94,6 +97,22 @@ def test_a_lean_layer_that_differs_puts_the_models_own_back(
         assert engine.forwarder.lean_layers == 0
         assert not any(isinstance(m, LeanLayer) for m in engine.model.modules())
         assert "model's own layers kept" in caplog.text
+        text = f"the cat sat on the {engine.mask_token} ."
+        assert_same_hf(engine.fill(text, top_k=5).to_hf(), reference(engine.name)(text, top_k=5))
+    finally:
+        engine.model_thread.shutdown()
+
+
+@needs_onednn
+def test_packing_that_fails_gives_the_lean_layers_their_three_projections_back(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PackedLinear, "forward", lambda self, x: torch.zeros(*x.shape[:-1], self.out_features))
+    engine = FillMaskEngine.load(bert_dir, device="cpu", packed_weights=True)
+    try:
+        assert engine.packed_layers == 0 and engine.forwarder.lean_layers > 0
+        for layer in layers_of(engine):
+            assert layer.qkv is None and all(type(p) is torch.nn.Linear for p in (layer.query, layer.key, layer.value))
         text = f"the cat sat on the {engine.mask_token} ."
         assert_same_hf(engine.fill(text, top_k=5).to_hf(), reference(engine.name)(text, top_k=5))
     finally:

@@ -140,7 +140,12 @@ def quantize_vocabulary(model: nn.Module) -> Swapped:
 def quantize_linears(module: nn.Module) -> Swapped:
     """Replace every ``nn.Linear`` under ``module`` by an ``Int8Linear`` (``swap_linears``: a shared layer stays
     shared; on an error everything is put back)."""
+    use_engine()
+    return swap_linears(module, Int8Linear)
+
+
+def use_engine() -> None:
+    """The quantized kernels every ``Int8Linear`` is made for (before the first one is made)."""
     if not available():
         raise RuntimeError(f"this torch has no {ENGINE} int8 kernels")
     torch.backends.quantized.engine = ENGINE
-    return swap_linears(module, Int8Linear)

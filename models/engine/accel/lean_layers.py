@@ -3,7 +3,8 @@
 One sentence at a time, bert-base's forward spends about as long in the Python around its ops (eleven modules
 a layer, each call checking hooks, the attention interface looked up, shapes rebuilt) as in the attention,
 GELU and layer norms themselves. A ``LeanLayer`` is the same arithmetic in one function: the three projections
-as one fused linear layer (in int8, one quantization of the input instead of three), the attention through
+as one fused linear layer once the layers are packed or quantized (in int8, one quantization of the input instead
+of three), the attention through
 ``scaled_dot_product_attention`` with the mask transformers built, the two residual layer norms. Measured on
 bert-base's shape, one sentence through the engine (2-core Xeon): int8 20 -> 16 ms, packed fp32 36 -> 32 ms.
 
@@ -27,20 +28,18 @@ log = logging.getLogger(__name__)
 
 
 class LeanLayer(nn.Module):
-    """A BERT layer's forward with the query, key and value projections fused; inference only."""
+    """A BERT layer's forward in one function; inference only. Its query, key and value projections run as three
+    layers until ``fuse_projections`` makes them one (when the layers are packed or quantized: the fused fp32
+    weight then exists only while it is converted, one layer at a time, never all twelve at once)."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
         attention = layer.attention.self
-        q, k, v = attention.query, attention.key, attention.value
+        self.query, self.key, self.value = attention.query, attention.key, attention.value
+        self.qkv: nn.Module | None = None
         self.heads = int(attention.num_attention_heads)
         self.head_size = int(attention.attention_head_size)
         self.scaling = float(attention.scaling)
-        self.qkv = nn.Linear(q.in_features, 3 * q.out_features, device=q.weight.device, dtype=q.weight.dtype)
-        with torch.no_grad():
-            self.qkv.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
-            self.qkv.bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
-        self.qkv.requires_grad_(False)
         self.attention_out = layer.attention.output.dense
         self.attention_norm = layer.attention.output.LayerNorm
         self.intermediate = layer.intermediate.dense
@@ -50,7 +49,11 @@ class LeanLayer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None, *_: object, **__: object):
         batch, length, width = hidden.shape
-        qkv = self.qkv(hidden).view(batch, length, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4)
+        if self.qkv is not None:
+            qkv = self.qkv(hidden)
+        else:
+            qkv = torch.cat([self.query(hidden), self.key(hidden), self.value(hidden)], dim=-1)
+        qkv = qkv.view(batch, length, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4)
         mask = attention_mask
         if mask is not None and mask.dtype not in (torch.bool, qkv.dtype):
             mask = mask.to(qkv.dtype)
@@ -63,6 +66,44 @@ class LeanLayer(nn.Module):
         norm = self.out_norm
         inner = self.out(self.act(self.intermediate(hidden)))
         return F.layer_norm(inner + hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def fuse_projections(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> Swapped:
+    """Each ``LeanLayer`` under ``module`` gets its query, key and value as one layer, ``make(fused)`` (a packed or
+    int8 layer: one product, one quantization of the input); the three fp32 layers leave it. Returns what was
+    replaced, for ``packed_linear.unpack``; on an error, puts back what it had replaced and raises."""
+    swapped: Swapped = []
+    try:
+        for layer in [m for m in module.modules() if isinstance(m, LeanLayer) and m.qkv is None]:
+            q, k, v = layer.query, layer.key, layer.value
+            fused = nn.Linear(q.in_features, 3 * q.out_features, device=q.weight.device, dtype=q.weight.dtype)
+            with torch.no_grad():
+                fused.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
+                fused.bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
+            made = make(fused)
+            del fused  # the fp32 copy lives only while it is converted
+            swapped.append((layer, "qkv", None))  # type: ignore[arg-type]  # unpack sets it back to None
+            layer.qkv = made
+            for name in ("query", "key", "value"):
+                swapped.append((layer, name, getattr(layer, name)))
+                setattr(layer, name, None)
+    except BaseException:
+        unpack(swapped)
+        raise
+    return swapped
+
+
+def fused_then_swapped(
+    module: nn.Module, swap: Callable[[nn.Module], Swapped], make: Callable[[nn.Linear], nn.Module]
+) -> Swapped:
+    """``fuse_projections(module, make)``, then ``swap(module)`` for every other linear layer (``pack_linears``,
+    ``quantize_linears``); on an error, puts everything back and raises."""
+    swapped = fuse_projections(module, make)
+    try:
+        return swapped + swap(module)
+    except BaseException:
+        unpack(swapped)
+        raise
 
 
 def leanable(layer: nn.Module) -> bool:
