@@ -104,7 +104,11 @@ def test_bench_puts_int8_beside_onnx_runtime_in_the_same_rounds(tmp_path: Path) 
         "--rounds", "2", "--onnxruntime", "on", "--json-out", str(out), timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    rows = {(r["path"], r["concurrency"]): r for r in json.loads(out.read_text())["results"]}
+    data = json.loads(out.read_text())
+    # what the engine ran: the tiny BERT's two layers lean, its linear layers (and the decoder) in int8
+    assert data["lean_layers"] == 2 and data["int8_linear_layers"] > 0
+    assert "2 lean layers" in done.stderr
+    rows = {(r["path"], r["concurrency"]): r for r in data["results"]}
     assert set(rows) == {
         ("batcher, int8", 1), ("batcher, int8", 4),
         ("ONNX Runtime fp32, one call per sentence", 1), ("ONNX Runtime fp32, 4 sentences per call", 4),

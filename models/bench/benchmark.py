@@ -400,9 +400,10 @@ def main(args: argparse.Namespace) -> int:
         device = describe_device(args.device)
         lengths = [len(e.input_ids) for e in engine.prepare_batch([_request(s) for s in sentences[:64]])]
         packed_layers = engine.packed_layers
+        int8_layers, lean_layers = engine.forwarder.int8_layers, engine.forwarder.lean_layers
         print(
             f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average; "
-            f"{packed_layers} linear layers packed for oneDNN",
+            f"{packed_layers} linear layers packed for oneDNN, {int8_layers} in int8; {lean_layers} lean layers",
             file=sys.stderr,
         )
 
@@ -436,6 +437,8 @@ def main(args: argparse.Namespace) -> int:
                     "settings": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool))},
                     "tokens_per_sentence": statistics.mean(lengths),
                     "packed_linear_layers": packed_layers,
+                    "int8_linear_layers": int8_layers,
+                    "lean_layers": lean_layers,
                     "baseline": asdict(base_row),
                     "results": [asdict(r) for r in rows],
                     "rounds": [
