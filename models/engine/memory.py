@@ -75,8 +75,8 @@ def model_bytes(model: nn.Module) -> int:
                 * module.out_features
                 * (module.packed_bias.element_size() if module.packed_bias is not None else 4)
             )
-        elif isinstance(module, Int8Linear):  # oneDNN keeps the quantized weight beside its packed copy
-            total += 2 * module.in_features * module.out_features + 4 * module.out_features
+        elif isinstance(module, Int8Linear):  # the packed int8 weight (fbgemm keeps no other copy), the fp32 bias
+            total += module.in_features * module.out_features + 4 * module.out_features
     return total
 
 

@@ -8,13 +8,19 @@ norms, softmax) stays fp32.
 The vocabulary matrix (30,522 x 768 in bert-base: a fifth of the model) is both the input embeddings and, tied, the
 MLM head's decoder. It is stored once, in int8 with one scale per word (``Int8Words``): looked up row by row on the
 way in (``Int8Embedding``) and multiplied with ``torch._int_mm`` on the way out (``Int8Decoder``). Measured on
-bert-base's shape: 22 MB instead of 94 MB of fp32 embeddings plus twice 22 MB of a packed decoder (oneDNN keeps the
-quantized weight beside its packed copy), for about 0.3 ms more per sentence (1.0 against 0.7 ms for one mask).
+bert-base's shape: 22 MB instead of 94 MB of fp32 embeddings plus 22 MB of a packed int8 decoder (twice that on
+oneDNN), for about 0.3 ms more per sentence (1.0 against 0.7 ms for one mask).
 
-It runs on oneDNN's int8 kernels (``torch.backends.quantized.engine = "onednn"``): on the CPUs measured they were
-the fastest of torch's three engines (2-core Xeon with AMX, bert-base shape, one sentence / 32: fbgemm 16 / 102 ms,
-x86 18 / 111 ms, onednn 13 / 68 ms; fp32 with packed weights 40 / 282 ms). The weights are a quarter of fp32's,
-which is most of the speed at one sentence: there the model is bound by reading its weights from memory.
+It runs on fbgemm's int8 kernels (``torch.backends.quantized.engine = "fbgemm"``), chosen by measurement over
+oneDNN's (2-core Xeon with AVX-512 VNNI, bert-base shape, the lean layers, one process, five interleaved rounds,
+medians of one / 8 / 32 sentences per forward: fbgemm 13.5 / 44.1 / 150.9 ms, oneDNN 20.0 / 52.1 / 159.0 ms), and
+for memory: oneDNN keeps the quantized weight beside its packed copy (about 85 MB of bert-base twice), fbgemm keeps
+only its packed one. oneDNN also keeps a primitive per input shape, so its rows had to be rounded up to a few
+sizes (a 12-token sentence ran as 16 rows); fbgemm keeps nothing per shape and runs the rows as they are.
+
+Without AVX-512 VNNI (AVX2 servers: most Zen 2/3, older Xeons) the kernels add pairs of u8 x s8 products in 16
+bits, which can saturate with a full 8-bit input; there each input is quantized to 7 bits (``reduce_range``, what
+torch's own dynamic ``Linear`` always does), and the warm-up check against fp32 still stands behind it.
 
 The ops are torch's own (``quantized::linear_prepack``, ``quantized::linear_dynamic``), which torch marks as
 deprecated in favour of torchao; so, as with the packed layers, the engine quantizes at warm-up, checks the model
@@ -28,20 +34,30 @@ import warnings
 import torch
 from torch import nn
 
-from models.engine.accel.packed_linear import Swapped, bucket_rows, swap_linears
+from models.engine.accel.packed_linear import Swapped, swap_linears
 
-ENGINE = "onednn"
+ENGINE = "fbgemm"
 
 
 def available() -> bool:
     return ENGINE in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
 
 
+def full_range_inputs() -> bool:
+    """Whether the int8 kernels can take inputs in the full 8 bits: with AVX-512 VNNI their sums are 32-bit; without
+    it (or with no way to tell) an input is quantized to 7 bits, so that no 16-bit pair sum saturates."""
+    is_vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    try:
+        return bool(is_vnni()) if is_vnni is not None else False
+    except Exception:  # a private torch helper: any failure means "can't tell"
+        return False
+
+
 class Int8Linear(nn.Module):
     """``nn.Linear``'s forward with an int8 weight (one scale per output row) and an fp32 bias; inference only.
 
     The prepacked weight is an opaque object of the quantized engine, kept as a plain attribute (invisible to
-    ``state_dict`` and ``.to()``)."""
+    ``state_dict`` and ``.to()``); fbgemm keeps the weight only in its packed layout."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -55,18 +71,11 @@ class Int8Linear(nn.Module):
             qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
         self.has_bias = bias is not None
+        self.reduce_range = not full_range_inputs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Rows rounded up as the packed fp32 layers do (``bucket_rows``): oneDNN keeps a primitive, and its
-        # memory, per shape it has run, and every batch shape was a new one (+87 MB over 1,000 predictions of
-        # bert-base). Zero rows change neither the input's scale (its range already holds 0) nor the real rows.
-        rows = x.numel() // self.in_features
-        padded = bucket_rows(rows)
-        flat = x.reshape(rows, self.in_features).float()
-        if padded != rows:
-            flat = torch.nn.functional.pad(flat, (0, 0, 0, padded - rows))
-        out = torch.ops.quantized.linear_dynamic(flat, self.packed, False)
-        return out[:rows].reshape(*x.shape[:-1], self.out_features)
+        # Any number of leading dimensions: the kernel flattens them and gives the output the input's shape.
+        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, self.reduce_range)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, int8"
