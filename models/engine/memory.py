@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.engine.accel.int8_linear import Int8Linear
+from models.engine.accel.int8_linear import Int8Decoder, Int8Linear
 from models.engine.accel.packed_linear import PackedLinear
 from models.engine.device import wants_int8
 
@@ -77,6 +77,8 @@ def model_bytes(model: nn.Module) -> int:
             )
         elif isinstance(module, Int8Linear):  # the packed int8 weight (fbgemm keeps no other copy), the fp32 bias
             total += module.in_features * module.out_features + 4 * module.out_features
+        elif isinstance(module, Int8Decoder):  # its packed int8 copy of the words (they and the bias are buffers)
+            total += module.in_features * module.out_features
     return total
 
 

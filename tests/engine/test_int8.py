@@ -54,13 +54,16 @@ def test_int8_quantizes_every_linear_layer_and_says_so(fp32_and_int8) -> None:
 
 
 @needs_int8
-def test_the_tied_vocabulary_is_stored_once_in_int8(fp32_and_int8) -> None:
-    """The input embeddings and the MLM head's decoder read one int8 matrix: no fp32 copy of the vocabulary, no
-    second int8 one (bert-base: 22 MB where there were 94 + 2 x 22)."""
+def test_the_tied_vocabulary_is_quantized_once(fp32_and_int8) -> None:
+    """The input embeddings read one int8 matrix, and the MLM head's decoder is those same int8 numbers packed for
+    the kernels: no fp32 copy of the vocabulary left (bert-base: 22 + 22 MB where there were 94)."""
     fp32, int8 = fp32_and_int8
     embedding, decoder = int8.model.get_input_embeddings(), int8.model.get_output_embeddings()
     assert isinstance(embedding, Int8Embedding) and isinstance(decoder, Int8Decoder)
     assert embedding.words is decoder.words and embedding.words.weight.dtype == torch.int8
+    packed = torch.ops.quantized.linear_unpack(decoder.packed)[0]
+    assert torch.equal(packed.int_repr(), embedding.words.weight)
+    assert torch.allclose(packed.q_per_channel_scales().float(), embedding.words.scales)
     vocabulary = fp32.model.get_input_embeddings().weight
     big = [t for t in int8.model.state_dict().values() if t.dtype == torch.float32 and t.shape == vocabulary.shape]
     assert big == [], "an fp32 vocabulary matrix is left"
