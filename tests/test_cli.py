@@ -89,6 +89,8 @@ def test_bench_measures_baseline_batcher_and_http_in_one_run(tmp_path: Path) -> 
     assert data["baseline"]["sentences"] == 24 and data["baseline"]["x_baseline"] == 1.0
     assert "cpu_bf16" in data["environment"]
     assert data["settings"]["packed_weights"] == "auto" and isinstance(data["packed_linear_layers"], int)
+    if data["packed_linear_layers"]:  # fp32 on a CPU that packs: the decoder's product split across the threads
+        assert data["decoder_slices"] >= 2 and f"the decoder in {data['decoder_slices']} slices" in done.stderr
     assert len(data["rounds"]) == 2 and all(len(r["results"]) == len(paths) for r in data["rounds"])
     first = data["rounds"][0]
     assert data["results"][0]["x_baseline_runs"][0] == pytest.approx(

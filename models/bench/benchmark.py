@@ -401,9 +401,11 @@ def main(args: argparse.Namespace) -> int:
         lengths = [len(e.input_ids) for e in engine.prepare_batch([_request(s) for s in sentences[:64]])]
         packed_layers = engine.packed_layers
         int8_layers, lean_layers = engine.forwarder.int8_layers, engine.forwarder.lean_layers
+        decoder_slices = engine.forwarder.decoder_slices
         print(
             f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average; "
-            f"{packed_layers} linear layers packed for oneDNN, {int8_layers} in int8; {lean_layers} lean layers",
+            f"{packed_layers} linear layers packed for oneDNN, {int8_layers} in int8; {lean_layers} lean layers; "
+            f"the decoder in {decoder_slices or 'one'} slice{'s' if decoder_slices else ''}",
             file=sys.stderr,
         )
 
@@ -439,6 +441,7 @@ def main(args: argparse.Namespace) -> int:
                     "packed_linear_layers": packed_layers,
                     "int8_linear_layers": int8_layers,
                     "lean_layers": lean_layers,
+                    "decoder_slices": decoder_slices,
                     "baseline": asdict(base_row),
                     "results": [asdict(r) for r in rows],
                     "rounds": [

@@ -28,9 +28,9 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 from models.engine.accel.packed_linear import packs_by_default
 from models.engine.device import cpu_bf16_instructions, is_auto, resolve_device, resolve_dtype, wants_int8
 from models.engine.errors import FillMaskError
-from models.engine.forward import Forwarder, max_sequence_length
+from models.engine.forward import Forwarder
 from models.engine.joint import JointFillState, run_joint_fill
-from models.engine.loading import explain, resolve_source
+from models.engine.loading import explain, max_sequence_length, resolve_source
 from models.engine.memory import model_bytes, return_freed_memory
 from models.engine.postprocess import Postprocessor
 from models.engine.prepare import MASK_ALIASES, MAX_TOP_K, Preparer
@@ -274,13 +274,14 @@ class FillMaskEngine:
         forwarder.forward([probe])
         log.info(
             "%s ready: head at masks only=%s, CUDA graphs=%s, packed linear layers=%d, int8 layers=%d, lean layers=%d, "
-            "max length %d",
+            "decoder slices=%d, max length %d",
             self.name,
             forwarder.head is not None,
             forwarder.graphed is not None,
             forwarder.packed_layers,
             forwarder.int8_layers,
             forwarder.lean_layers,
+            forwarder.decoder_slices,
             self.max_length,
         )
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.engine.accel import int8_linear, lean_layers
+from models.engine.accel import int8_linear, lean_layers, split_decoder
 from models.engine.accel.cuda_graphs import GraphedEncoder
 from models.engine.accel.int8_linear import Int8Decoder, Int8Linear
 from models.engine.accel.packed_linear import PackedLinear, pack_linears, unpack
@@ -31,7 +31,8 @@ class Forwarder:
 
     Holds what runs the model: the encoder, the MLM head split off to run at mask positions only (``head``; None
     when the architecture's head cannot be split, then the full model runs), and the accelerations set up at warm-up
-    (``graphed``: CUDA graphs of the encoder; ``packed_layers``: oneDNN-packed linear layers on CPU)."""
+    (``graphed``: CUDA graphs of the encoder; ``packed_layers``: oneDNN-packed linear layers on CPU;
+    ``decoder_slices``: the fp32 MLM decoder's product split across the CPU's threads)."""
 
     def __init__(
         self,
@@ -56,7 +57,7 @@ class Forwarder:
         self.encoder: nn.Module = model.base_model
         self.head: HeadFn | None = mlm_head(model)
         self.graphed: GraphedEncoder | None = None
-        self.packed_layers = self.int8_layers = self.lean_layers = 0
+        self.packed_layers = self.int8_layers = self.lean_layers = self.decoder_slices = 0
         self.suppressed = _words_only_suppression(tokenizer, vocab, self.vocab_size, self.device)
 
     @torch.inference_mode()
@@ -107,6 +108,7 @@ class Forwarder:
                 return
         self.packed_layers = sum(isinstance(m, PackedLinear) for m in self.encoder.modules())
         own_tensors(self.model)  # the checkpoint's file can go: the packed copies replace most of it
+        self.decoder_slices = split_decoder.split_if_same(self.model, lambda: self._mask_logits(probe))  # fp32 only
 
     def quantize_weights(self, probe: EncodedInput) -> None:
         """Give every linear layer of the model (encoder and head) int8 weights, then check the quantized model
@@ -282,18 +284,3 @@ def mlm_head(model: PreTrainedModel) -> HeadFn | None:
         if child is not base and not isinstance(child, nn.modules.loss._Loss) and any(True for _ in child.parameters())
     ]
     return children[0] if len(children) == 1 else None
-
-
-def max_sequence_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
-    """Tokens the model can read: the position table (less RoBERTa's padding offset) and the tokenizer's own
-    limit, whichever is smaller."""
-    config = model.config
-    limits = []
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions:
-        if "roberta" in config.model_type or config.model_type in ("camembert", "longformer"):
-            positions -= (config.pad_token_id or 0) + 1
-        limits.append(positions)
-    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
-        limits.append(int(tokenizer.model_max_length))
-    return min(limits) if limits else 512

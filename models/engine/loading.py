@@ -15,7 +15,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +125,18 @@ def hub_unreachable(endpoint: str) -> str | None:
             return None
     except OSError as exc:
         return exc.strerror or type(exc).__name__
+
+
+def max_sequence_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Tokens the model can read: the position table (less RoBERTa's padding offset) and the tokenizer's own
+    limit, whichever is smaller."""
+    config = model.config
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        if "roberta" in config.model_type or config.model_type in ("camembert", "longformer"):
+            positions -= (config.pad_token_id or 0) + 1
+        limits.append(positions)
+    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    return min(limits) if limits else 512

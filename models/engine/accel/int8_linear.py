@@ -13,7 +13,7 @@ decoder; the packed decoder takes 0.4 ms for one mask where ``torch._int_mm`` on
 (the engine's forward, torch's profiler) and fp32 7 ms.
 
 It runs on fbgemm's int8 kernels (``torch.backends.quantized.engine = "fbgemm"``), chosen by measurement over
-oneDNN's (2-core Xeon with AVX-512 VNNI, bert-base shape, the lean layers, one process, five interleaved rounds,
+oneDNN's (2-core AMD EPYC with AVX-512 VNNI, bert-base shape, the lean layers, one process, five interleaved rounds,
 medians of one / 8 / 32 sentences per forward: fbgemm 13.5 / 44.1 / 150.9 ms, oneDNN 20.0 / 52.1 / 159.0 ms), and
 for memory: oneDNN keeps the quantized weight beside its packed copy (about 85 MB of bert-base twice), fbgemm keeps
 only its packed one. oneDNN also keeps a primitive per input shape, so its rows had to be rounded up to a few
