@@ -157,6 +157,8 @@ def test_the_packed_layers_run_a_few_dozen_shapes_whatever_the_batches() -> None
     sizes = {bucket_rows(rows) for rows in range(1, 32 * 128 + 1)}  # up to 32 sentences of 128 tokens
     assert len(sizes) <= 64
     assert all(rows <= bucket_rows(rows) <= rows + max(15, rows // 8) for rows in range(1, 32 * 128 + 1))
+    # one chat sentence (up to 32 tokens) runs with at most 3 rows of zeros: at those sizes time follows the rows
+    assert all(rows <= bucket_rows(rows) <= rows + 3 for rows in range(1, 33)) and bucket_rows(12) == 12
 
 
 def test_padded_rows_change_no_row_of_the_result() -> None:
