@@ -18,7 +18,7 @@ from models.engine.core import FillMaskEngine
 from models.engine.device import resolve_dtype
 from models.engine.results import FillMaskRequest
 
-needs_int8 = pytest.mark.skipif(not int8_linear.available(), reason="this torch has no fbgemm int8 kernels")
+needs_int8 = pytest.mark.skipif(not int8_linear.available(), reason="this torch has no int8 kernels")
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def test_int8_agrees_with_fp32_on_the_fixed_sentences(fp32_and_int8) -> None:
     assert result.max_probability_gap <= 0.03
 
 
-@needs_int8
+@pytest.mark.skipif(int8_linear.engine() != "fbgemm", reason="oneDNN keeps its copy: fbgemm is what holds it once")
 def test_each_int8_weight_is_held_once(fp32_and_int8) -> None:
     """Only the kernels' packed layout is kept: unpacking rebuilds the int8 weight each time (oneDNN, the engine
     before, kept the quantized tensor beside its packed copy and handed that same tensor back: bert-base's 85 MB of
@@ -124,6 +124,28 @@ def test_without_vnni_the_inputs_are_quantized_to_seven_bits(trained_dir: Path, 
     assert Int8Linear(nn.Linear(8, 4)).reduce_range
     for engine in (fp32, old_cpu):
         engine.model_thread.shutdown()
+
+
+@pytest.mark.skipif("onednn" not in torch.backends.quantized.supported_engines, reason="no oneDNN int8 kernels")
+def test_without_fbgemm_int8_runs_on_onednn_with_its_rows_rounded(trained_dir: Path, monkeypatch) -> None:
+    """fbgemm is x86's; where torch lacks it (ARM servers) oneDNN's int8 kernels run, each product's rows rounded
+    (oneDNN keeps a primitive per shape), and int8 still agrees with fp32."""
+    monkeypatch.setattr(torch.backends.quantized, "engine", torch.backends.quantized.engine)  # put back after
+    fp32 = FillMaskEngine.load(trained_dir, device="cpu", dtype="float32")
+    monkeypatch.setattr(int8_linear, "ENGINES", ("onednn",))
+    onednn = FillMaskEngine.load(trained_dir, device="cpu", dtype="int8")
+    try:
+        layers = [m for m in onednn.model.modules() if isinstance(m, (Int8Linear, Int8Decoder))]
+        assert onednn.precision == "int8" and layers and all(m.rounded for m in layers)
+        result = agreement(fp32, onednn, probe_sentences())
+        assert result.top1_equal >= 0.95 and result.top5_overlap >= 0.95 and result.max_probability_gap <= 0.03
+    finally:
+        for engine in (fp32, onednn):
+            engine.model_thread.shutdown()
+    monkeypatch.setattr(int8_linear, "ENGINES", ())
+    assert not int8_linear.available()
+    with pytest.raises(RuntimeError, match="none of the int8 kernels"):
+        int8_linear.use_engine()
 
 
 @needs_int8

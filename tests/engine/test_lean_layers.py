@@ -71,7 +71,7 @@ def test_plain_fp32_on_request_keeps_the_models_own_layers(bert_dir: Path) -> No
         engine.model_thread.shutdown()
 
 
-@pytest.mark.skipif(not int8_linear.available(), reason="this torch has no fbgemm int8 kernels")
+@pytest.mark.skipif(not int8_linear.available(), reason="this torch has no int8 kernels")
 def test_in_int8_the_three_projections_are_one_layer(bert_dir: Path) -> None:
     """One quantization of a layer's input for query, key and value: four int8 products a layer, not six."""
     engine = FillMaskEngine.load(bert_dir, device="cpu", dtype="int8")

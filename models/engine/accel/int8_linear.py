@@ -17,7 +17,8 @@ oneDNN's (2-core AMD EPYC with AVX-512 VNNI, bert-base shape, the lean layers, o
 medians of one / 8 / 32 sentences per forward: fbgemm 13.5 / 44.1 / 150.9 ms, oneDNN 20.0 / 52.1 / 159.0 ms), and
 for memory: oneDNN keeps the quantized weight beside its packed copy (about 85 MB of bert-base twice), fbgemm keeps
 only its packed one. oneDNN also keeps a primitive per input shape, so its rows had to be rounded up to a few
-sizes (a 12-token sentence ran as 16 rows); fbgemm keeps nothing per shape and runs the rows as they are.
+sizes (a 12-token sentence ran as 16 rows); fbgemm keeps nothing per shape and runs the rows as they are. Where
+torch has no fbgemm (it is for x86: ARM servers), oneDNN's int8 kernels run instead, with the rows rounded.
 
 Without AVX-512 VNNI (AVX2 servers: most Zen 2/3, older Xeons) the kernels add pairs of u8 x s8 products in 16
 bits, which can saturate with a full 8-bit input; there each input is quantized to 7 bits (``reduce_range``, what
@@ -35,13 +36,20 @@ import warnings
 import torch
 from torch import nn
 
-from models.engine.accel.packed_linear import Swapped, swap_linears
+from models.engine.accel.packed_linear import Swapped, bucket_rows, swap_linears
 
-ENGINE = "fbgemm"
+ENGINES = ("fbgemm", "onednn")  # the first one this torch has: fbgemm measured faster and lighter on x86
+
+
+def engine() -> str | None:
+    """The quantized engine the int8 layers run on, or None when this torch has neither."""
+    if not hasattr(torch.ops.quantized, "linear_dynamic"):
+        return None
+    return next((e for e in ENGINES if e in torch.backends.quantized.supported_engines), None)
 
 
 def available() -> bool:
-    return ENGINE in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
+    return engine() is not None
 
 
 def full_range_inputs() -> bool:
@@ -73,10 +81,10 @@ class Int8Linear(nn.Module):
             self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
         self.has_bias = bias is not None
         self.reduce_range = not full_range_inputs()
+        self.rounded = torch.backends.quantized.engine == "onednn"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Any number of leading dimensions: the kernel flattens them and gives the output the input's shape.
-        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, self.reduce_range)
+        return int8_product(self, x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, int8"
@@ -121,9 +129,23 @@ class Int8Decoder(nn.Module):
             qweight = torch._make_per_channel_quantized_tensor(words.weight, words.scales.double(), zero_points, 0)
             self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias)
         self.reduce_range = not full_range_inputs()
+        self.rounded = torch.backends.quantized.engine == "onednn"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, self.reduce_range)
+        return int8_product(self, x)
+
+
+def int8_product(layer: Int8Linear | Int8Decoder, x: torch.Tensor) -> torch.Tensor:
+    """``x`` (any leading dimensions) times the layer's packed int8 weight, plus its bias, in fp32. On oneDNN the
+    rows are rounded as the packed fp32 layers' are: it keeps a primitive, and its memory, per input shape (+87 MB
+    over 1,000 predictions of bert-base); zero rows change neither the input's scale (its range already holds 0)
+    nor the real rows. fbgemm keeps nothing per shape and takes the input as it is."""
+    if not layer.rounded:
+        return torch.ops.quantized.linear_dynamic(x.float(), layer.packed, layer.reduce_range)
+    rows = x.numel() // layer.in_features
+    flat = torch.nn.functional.pad(x.reshape(rows, layer.in_features).float(), (0, 0, 0, bucket_rows(rows) - rows))
+    out = torch.ops.quantized.linear_dynamic(flat, layer.packed, layer.reduce_range)
+    return out[:rows].reshape(*x.shape[:-1], layer.out_features)
 
 
 def quantize_vocabulary(model: nn.Module) -> Swapped:
@@ -158,6 +180,7 @@ def quantize_linears(module: nn.Module) -> Swapped:
 
 def use_engine() -> None:
     """The quantized kernels every ``Int8Linear`` is made for (before the first one is made)."""
-    if not available():
-        raise RuntimeError(f"this torch has no {ENGINE} int8 kernels")
-    torch.backends.quantized.engine = ENGINE
+    chosen = engine()
+    if chosen is None:
+        raise RuntimeError(f"this torch has none of the int8 kernels {', '.join(ENGINES)}")
+    torch.backends.quantized.engine = chosen
