@@ -120,6 +120,22 @@ def test_bench_puts_int8_beside_onnx_runtime_in_the_same_rounds(tmp_path: Path) 
     assert "| ONNX Runtime int8, one call per sentence | 1 |" in done.stdout
 
 
+def test_onnx_runtime_rows_take_the_same_top_five_as_a_full_sort() -> None:
+    import numpy as np
+
+    from models.bench.onnx_runtime import top_candidates
+
+    logits = np.random.default_rng(0).normal(size=(7, 3000)).astype(np.float32)
+    logits[3, 10:20] = 9.0  # a tie among the best: still the best five, best first
+    probs, top = top_candidates(logits, 5)
+    assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+    full = np.argsort(-probs, axis=-1, kind="stable")[:, :5]
+    assert np.array_equal(np.take_along_axis(probs, top, -1), np.take_along_axis(probs, full, -1))
+    assert np.array_equal(top[[0, 1, 2, 4, 5, 6]], full[[0, 1, 2, 4, 5, 6]])
+    assert set(top[3]) <= set(range(10, 20))
+    assert top_candidates(logits[:, :3], 5)[1].shape == (7, 3)  # fewer words than asked for: all of them
+
+
 def test_bench_rejects_zero_rounds() -> None:
     done = run("bench", "--rounds", "0", timeout=60)
     assert done.returncode == 2 and "must be 1 or more" in done.stderr and "Traceback" not in done.stderr
