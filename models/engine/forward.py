@@ -7,6 +7,7 @@ position onto the whole vocabulary), softmax, top-k, one transfer back.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -57,6 +58,7 @@ class Forwarder:
         self.encoder: nn.Module = model.base_model
         self.head: HeadFn | None = mlm_head(model)
         self.graphed: GraphedEncoder | None = None
+        self.lean_encoder: lean_layers.LeanEncoder | None = None  # CPU: the encoder without transformers' forward
         self.packed_layers = self.int8_layers = self.lean_layers = self.decoder_slices = 0
         self.suppressed = _words_only_suppression(tokenizer, vocab, self.vocab_size, self.device)
 
@@ -82,6 +84,10 @@ class Forwarder:
         run = lambda: self.encoder(input_ids=ids, attention_mask=attention)[0].float()  # noqa: E731
         tolerance = 1e-4 if self.dtype == torch.float32 else 5e-2
         self.lean_layers = lean_layers.lean_if_same(self.encoder, run, tolerance)
+        if self.lean_layers:
+            self.lean_encoder = lean_layers.lean_encoder_if_same(
+                self.encoder, ids, attention, self.pad_token_id, tolerance
+            )
 
     def pack_weights(self, probe: EncodedInput) -> None:
         """Pack the encoder's linear layers for oneDNN, then check the packed encoder against the eager one on
@@ -97,7 +103,8 @@ class Forwarder:
             eager = self.encoder(input_ids=ids, attention_mask=attention)[0].float()
             swapped = []
             try:
-                swapped = lean_layers.fused_then_swapped(self.encoder, pack_linears, PackedLinear)
+                gelu = functools.partial(PackedLinear, gelu=True)
+                swapped = lean_layers.fused_then_swapped(self.encoder, pack_linears, PackedLinear, gelu)
                 packed = self.encoder(input_ids=ids, attention_mask=attention)[0].float()
                 tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
                 if (packed - eager).abs().max().item() > tolerance * (1 + eager.abs().max().item()):
@@ -144,7 +151,7 @@ class Forwarder:
     def _mask_logits(self, probe: EncodedInput) -> torch.Tensor:
         ids, attention, rows, cols = self.tensors([probe])
         if self.head is not None:
-            return self.head(self.encoder(input_ids=ids, attention_mask=attention)[0][rows, cols]).float()
+            return self.head(self.encode(ids, attention)[rows, cols]).float()
         return self.model(input_ids=ids, attention_mask=attention).logits[rows, cols].float()
 
     def build_graphs(self, probe: EncodedInput) -> None:
@@ -184,6 +191,11 @@ class Forwarder:
         log.info("%s: captured %d CUDA graphs in %.1f s", self.name, len(graphed.buckets), seconds)
         return graphed
 
+    def encode(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        if self.lean_encoder is not None:
+            return self.lean_encoder(ids, attention)
+        return self.encoder(input_ids=ids, attention_mask=attention)[0]
+
     def tensors(self, batch: Sequence[EncodedInput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input ids, attention mask and the mask rows/columns, packed in one (pinned, on CUDA) host buffer and
         sent to the device in one non-blocking copy."""
@@ -215,7 +227,7 @@ class Forwarder:
         if self.head is not None:
             hidden = self.graphed(ids, attention) if self.graphed is not None else None
             if hidden is None:
-                hidden = self.encoder(input_ids=ids, attention_mask=attention)[0]
+                hidden = self.encode(ids, attention)
             logits = self.head(hidden[rows, cols])
         else:
             logits = self.model(input_ids=ids, attention_mask=attention).logits[rows, cols]

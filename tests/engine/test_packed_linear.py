@@ -169,3 +169,16 @@ def test_padded_rows_change_no_row_of_the_result() -> None:
         x = torch.randn(*shape)
         assert packed(x).shape == (*shape[:-1], 48)
         torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_with_gelu_the_product_is_erfs_gelu_of_the_linear_layer_padded_or_not() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(32, 48)
+    packed, with_gelu = PackedLinear(linear), PackedLinear(linear, gelu=True)
+    wide = torch.randn(7, 2, 32)
+    for x in [torch.randn(2, 6, 32), torch.randn(3, 7, 32), wide.transpose(0, 1)]:  # 12 rows as they are, 21 padded
+        with torch.inference_mode():
+            torch.testing.assert_close(with_gelu(x), torch.nn.functional.gelu(linear(x)), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+    assert "gelu=True" in repr(with_gelu) and "gelu=False" in repr(packed)
