@@ -268,13 +268,14 @@ async def test_webhook_deliveries_a_standby_stores_are_answered_by_the_active_on
     people = range(7100, 7110)
     async with running_bot(replica(active_port), fake), running_bot(replica(standby_port), fake):
         async with httpx.AsyncClient(timeout=10) as client:
-            for _ in range(100):  # the standby says so on /healthz (and is healthy), once its server is up
+            for _ in range(300):  # the standby says so on /healthz (and is healthy), once its server is up
                 try:
                     health = await client.get(f"http://127.0.0.1:{standby_port}/healthz")
                 except httpx.ConnectError:  # running_bot returns once either replica has spoken to Telegram
                     await asyncio.sleep(0.1)
                     continue
-                if "standby" in health.json()["checks"]["updates"]:
+                # it can say "standby" while its model still loads (503): healthy is when both hold
+                if health.status_code == 200 and "standby" in health.json()["checks"]["updates"]:
                     break
                 await asyncio.sleep(0.1)
             assert health.status_code == 200 and "standby" in health.json()["checks"]["updates"], health.text
