@@ -8,13 +8,15 @@
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# Optional dependency groups of pyproject.toml to include: postgres (the default), ray (for `mlm-bot serve`).
+# Optional dependency groups of pyproject.toml to include: postgres (the default), ray (for `mlm-bot serve`),
+# onnx (for MODEL_RUNTIME=onnxruntime; its exports are kept in the model cache volume).
 ARG EXTRAS=postgres
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HOME=/cache/huggingface \
+    MODEL_ONNX_CACHE=/cache/huggingface/mlm-bot-onnx \
     ON_CONFIG_ERROR=wait
 
 # 1. torch alone, from the index that matches the hardware: the biggest layer, and the one that changes least.

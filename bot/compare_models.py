@@ -159,7 +159,9 @@ class ComparedModels:
                 if not self._room_for(name, known, keep):
                     too_big.add(name)
                     return
-                model = LocalFillMask(self._base.model_copy(update={"model_name": name}))
+                # On torch whatever MODEL_RUNTIME says: an ONNX export on first use would hold a compare for a
+                # minute and need the fp32 weights twice over in a second process, on the server it is sized for.
+                model = LocalFillMask(self._base.model_copy(update={"model_name": name, "model_runtime": "torch"}))
                 self.load_attempts += 1
                 try:
                     await model.start()

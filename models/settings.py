@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,11 @@ class ModelSettings(BaseSettings):
     model_dtype: str = Field(
         "auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16, int8 (CPU)"
     )
+    model_runtime: Literal["torch", "onnxruntime"] = Field(
+        "torch",
+        description="torch, or onnxruntime (CPU, fp32 or int8; pip install 'mlm-bot[onnx]'): exported once, cached",
+    )
+    model_onnx_cache: str | None = Field(None, description="where ONNX exports are kept (unset: ~/.cache/mlm-bot/onnx)")
     model_cuda_graphs: bool | None = Field(
         None,
         description="auto (unset): replay the encoder as CUDA graphs on a CUDA device; 1: ask for them; 0: never",
@@ -59,7 +66,7 @@ class ModelSettings(BaseSettings):
     def worker_token_value(self) -> str | None:
         return self.worker_token.get_secret_value() if self.worker_token is not None else None
 
-    @field_validator("model_worker_url", mode="before")
+    @field_validator("model_worker_url", "model_onnx_cache", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

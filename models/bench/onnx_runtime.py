@@ -13,10 +13,8 @@ Measured in a process of its own, as the baseline is (two torch/ORT thread pools
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 
@@ -30,17 +28,11 @@ def installed() -> bool:
 
 
 def export(model_dir: str, out_dir: Path) -> dict[str, str]:
-    """fp32 and int8 ONNX files of ``model_dir``'s masked LM; returns their paths by precision. The exporter's
-    tracer warnings and the quantizer's per-layer notes (on the root logger) are silenced."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _export(model_dir, out_dir)
-    finally:
-        root.setLevel(level)
+    """fp32 and int8 ONNX files of ``model_dir``'s masked LM; returns their paths by precision."""
+    from models.engine.onnx_export import quietly
+
+    with quietly():
+        return _export(model_dir, out_dir)
 
 
 def _export(model_dir: str, out_dir: Path) -> dict[str, str]:

@@ -19,19 +19,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from models.engine import onnx_model
 from models.engine.accel.packed_linear import packs_by_default
-from models.engine.device import cpu_bf16_instructions, is_auto, resolve_device, resolve_dtype, wants_int8
+from models.engine.device import is_auto, resolve_placement, suggest_bf16, wants_int8
 from models.engine.errors import FillMaskError
 from models.engine.forward import Forwarder
 from models.engine.joint import JointFillState, run_joint_fill
 from models.engine.loading import explain, max_sequence_length, resolve_source
 from models.engine.memory import model_bytes, return_freed_memory
+from models.engine.onnx_model import OnnxMaskLogits
 from models.engine.postprocess import Postprocessor
 from models.engine.prepare import MASK_ALIASES, MAX_TOP_K, Preparer
 from models.engine.results import EncodedInput, FillMaskRequest, FillMaskResult, JointFill, MaskScores
@@ -44,16 +45,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MASKS = 5
 DEFAULT_MAX_INPUT_CHARS = 20_000
 PROBE_TEXT = "The cat sat on the {mask}."
-
-
-@cache
-def _suggest_bf16(instructions: str) -> None:
-    """Once per process (the bot may load five models): the CPU could run them in bf16 at nearly twice the speed."""
-    log.info(
-        "this CPU has native bf16 (%s): MODEL_DTYPE=bfloat16 runs the model about 1.8 times as fast, with "
-        "probabilities within about 0.02 of fp32 (fp32, the default, gives the pipeline's numbers)",
-        instructions,
-    )
 
 
 class FillMaskEngine:
@@ -79,6 +70,7 @@ class FillMaskEngine:
         int8: bool = False,
         max_batch_size: int = 32,
         max_batch_tokens: int = 16_384,
+        onnx: OnnxMaskLogits | None = None,
     ) -> None:
         if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
             raise ValueError(f"{name} has no mask token: it is not a masked language model")
@@ -100,6 +92,7 @@ class FillMaskEngine:
             max_length=self.max_length,
             max_batch_size=max_batch_size,
             max_batch_tokens=max_batch_tokens,
+            onnx=onnx,
         )
         self.preparer = Preparer(
             tokenizer,
@@ -139,11 +132,13 @@ class FillMaskEngine:
 
     def memory_bytes(self) -> int:
         """What the model's weights take in memory, as it runs (``models/engine/memory.py``)."""
-        return model_bytes(self.model)
+        return self.forwarder.onnx.nbytes() if self.forwarder.onnx is not None else model_bytes(self.model)
 
     @property
     def precision(self) -> str:
         """What the model computes in, as people say it: ``int8`` (its linear layers), ``float32``, ``bfloat16``."""
+        if self.forwarder.onnx is not None:
+            return self.forwarder.onnx.precision
         return "int8" if self.forwarder.int8_layers else str(self.dtype).removeprefix("torch.")
 
     def normalize(self, text: str) -> str:
@@ -184,11 +179,13 @@ class FillMaskEngine:
         packed_weights: bool | None = None,
         max_batch_size: int = 32,
         max_batch_tokens: int = 16_384,
+        runtime: str = "torch",
+        onnx_cache: str | Path | None = None,
     ) -> FillMaskEngine:
         """Load any HF masked LM by hub id or local directory (the same ``from_pretrained`` path for both),
-        on the model thread that will run it."""
-        torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
+        on the model thread that will run it. ``runtime="onnxruntime"``: ONNX Runtime runs it, on CPU, in fp32 or
+        int8 (``models/engine/onnx_model.py``), from an export kept in ``onnx_cache``."""
+        torch_device, torch_dtype, on_ort = resolve_placement(device, dtype, runtime)
         int8 = wants_int8(dtype)
         name = str(name_or_path)
         # Loading and warm-up run on a thread of their own. On CPU the engine then runs on the process's one torch
@@ -198,15 +195,20 @@ class FillMaskEngine:
 
         def build() -> FillMaskEngine:
             source = resolve_source(name)  # fails at once, in one line, where transformers would retry for a minute
-            log.info("loading %s on %s (%s)", name, torch_device, "int8" if int8 else torch_dtype)
+            log.info("loading %s on %s (%s, %s)", name, torch_device, "int8" if int8 else torch_dtype, runtime)
+            onnx = None
             try:
                 tokenizer = AutoTokenizer.from_pretrained(source.name, local_files_only=source.local_files_only)
-                model = AutoModelForMaskedLM.from_pretrained(
-                    source.name, dtype=torch_dtype, local_files_only=source.local_files_only
-                )
+                if on_ort:
+                    model, onnx = onnx_model.load_model(source, int8, Path(onnx_cache or onnx_model.default_cache()))
+                else:
+                    model = AutoModelForMaskedLM.from_pretrained(
+                        source.name, dtype=torch_dtype, local_files_only=source.local_files_only
+                    )
             except OSError as exc:  # what transformers raises for missing files, unknown ids, an unreachable hub
                 raise explain(name, exc) from exc
-            model.to(torch_device)
+            if onnx is None:
+                model.to(torch_device)
             engine = cls(
                 model,
                 tokenizer,
@@ -219,14 +221,13 @@ class FillMaskEngine:
                 int8=int8,
                 max_batch_size=max_batch_size,
                 max_batch_tokens=max_batch_tokens,
+                onnx=onnx,
             )
             if warm_up:
                 engine._warm_up()
             return_freed_memory()
             if torch_device.type == "cpu" and torch_dtype == torch.float32 and is_auto(dtype):
-                bf16 = cpu_bf16_instructions()
-                if bf16:
-                    _suggest_bf16(bf16)
+                suggest_bf16()
             return engine
 
         try:
@@ -256,6 +257,13 @@ class FillMaskEngine:
         the accelerations asked for (each checked against the eager model, and left off if it differs)."""
         probe = self.prepare(FillMaskRequest(PROBE_TEXT.format(mask=self.mask_token)))
         forwarder = self.forwarder
+        if forwarder.onnx is None:  # ONNX Runtime's graph was checked against torch's model when it was exported
+            self._accelerate(probe)
+        forwarder.forward([probe])
+        log.info("%s ready: %s, max length %d", self.name, forwarder.describe(), self.max_length)
+
+    def _accelerate(self, probe: EncodedInput) -> None:
+        forwarder = self.forwarder
         forwarder.check_head(probe)
         pack = self.packed_weights_requested
         if pack is None:  # auto: on the CPUs measured, silently plain elsewhere
@@ -271,19 +279,6 @@ class FillMaskEngine:
             wanted = self.device.type == "cuda" and forwarder.head is not None
         if wanted:
             forwarder.build_graphs(probe)
-        forwarder.forward([probe])
-        log.info(
-            "%s ready: head at masks only=%s, CUDA graphs=%s, packed linear layers=%d, int8 layers=%d, lean layers=%d, "
-            "decoder slices=%d, max length %d",
-            self.name,
-            forwarder.head is not None,
-            forwarder.graphed is not None,
-            forwarder.packed_layers,
-            forwarder.int8_layers,
-            forwarder.lean_layers,
-            forwarder.decoder_slices,
-            self.max_length,
-        )
 
     # ------------------------------------------------------------ conveniences
     def fill(

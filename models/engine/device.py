@@ -10,9 +10,13 @@ within about 0.02 in probability, so the engine says so when it loads.
 
 from __future__ import annotations
 
+import logging
+from functools import cache
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 # /proc/cpuinfo's names for the x86 instructions that make bf16 matrix products native, best first.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -86,3 +90,35 @@ def cpu_bf16_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
             flags = set(value.split())
             break
     return next((f for f in BF16_CPU_FLAGS if f in flags), None)
+
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def resolve_placement(device: str | None, dtype: str | None, runtime: str) -> tuple[torch.device, torch.dtype, bool]:
+    """The device and dtype the model loads in, and whether ONNX Runtime runs it (``MODEL_RUNTIME``): that runs
+    on the CPU (``auto`` then means the CPU, on a GPU machine too) in fp32 or int8."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"MODEL_RUNTIME={runtime!r} is not one of: {', '.join(RUNTIMES)}")
+    on_ort = runtime == "onnxruntime"
+    torch_device = resolve_device("cpu" if on_ort and is_auto(device) else device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if on_ort and (torch_device.type != "cpu" or torch_dtype != torch.float32):
+        raise ValueError("MODEL_RUNTIME=onnxruntime runs on the CPU in float32 or int8 (MODEL_DTYPE=auto/float32/int8)")
+    return torch_device, torch_dtype, on_ort
+
+
+def suggest_bf16() -> None:
+    """Say once per process (the bot may load five models) that this CPU could run fp32 models in bf16."""
+    instructions = cpu_bf16_instructions()
+    if instructions:
+        _suggest_bf16(instructions)
+
+
+@cache
+def _suggest_bf16(instructions: str) -> None:
+    log.info(
+        "this CPU has native bf16 (%s): MODEL_DTYPE=bfloat16 runs the model about 1.8 times as fast, with "
+        "probabilities within about 0.02 of fp32 (fp32, the default, gives the pipeline's numbers)",
+        instructions,
+    )

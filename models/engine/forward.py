@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,12 +19,12 @@ from models.engine.accel import int8_linear, lean_layers, split_decoder
 from models.engine.accel.cuda_graphs import GraphedEncoder
 from models.engine.accel.int8_linear import Int8Decoder, Int8Linear
 from models.engine.accel.packed_linear import PackedLinear, pack_linears, unpack
+from models.engine.head import HeadFn, mlm_head
 from models.engine.memory import own_tensors
+from models.engine.onnx_model import OnnxMaskLogits
 from models.engine.results import EncodedInput, MaskScores
 
 log = logging.getLogger(__name__)
-
-HeadFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Forwarder:
@@ -45,10 +45,12 @@ class Forwarder:
         max_length: int,
         max_batch_size: int,
         max_batch_tokens: int,
+        onnx: OnnxMaskLogits | None = None,
     ) -> None:
         self.model = model
         self.name = name
-        self.device = next(model.parameters()).device
+        self.onnx = onnx  # MODEL_RUNTIME=onnxruntime: ONNX Runtime runs the model (on CPU), whose weights stay on meta
+        self.device = torch.device("cpu") if onnx is not None else next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.pad_token_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_length = max_length
@@ -191,6 +193,16 @@ class Forwarder:
         log.info("%s: captured %d CUDA graphs in %.1f s", self.name, len(graphed.buckets), seconds)
         return graphed
 
+    def describe(self) -> str:
+        """What runs the model, for the log line that says the engine is ready."""
+        if self.onnx is not None:
+            return f"ONNX Runtime ({self.onnx.precision}, {self.onnx.path})"
+        return (
+            f"torch: head at masks only={self.head is not None}, CUDA graphs={self.graphed is not None}, packed "
+            f"linear layers={self.packed_layers}, int8 layers={self.int8_layers}, lean layers={self.lean_layers}, "
+            f"decoder slices={self.decoder_slices}"
+        )
+
     def encode(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         if self.lean_encoder is not None:
             return self.lean_encoder(ids, attention)
@@ -224,7 +236,9 @@ class Forwarder:
         """One padded batch through the model; returns each input's top-k per mask. Call on the model thread
         (the engine's ``run_forward`` does that for synchronous callers)."""
         ids, attention, rows, cols = self.tensors(batch)
-        if self.head is not None:
+        if self.onnx is not None:
+            logits = self.onnx(ids, attention, rows, cols)
+        elif self.head is not None:
             hidden = self.graphed(ids, attention) if self.graphed is not None else None
             if hidden is None:
                 hidden = self.encode(ids, attention)
@@ -278,21 +292,3 @@ def _words_only_suppression(
     suppressed.update(i for token, i in vocab.items() if token.startswith("##"))
     ids = sorted(i for i in suppressed if 0 <= i < vocab_size)
     return torch.tensor(ids, dtype=torch.long, device=device)
-
-
-def mlm_head(model: PreTrainedModel) -> HeadFn | None:
-    """The module that turns hidden states into vocabulary logits, so it can run at mask positions only.
-
-    Most HF masked LMs hold exactly two children, the encoder and the head (BERT ``cls``, RoBERTa ``lm_head``,
-    ALBERT ``predictions``); DistilBERT spells its head out in four modules. Anything else returns None and
-    the engine uses full logits (``warm_up`` double-checks whichever is chosen)."""
-    if model.config.model_type == "distilbert":
-        m = model
-        return lambda h: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h))))
-    base = model.base_model
-    children = [
-        child
-        for child in model.children()
-        if child is not base and not isinstance(child, nn.modules.loss._Loss) and any(True for _ in child.parameters())
-    ]
-    return children[0] if len(children) == 1 else None

@@ -90,6 +90,8 @@ def engine_from(settings: ModelSettings) -> FillMaskEngine:
         packed_weights=settings.model_packed_weights,
         max_batch_size=settings.batch_max_size,
         max_batch_tokens=settings.batch_max_tokens,
+        runtime=settings.model_runtime,
+        onnx_cache=settings.model_onnx_cache,
     )
     freeze_loaded_objects()
     return engine

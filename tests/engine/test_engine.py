@@ -11,8 +11,8 @@ import torch
 from transformers import pipeline
 
 from models.bench.random_models import WORDS, sentences
-from models.engine.core import FillMaskEngine, _suggest_bf16
-from models.engine.device import cpu_bf16_instructions
+from models.engine.core import FillMaskEngine
+from models.engine.device import _suggest_bf16, cpu_bf16_instructions
 from models.engine.errors import (
     EmptyInputError,
     InputTooLongError,
@@ -270,10 +270,10 @@ def test_cpu_bf16_instructions_come_from_cpuinfo(tmp_path: Path) -> None:
 def test_loading_fp32_on_a_cpu_with_native_bf16_points_at_bfloat16(
     bert_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="models.engine.core")
+    caplog.set_level(logging.INFO, logger="models.engine.device")
 
     def hinted(flag: str | None, dtype: str | None) -> bool:
-        monkeypatch.setattr("models.engine.core.cpu_bf16_instructions", lambda: flag)
+        monkeypatch.setattr("models.engine.device.cpu_bf16_instructions", lambda: flag)
         _suggest_bf16.cache_clear()
         caplog.clear()
         FillMaskEngine.load(bert_dir, device="cpu", dtype=dtype, warm_up=False).model_thread.shutdown()
