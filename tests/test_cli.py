@@ -118,6 +118,29 @@ def test_bench_puts_int8_beside_onnx_runtime_in_the_same_rounds(tmp_path: Path) 
     }  # fmt: skip
     assert all(r["sentences"] == 16 and len(r["x_baseline_runs"]) == 2 for r in rows.values())
     assert "| ONNX Runtime int8, one call per sentence | 1 |" in done.stdout
+    # The engine against ONNX Runtime of its own precision, each round's ratio taken within that round.
+    versus = {(v["path"], v["against"], v["concurrency"]): v for v in data["x_onnxruntime"]}
+    assert set(versus) == {("batcher, int8", "ONNX Runtime int8", 1), ("batcher, int8", "ONNX Runtime int8", 4)}
+    lone, ort = rows[("batcher, int8", 1)], rows[("ONNX Runtime int8, one call per sentence", 1)]
+    assert versus[("batcher, int8", "ONNX Runtime int8", 1)]["x_runs"] == pytest.approx(
+        [a / b for a, b in zip(lone["runs"], ort["runs"], strict=True)]
+    )
+    assert "batcher, int8 against ONNX Runtime int8, 1 caller: " in done.stdout
+
+
+def test_bench_measures_the_engine_on_onnx_runtime(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    done = run(
+        "bench", "--shape", "bert", "--dtype", "int8", "--runtime", "onnxruntime", "--sentences", "8",
+        "--concurrency", "1,4", "--no-http", "--onnxruntime", "off", "--json-out", str(out), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert data["settings"]["runtime"] == "onnxruntime" and "the model on ONNX Runtime (int8)" in done.stderr
+    assert {(r["path"], r["concurrency"]) for r in data["results"]} == {
+        ("batcher, int8, on ONNX Runtime", 1), ("batcher, int8, on ONNX Runtime", 4),
+    }  # fmt: skip
 
 
 def test_onnx_runtime_rows_take_the_same_top_five_as_a_full_sort() -> None:

@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", default="1,32", help="comma-separated numbers of concurrent callers")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--dtype", default="auto", help="worker precision (the baseline is always fp32)")
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="what runs the engine's model (MODEL_RUNTIME): torch, or onnxruntime (CPU, fp32 or int8)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-batch-tokens", type=int, default=16_384)
     parser.add_argument(
@@ -206,6 +212,7 @@ async def bench_batcher(engine, sentences: list[str], levels: list[int], args: a
                 lambda s: batcher.fill(FillMaskRequest(s)), _sample(sentences, c, args), c
             )
             label = f"batcher, {engine.precision}" + (", CUDA graphs" if engine.graphs_active else "")
+            label += ", on ONNX Runtime" if engine.forwarder.onnx is not None else ""
             out.append(_measure(label, c, latencies, seconds))
         return out
     finally:
@@ -239,6 +246,8 @@ def _worker_process(model: str, args: argparse.Namespace, server: str) -> Iterat
         REQUEST_TIMEOUT_S="600",
         MODEL_CUDA_GRAPHS=SWITCH_ENV[args.cuda_graphs],
         MODEL_PACKED_WEIGHTS=SWITCH_ENV[args.packed_weights],
+        MODEL_RUNTIME=args.runtime,
+        MODEL_ONNX_CACHE=args.onnx_cache,
     )
     cmd = [sys.executable, "-m", "bot.cli", "--log-level", "WARNING", server, "--port", str(port)]
     if server == "serve":
@@ -318,7 +327,30 @@ def _report(baseline: Row, results: list[Row], device: str, rounds: int) -> str:
         if each:
             line += " " + ", ".join(f"{x:.2f}" for x in r.x_baseline_runs) + " |"
         lines.append(line)
+    versus = against_onnx_runtime(results)
+    if versus:
+        lines.append("")
+        lines += [
+            f"{path} against {other}, {c} caller{'s' if c > 1 else ''}: {ratio:.2f}x"
+            + (f" (each round: {', '.join(f'{x:.2f}' for x in runs)})" if each else "")
+            for path, other, c, ratio, runs in versus
+        ]
     return "\n".join(lines)
+
+
+def against_onnx_runtime(results: list[Row]) -> list[tuple[str, str, int, float, list[float]]]:
+    """Each batcher row against ONNX Runtime's row of the same precision and callers: (path, ONNX Runtime's path,
+    callers, the median of the rounds' throughput ratios, each round's ratio). Each ratio is taken within a round,
+    so a slower spell of the machine slows both sides of it."""
+    short = {"float32": "fp32", "int8": "int8"}
+    out = []
+    for r in results:
+        precision = short.get(r.path.split(", ")[1]) if r.path.startswith("batcher, ") else None
+        for other in results:
+            if precision and other.concurrency == r.concurrency and other.path.startswith(f"ONNX Runtime {precision},"):
+                runs = [a / b for a, b in zip(r.runs, other.runs, strict=True)]
+                out.append((r.path, f"ONNX Runtime {precision}", r.concurrency, statistics.median(runs), runs))
+    return out
 
 
 def describe_device(device: str) -> str:
@@ -385,6 +417,8 @@ def main(args: argparse.Namespace) -> int:
         if model is None:
             print(f"building a random-weight {args.shape} model ...", file=sys.stderr)
             model = str(BUILDERS[args.shape](Path(tmp) / args.shape))
+        # A random model's export is of no use after this run: kept in the run's folder, not in the user's cache.
+        args.onnx_cache = str(Path(tmp) / "onnx-cache") if args.model is None else ""
         engine = FillMaskEngine.load(
             model,
             device=args.device,
@@ -393,6 +427,8 @@ def main(args: argparse.Namespace) -> int:
             packed_weights=SWITCH[args.packed_weights],
             max_batch_size=args.max_batch_size,
             max_batch_tokens=args.max_batch_tokens,
+            runtime=args.runtime,
+            onnx_cache=args.onnx_cache or None,
         )
         freeze_loaded_objects()  # as the worker and the bot do after loading
         sentences = make_sentences(args.sentences, seed=1, mask=engine.mask_token)
@@ -402,12 +438,13 @@ def main(args: argparse.Namespace) -> int:
         packed_layers = engine.packed_layers
         int8_layers, lean_layers = engine.forwarder.int8_layers, engine.forwarder.lean_layers
         decoder_slices = engine.forwarder.decoder_slices
-        print(
-            f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average; "
-            f"{packed_layers} linear layers packed for oneDNN, {int8_layers} in int8; {lean_layers} lean layers; "
-            f"the decoder in {decoder_slices or 'one'} slice{'s' if decoder_slices else ''}",
-            file=sys.stderr,
+        what = (
+            f"the model on ONNX Runtime ({engine.precision})"
+            if engine.forwarder.onnx is not None
+            else f"{packed_layers} linear layers packed for oneDNN, {int8_layers} in int8; {lean_layers} lean layers; "
+            f"the decoder in {decoder_slices or 'one'} slice{'s' if decoder_slices else ''}"
         )
+        print(f"{device}; {statistics.mean(lengths):.1f} tokens per sentence on average; {what}", file=sys.stderr)
 
         onnx_paths = _onnx_files(model, args, Path(tmp) / "onnx")
         rounds: list[tuple[Measurement, list[Measurement]]] = []
@@ -443,6 +480,10 @@ def main(args: argparse.Namespace) -> int:
                     "lean_layers": lean_layers,
                     "decoder_slices": decoder_slices,
                     "baseline": asdict(base_row),
+                    "x_onnxruntime": [
+                        {"path": p, "against": o, "concurrency": c, "x": x, "x_runs": runs}
+                        for p, o, c, x, runs in against_onnx_runtime(rows)
+                    ],
                     "results": [asdict(r) for r in rows],
                     "rounds": [
                         {
