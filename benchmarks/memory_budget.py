@@ -8,6 +8,10 @@ answered, and the process's resident memory is read from /proc: now (RSS) and it
 
     python benchmarks/memory_budget.py                        # int8, bfloat16, float32; 1,000 predictions each
     python benchmarks/memory_budget.py --dtype int8 --shape bert --predictions 50   # quick, tiny model
+    python benchmarks/memory_budget.py --dtype int8 --runtime onnxruntime     # MODEL_RUNTIME=onnxruntime
+
+With ``--runtime onnxruntime`` each precision runs twice: the first start exports the model to ONNX (into a
+cache in the run's folder), the second finds the export cached.
 
 Needs the test extra (the fake Bot API lives in ``tests/``).
 """
@@ -43,7 +47,7 @@ def memory_mib(pid: int) -> dict[str, float]:
     return out
 
 
-async def measure(model: Path, dtype: str, predictions: int, tmp: Path) -> dict:
+async def measure(model: Path, dtype: str, predictions: int, tmp: Path, runtime: str = "torch") -> dict:
     from tests.support.bot_harness import free_port
     from tests.support.fake_telegram import TOKEN, FakeTelegram
 
@@ -51,10 +55,12 @@ async def measure(model: Path, dtype: str, predictions: int, tmp: Path) -> dict:
     async with fake.running():
         env = dict(
             os.environ, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_BASE_URL=fake.url, MODEL_NAME=str(model),
-            MODEL_DTYPE=dtype, MODEL_DEVICE="cpu", DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/{dtype}.sqlite3",
+            MODEL_DTYPE=dtype, MODEL_DEVICE="cpu", DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/{time.time_ns()}.sqlite3",
             MODEL_WORKER_URL="", LOG_LEVEL="WARNING", METRICS_PORT=str(free_port()), PREDICTIONS_PER_MINUTE="1000",
-            ACTIONS_PER_MINUTE="1000", PYTHONPATH=str(ROOT),
+            ACTIONS_PER_MINUTE="1000", PYTHONPATH=str(ROOT), MODEL_RUNTIME=runtime, MODEL_ONNX_CACHE=str(tmp / "onnx"),
         )  # fmt: skip
+        # A database per run: each fake Bot API numbers its updates from 1, and the bot drops updates it has handled.
+        exports_before = set((tmp / "onnx").glob("[!.]*"))
         replies = Replies(fake)
         watcher = asyncio.create_task(replies.run())
         started = time.monotonic()
@@ -81,8 +87,10 @@ async def measure(model: Path, dtype: str, predictions: int, tmp: Path) -> dict:
                 await asyncio.wait_for(asyncio.gather(*wave), 600)
                 sent += len(wave)
             await asyncio.sleep(1)
+            exported = set((tmp / "onnx").glob("[!.]*")) != exports_before
             result = {
                 "dtype": dtype,
+                "runtime": runtime + (" (export cached)" if runtime != "torch" and not exported else ""),
                 "first_answer_s": round(first_answer_s, 1),
                 "after_first_answer": after_load,
                 f"after_{predictions}_predictions": memory_mib(process.pid),
@@ -101,15 +109,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="int8,bfloat16,float32", help="comma-separated MODEL_DTYPE values")
     parser.add_argument("--shape", default="bert-base", choices=["bert-base", "bert"])
     parser.add_argument("--predictions", type=int, default=1_000)
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"], help="MODEL_RUNTIME")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     model = BUILDERS[args.shape](tmp / "model")
     results = []
     for dtype in [d.strip() for d in args.dtype.split(",") if d.strip()]:
-        result = asyncio.run(measure(model, dtype, args.predictions, tmp))
-        print(json.dumps(result), flush=True)
-        results.append(result)
+        for _ in range(2 if args.runtime == "onnxruntime" else 1):
+            result = asyncio.run(measure(model, dtype, args.predictions, tmp, args.runtime))
+            print(json.dumps(result), flush=True)
+            results.append(result)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"shape": args.shape, "results": results}, indent=1))
 
