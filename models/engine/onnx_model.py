@@ -190,8 +190,9 @@ def load_model(source: ModelSource, int8: bool, cache: Path):
     (config, shapes, the head's vocabulary size; no weights in memory), and the session that runs it."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    session = load(source, int8, cache)
+    # The config first: for a hub id it puts config.json in the cache, whose revision is part of the export's key.
     config = AutoConfig.from_pretrained(source.name, local_files_only=source.local_files_only)
+    session = load(source, int8, cache)
     with torch.device("meta"):
         model = AutoModelForMaskedLM.from_config(config)
     return model, session

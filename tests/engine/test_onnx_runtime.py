@@ -218,3 +218,27 @@ def test_the_settings_choose_onnx_runtime(bert_dir: Path, cache: Path) -> None:
     engine = engine_from(settings)
     assert engine.forwarder.onnx is not None and Path(engine.forwarder.onnx.path).is_relative_to(cache)
     engine.model_thread.shutdown()
+
+
+def test_a_hub_models_export_is_keyed_by_its_revision(
+    bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub id from the local Hugging Face cache (the hub is out of reach, as on a server with HF_HUB_OFFLINE=1):
+    exported under its cached revision, and found again by the next start."""
+    import huggingface_hub.constants
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--someone--tiny-bert"
+    shutil.copytree(bert_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))  # the export's process
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))  # this one
+    engine = on_ort("someone/tiny-bert", tmp_path / "cache")
+    assert engine.fill(f"the {engine.mask_token} .").masks
+    engine.model_thread.shutdown()
+    [folder] = (tmp_path / "cache").iterdir()
+    assert folder.name == onnx_model.cache_key(resolve_source("someone/tiny-bert"), False)
+    (repo / "refs" / "main").write_text("4567cdef")  # another revision is another export
+    shutil.copytree(repo / "snapshots" / "0123abcd", repo / "snapshots" / "4567cdef")
+    assert onnx_model.cache_key(resolve_source("someone/tiny-bert"), False) != folder.name
