@@ -116,11 +116,14 @@ def exported(source: ModelSource, int8: bool, cache: Path) -> Path:
                 f"MODEL_NAME={source.name} could not be exported to ONNX: the export was killed (signal "
                 f"{-done.returncode}), likely out of memory: it needs about 5 times the model's weight files for a "
                 "moment (bert-base: 2.2 GB). Add swap, export on a bigger machine (docs/engine.md), or set "
-                "MODEL_RUNTIME=torch"
+                "MODEL_RUNTIME=torch",
+                permanent=True,  # the same files, the same memory: another try in this process fails alike
             )
         if done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-            raise ModelLoadError(f"MODEL_NAME={source.name} could not be exported to ONNX: {last[0][:300]}")
+            raise ModelLoadError(
+                f"MODEL_NAME={source.name} could not be exported to ONNX: {last[0][:300]}", permanent=True
+            )
         try:
             os.rename(temp, folder)
         except OSError:  # another replica finished first (its folder is as good as ours), or a broken leftover

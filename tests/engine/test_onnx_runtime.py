@@ -183,7 +183,7 @@ def test_a_model_that_cannot_be_exported_is_a_one_line_load_error(bert_dir: Path
     (broken / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(ModelLoadError, match="could not be exported to ONNX") as caught:
         on_ort(broken, tmp_path / "cache")
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and caught.value.permanent
     assert not [p for p in (tmp_path / "cache").iterdir()]  # nothing half-made kept
 
 
@@ -242,3 +242,18 @@ def test_a_hub_models_export_is_keyed_by_its_revision(
     (repo / "refs" / "main").write_text("4567cdef")  # another revision is another export
     shutil.copytree(repo / "snapshots" / "0123abcd", repo / "snapshots" / "4567cdef")
     assert onnx_model.cache_key(resolve_source("someone/tiny-bert"), False) != folder.name
+
+
+def test_an_export_killed_by_the_out_of_memory_killer_says_so(
+    bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's OOM killer ends the export with SIGKILL (a small server): the error says what happened and
+    what to do, and nothing half-made stays in the cache."""
+    killed = tmp_path / "python"
+    killed.write_text("#!/bin/sh\nkill -9 $$\n")  # stands in for the export's interpreter, killed as it starts
+    killed.chmod(0o755)
+    monkeypatch.setattr(onnx_model.sys, "executable", str(killed))
+    with pytest.raises(ModelLoadError, match=r"killed \(signal 9\), likely out of memory") as caught:
+        onnx_model.exported(resolve_source(str(bert_dir)), True, tmp_path / "cache")
+    assert caught.value.permanent and "MODEL_RUNTIME=torch" in str(caught.value)
+    assert not list((tmp_path / "cache").iterdir())
