@@ -226,8 +226,8 @@ class FillMaskEngine:
             if warm_up:
                 engine._warm_up()
             return_freed_memory()
-            if torch_device.type == "cpu" and torch_dtype == torch.float32 and is_auto(dtype):
-                suggest_bf16()
+            if torch_device.type == "cpu" and torch_dtype == torch.float32 and is_auto(dtype) and not on_ort:
+                suggest_bf16()  # not under ONNX Runtime: it runs fp32 or int8
             return engine
 
         try:
