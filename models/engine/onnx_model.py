@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from models.engine.loading import ModelLoadError, ModelSource
 
@@ -94,10 +95,29 @@ def _version(package: str) -> str:
 def exported(source: ModelSource, int8: bool, cache: Path) -> Path:
     """The folder of this model's checked ONNX export, exporting it first (in a process of its own) when the cache
     has none. Raises :class:`ModelLoadError` when the export fails."""
-    folder = cache / cache_key(source, int8)
+    key = cache_key(source, int8)
+    folder = cache / key
     if (folder / "meta.json").is_file():
         return folder
     cache.mkdir(parents=True, exist_ok=True)
+    # One export at a time per key on this host (replicas, Ray Serve's workers): the others wait for it and use it,
+    # rather than each needing the export's memory at once. An flock: the kernel releases it if its holder dies
+    # (a soft lock would outlive a crash and hold every later start).
+    lock = FileLock(cache / f".{key}.lock", thread_local=False, fallback_to_soft=False)  # never a soft lock
+    try:
+        lock.acquire()
+    except (OSError, NotImplementedError):  # no flock here (a network file system): the rename below still holds
+        log.warning("%s has no file locks: replicas starting together may each export the model", cache)
+        return _export(source, int8, cache, folder)
+    try:
+        if (folder / "meta.json").is_file():
+            return folder
+        return _export(source, int8, cache, folder)
+    finally:
+        lock.release()
+
+
+def _export(source: ModelSource, int8: bool, cache: Path, folder: Path) -> Path:
     _remove_stale_temps(cache)
     temp = cache / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     log.info("exporting %s to ONNX (%s), once: it is kept in %s", source.name, "int8" if int8 else "fp32", cache)

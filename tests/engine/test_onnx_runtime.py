@@ -41,6 +41,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")
 
 
+def exports_in(cache: Path) -> list[Path]:
+    """The cache's export folders (beside them: each key's lock file, and temporary folders while exporting)."""
+    return [p for p in cache.iterdir() if not p.name.startswith(".")]
+
+
 def on_ort(model_dir: Path, cache: Path, dtype: str = "float32") -> FillMaskEngine:
     return FillMaskEngine.load(model_dir, device="cpu", dtype=dtype, runtime="onnxruntime", onnx_cache=cache)
 
@@ -109,7 +114,7 @@ def test_int8_on_onnx_runtime_agrees_with_fp32_and_says_int8(tmp_path: Path, cac
 
 def test_the_export_is_made_once_and_reused(bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     on_ort(bert_dir, tmp_path).model_thread.shutdown()
-    [folder] = [p for p in tmp_path.iterdir()]
+    [folder] = exports_in(tmp_path)
     assert (folder / "meta.json").is_file() and (folder / "model.onnx").is_file()
 
     def no_export(*args, **kwargs):
@@ -158,9 +163,19 @@ def test_a_damaged_cached_export_is_made_again(bert_dir: Path, tmp_path: Path) -
     again.model_thread.shutdown()
 
 
-def test_two_replicas_exporting_at_once_share_one_good_folder(bert_dir: Path, tmp_path: Path) -> None:
+def test_two_replicas_starting_at_once_export_once(
+    bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = resolve_source(str(bert_dir))
     folders: list[Path] = []
+    exports: list[object] = []
+    run = subprocess.run
+
+    def counted(*args, **kwargs):
+        exports.append(args)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counted)
 
     def replica() -> None:
         folders.append(onnx_model.exported(source, True, tmp_path))
@@ -171,7 +186,8 @@ def test_two_replicas_exporting_at_once_share_one_good_folder(bert_dir: Path, tm
     for t in threads:
         t.join()
     assert len(folders) == 2 and folders[0] == folders[1]
-    assert [p.name for p in tmp_path.iterdir()] == [folders[0].name]  # no temporary folder left behind
+    assert len(exports) == 1  # the second waited for the first's export, and used it
+    assert exports_in(tmp_path) == [folders[0]] and not list(tmp_path.glob(".tmp-*"))
     assert onnx_model.OnnxMaskLogits(folders[0]).precision == "int8"
 
 
@@ -184,7 +200,7 @@ def test_a_model_that_cannot_be_exported_is_a_one_line_load_error(bert_dir: Path
     with pytest.raises(ModelLoadError, match="could not be exported to ONNX") as caught:
         on_ort(broken, tmp_path / "cache")
     assert "\n" not in str(caught.value) and caught.value.permanent
-    assert not [p for p in (tmp_path / "cache").iterdir()]  # nothing half-made kept
+    assert not exports_in(tmp_path / "cache") and not list((tmp_path / "cache").glob(".tmp-*"))  # nothing half-made
 
 
 def test_without_onnx_runtime_installed_the_error_says_what_to_install(
@@ -237,7 +253,7 @@ def test_a_hub_models_export_is_keyed_by_its_revision(
     engine = on_ort("someone/tiny-bert", tmp_path / "cache")
     assert engine.fill(f"the {engine.mask_token} .").masks
     engine.model_thread.shutdown()
-    [folder] = (tmp_path / "cache").iterdir()
+    [folder] = exports_in(tmp_path / "cache")
     assert folder.name == onnx_model.cache_key(resolve_source("someone/tiny-bert"), False)
     (repo / "refs" / "main").write_text("4567cdef")  # another revision is another export
     shutil.copytree(repo / "snapshots" / "0123abcd", repo / "snapshots" / "4567cdef")
@@ -256,4 +272,4 @@ def test_an_export_killed_by_the_out_of_memory_killer_says_so(
     with pytest.raises(ModelLoadError, match=r"killed \(signal 9\), likely out of memory") as caught:
         onnx_model.exported(resolve_source(str(bert_dir)), True, tmp_path / "cache")
     assert caught.value.permanent and "MODEL_RUNTIME=torch" in str(caught.value)
-    assert not list((tmp_path / "cache").iterdir())
+    assert not exports_in(tmp_path / "cache") and not list((tmp_path / "cache").glob(".tmp-*"))
